@@ -1,0 +1,360 @@
+"""``WriteToStreamLoad``: the Beam sink that loads batches into Doris or StarRocks.
+
+Each input element is one batch, ``(table, [Row, ...])`` (or ``((table, shard),
+rows)`` from a sharded batcher).  The DoFn creates one pooled
+``StreamLoadClient`` and a thread pool of ``flush_workers`` in ``setup()``,
+keeps up to that many loads in flight (seed 000's worker pool) and waits for
+all of them in ``finish_bundle()``, so a bundle never completes before its
+rows are durable.  Two batches with the same key are never loaded at the same
+time: the later one starts when the earlier one is done, so updates to one
+key land in Kafka order even with parallel flushes.
+
+Outputs (see ``StreamLoadWriteResult``): one ``LoadResult`` per loaded batch,
+and ``DeadLetter``s for rows that failed for good (stage ``load``) or that the
+server filtered within ``max_filter_ratio`` (stage ``rejected``, for the
+record only: their batch was loaded).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import apache_beam as beam
+import orjson
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import prom
+from transforms.encoding import encode_rows
+from transforms.labels import make_label, sanitize_label_part
+from transforms.stream_load_client import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_LOAD_TIMEOUT_SECS,
+                                           DEFAULT_MAX_RETRIES, DEFAULT_POOL_CONNECTIONS,
+                                           DEFAULT_POOL_MAXSIZE, DORIS, DORIS_DELETE_SIGN,
+                                           STARROCKS_OP, LoadOutcome, StreamLoadClient,
+                                           StreamLoadConfig, TableLoadOptions)
+from transforms.stream_load_errors import PermanentLoadError
+from transforms.types import DeadLetter, LoadResult, Row, offsets_of
+
+__all__ = ['WriteToStreamLoad', 'StreamLoadWriteResult', 'METRICS_NAMESPACE', 'DEAD_LETTER_TAG']
+
+_LOGGER = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = 'kafka_to_doris'
+DEAD_LETTER_TAG = 'dead_letters'
+DEFAULT_FLUSH_WORKERS = 4
+DEFAULT_LABEL_PREFIX = 'beam'
+_MAX_DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+
+
+class StreamLoadWriteResult:
+  """What ``WriteToStreamLoad`` produced, like BigQuery's ``WriteResult``.
+
+  Attributes:
+    load_results: ``LoadResult`` per loaded batch.
+    dead_letters: ``DeadLetter`` per row that failed for good or was rejected.
+  """
+
+  def __init__(self, load_results: beam.PCollection, dead_letters: beam.PCollection):
+    self.load_results = load_results
+    self.dead_letters = dead_letters
+
+  def __getitem__(self, tag: str) -> beam.PCollection:
+    return {'load_results': self.load_results, DEAD_LETTER_TAG: self.dead_letters}[tag]
+
+
+def _table_of(key: Any) -> str:
+  return key[0] if isinstance(key, tuple) else key
+
+
+def _row_payload(row: Any) -> bytes:
+  if isinstance(row, Row):
+    if row.raw is not None:
+      return row.raw[:_MAX_DEAD_LETTER_PAYLOAD_BYTES]
+    fields = row.fields
+  else:
+    fields = row
+  try:
+    return orjson.dumps(fields, default=str)[:_MAX_DEAD_LETTER_PAYLOAD_BYTES]
+  except (TypeError, orjson.JSONEncodeError):
+    return repr(fields).encode('utf-8', 'replace')[:_MAX_DEAD_LETTER_PAYLOAD_BYTES]
+
+
+def _as_rows(table: str, rows: Iterable[Any]) -> List[Row]:
+  """Accepts Rows or plain dicts (users of the sink without the parser)."""
+  out = []
+  for row in rows:
+    if isinstance(row, Row):
+      out.append(row)
+    elif isinstance(row, dict):
+      out.append(Row(table, row, 'upsert', None, None, None, 0, None))
+    else:
+      raise TypeError(f'{table}: a batch holds Row or dict elements, got {type(row).__name__}')
+  return out
+
+
+def _dead_letter(row: Row, table: str, stage: str, reason: str) -> DeadLetter:
+  return DeadLetter(stage, reason, row.topic, row.partition, row.offset, table, _row_payload(row))
+
+
+class _Job:
+  """One batch on its way: what is needed to report it when done."""
+  __slots__ = ('key', 'table', 'rows', 'future', 'started')
+
+  def __init__(self, key, table, rows, future, started):
+    self.key = key
+    self.table = table
+    self.rows = rows
+    self.future = future
+    self.started = started
+
+
+class _WriteBatchesFn(beam.DoFn):
+  """Loads batches with up to ``flush_workers`` loads in flight."""
+
+  def __init__(self, config: StreamLoadConfig, flush_workers: int, label_prefix: str,
+               table_options: Mapping[str, TableLoadOptions], client_factory=None):
+    self._config = config
+    self._flush_workers = flush_workers
+    self._label_prefix = label_prefix
+    self._table_options = dict(table_options)
+    self._client_factory = client_factory
+    self._client: Optional[StreamLoadClient] = None
+    self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    self._rows_loaded = Metrics.counter(METRICS_NAMESPACE, 'rows_loaded')
+    self._rows_filtered = Metrics.counter(METRICS_NAMESPACE, 'rows_filtered')
+    self._bytes_loaded = Metrics.counter(METRICS_NAMESPACE, 'bytes_loaded')
+    self._batches_loaded = Metrics.counter(METRICS_NAMESPACE, 'batches_loaded')
+    self._load_failures = Metrics.counter(METRICS_NAMESPACE, 'load_failures')
+    self._rows_dead_lettered = Metrics.counter(METRICS_NAMESPACE, 'rows_dead_lettered')
+    self._retries = Metrics.counter(METRICS_NAMESPACE, 'retries')
+    self._label_exists = Metrics.counter(METRICS_NAMESPACE, 'labels_already_loaded')
+    self._batch_rows = Metrics.distribution(METRICS_NAMESPACE, 'batch_rows')
+    self._batch_bytes = Metrics.distribution(METRICS_NAMESPACE, 'batch_bytes')
+    self._load_latency = Metrics.distribution(METRICS_NAMESPACE, 'load_latency_ms')
+
+  def setup(self):
+    factory = self._client_factory or StreamLoadClient
+    self._client = factory(self._config)
+    self._executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=self._flush_workers, thread_name_prefix='stream-load')
+
+  def start_bundle(self):
+    self._jobs: List[_Job] = []
+    self._last_job_of_key: Dict[Any, _Job] = {}
+
+  def process(self, element):
+    key, batch = element
+    table = _table_of(key)
+    rows = _as_rows(table, batch)
+    if not rows:
+      return
+    previous = self._last_job_of_key.get(key)
+    wait_for = previous.future if previous is not None and not previous.future.done() else None
+    future = self._executor.submit(self._load_batch, table, rows, wait_for)
+    job = _Job(key, table, rows, future, time.monotonic())
+    self._jobs.append(job)
+    self._last_job_of_key[key] = job
+    # Back-pressure: at most flush_workers loads in flight (plus one queued).
+    while len(self._jobs) > self._flush_workers:
+      yield from self._harvest(self._jobs.pop(0), windowed=False)
+
+  def finish_bundle(self):
+    jobs, self._jobs = self._jobs, []
+    self._last_job_of_key = {}
+    for job in jobs:
+      yield from self._harvest(job, windowed=True)
+
+  def teardown(self):
+    # Best effort, never flushes: finish_bundle already waited for every load.
+    if self._executor is not None:
+      self._executor.shutdown(wait=False, cancel_futures=True)
+      self._executor = None
+    if self._client is not None:
+      self._client.close()
+      self._client = None
+
+  def display_data(self):
+    return {
+        'fe_nodes': ','.join(self._config.fe_nodes),
+        'target': self._config.target,
+        'flush_workers': self._flush_workers,
+        'label_prefix': self._label_prefix,
+        'compression': self._config.compression,
+        'max_retries': self._config.max_retries,
+    }
+
+  # Runs on a flush thread: encode, load, and report back in a tuple.
+  def _load_batch(self, table: str, rows: List[Row], wait_for):
+    if wait_for is not None:
+      concurrent.futures.wait([wait_for])
+    as_array = self._config.target != DORIS
+    encoded = encode_rows(rows, as_array=as_array)
+    failed_idx = {index for index, _ in encoded.failed}
+    loaded_rows = [row for i, row in enumerate(rows) if i not in failed_idx] if failed_idx else rows
+    if not loaded_rows:
+      return None, encoded.failed, loaded_rows, None
+    label = make_label(self._label_prefix_for(table), table, offsets_of(loaded_rows),
+                       body=encoded.body)
+    extra = self._special_column_headers(loaded_rows[0])
+    try:
+      outcome = self._client.load(table, encoded.body, label, rows=encoded.rows,
+                                  options=self._table_options.get(table), extra_headers=extra)
+    except PermanentLoadError as error:
+      prom.LOAD_FAILURES.labels(table).inc()
+      return None, encoded.failed, loaded_rows, error
+    prom.observe_load(table, outcome.load_ms / 1000.0, outcome.loaded_rows, outcome.filtered_rows,
+                      outcome.load_bytes)
+    return outcome, encoded.failed, loaded_rows, None
+
+  def _label_prefix_for(self, table: str) -> str:
+    options = self._table_options.get(table)
+    return (options.label_prefix if options is not None else None) or self._label_prefix
+
+  def _special_column_headers(self, row: Row) -> Dict[str, str]:
+    options = self._table_options.get(row.table)
+    if options is not None and options.columns:
+      return {}
+    fields = row.fields
+    if DORIS_DELETE_SIGN in fields and self._config.target == DORIS:
+      return {'hidden_columns': DORIS_DELETE_SIGN}
+    if STARROCKS_OP in fields and self._config.target != DORIS:
+      return {'columns': ','.join(f'`{name}`' for name in fields)}
+    return {}
+
+  def _harvest(self, job: _Job, windowed: bool):
+    outcome, encode_failures, loaded_rows, error = job.future.result()
+    outputs: List[Any] = []
+    for index, reason in encode_failures:
+      outputs.append(beam.pvalue.TaggedOutput(
+          DEAD_LETTER_TAG, _dead_letter(job.rows[index], job.table, 'load', reason)))
+    self._rows_dead_lettered.inc(len(encode_failures))
+    if error is not None:
+      self._load_failures.inc()
+      self._rows_dead_lettered.inc(len(loaded_rows))
+      prom.ROWS_DEAD_LETTERED.labels(job.table).inc(len(loaded_rows))
+      reason = f'{type(error).__name__}: {error}'
+      rejected = getattr(error, 'rejected', None)
+      if rejected:
+        reason += ' | first rejected rows: ' + ' || '.join(rejected[:5])
+      _LOGGER.error('stream load failed: table=%s rows=%d status=%s error=%s', job.table,
+                    len(loaded_rows), error.status, error)
+      for row in loaded_rows:
+        outputs.append(beam.pvalue.TaggedOutput(
+            DEAD_LETTER_TAG, _dead_letter(row, job.table, 'load', reason)))
+    elif outcome is not None:
+      outputs.extend(self._report_success(job, outcome, loaded_rows))
+    for value in outputs:
+      if windowed:
+        yield _in_global_window(value)
+      else:
+        yield value
+
+  def _report_success(self, job: _Job, outcome: LoadOutcome, loaded_rows: List[Row]):
+    self._rows_loaded.inc(outcome.loaded_rows)
+    self._rows_filtered.inc(outcome.filtered_rows)
+    self._bytes_loaded.inc(outcome.load_bytes)
+    self._batches_loaded.inc()
+    self._retries.inc(max(0, outcome.attempts - 1))
+    if outcome.status == 'Label Already Exists':
+      self._label_exists.inc()
+    self._batch_rows.update(len(loaded_rows))
+    self._batch_bytes.update(outcome.load_bytes)
+    self._load_latency.update(int(outcome.load_ms))
+    _LOGGER.info(
+        'stream load: table=%s rows=%d filtered=%d bytes=%d ms=%.0f status=%s label=%s attempt=%d '
+        'be=%s', job.table, outcome.loaded_rows, outcome.filtered_rows, outcome.load_bytes,
+        outcome.load_ms, outcome.status, outcome.label, outcome.attempts, outcome.be)
+    yield LoadResult(job.table, outcome.label, outcome.status, len(loaded_rows), outcome.loaded_rows,
+                     outcome.filtered_rows, outcome.load_bytes, outcome.load_ms, outcome.attempts,
+                     outcome.txn_id, outcome.message, offsets_of(loaded_rows))
+    for line in outcome.rejected:
+      yield beam.pvalue.TaggedOutput(
+          DEAD_LETTER_TAG, DeadLetter('rejected', line[:2000], None, None, None, job.table, None))
+
+
+def _in_global_window(value):
+  if isinstance(value, beam.pvalue.TaggedOutput):
+    return beam.pvalue.TaggedOutput(value.tag, WindowedValue(value.value, MIN_TIMESTAMP,
+                                                             [GlobalWindow()]))
+  return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+class WriteToStreamLoad(beam.PTransform):
+  """Loads ``(table, rows)`` batches into Doris or StarRocks with Stream Load.
+
+  Example::
+
+    result = batches | WriteToStreamLoad(
+        fe_nodes=['http://fe1:8030', 'http://fe2:8030'], user='loader', password=secret,
+        flush_workers=4, label_prefix='orders_pipeline')
+    result.load_results | ...   # LoadResult per batch
+    result.dead_letters | ...   # DeadLetter per failed or rejected row
+
+  Guarantees: a batch's label comes from its table and the Kafka offsets of
+  its rows, so a retried bundle re-sends the same label and Doris keeps one
+  copy; a bundle completes only after all its loads have finished.
+
+  Args:
+    fe_nodes: FE URLs (list or comma-separated string).
+    user: Stream Load user.
+    password: its password.
+    target: ``doris`` or ``starrocks``.
+    flush_workers: loads in flight per worker (seed 000: 4).
+    label_prefix: first part of every label; keep it stable across restarts
+      of the same pipeline so that re-sent batches are recognised.
+    compression: ``none`` or ``gzip``.
+    max_retries: retries of retryable failures, with backoff and jitter.
+    table_options: per-table ``TableLoadOptions`` (``db.tbl`` -> options).
+    two_phase_commit: prepare with the load, commit right after.
+    connect_timeout_secs / load_timeout_secs: HTTP timeouts.
+    pool_connections / pool_maxsize: the HTTP pool.
+    verify: TLS: True, False or a CA bundle path.
+    client_factory: builds the client from the config (tests).
+  """
+
+  def __init__(self, fe_nodes, user: str, password: str = '', *, target: str = DORIS,
+               flush_workers: int = DEFAULT_FLUSH_WORKERS, label_prefix: str = DEFAULT_LABEL_PREFIX,
+               compression: str = 'none', max_retries: int = DEFAULT_MAX_RETRIES,
+               table_options: Optional[Mapping[str, TableLoadOptions]] = None,
+               two_phase_commit: bool = False,
+               connect_timeout_secs: float = DEFAULT_CONNECT_TIMEOUT_SECS,
+               load_timeout_secs: float = DEFAULT_LOAD_TIMEOUT_SECS,
+               pool_connections: int = DEFAULT_POOL_CONNECTIONS,
+               pool_maxsize: int = DEFAULT_POOL_MAXSIZE, verify: Any = True,
+               backoff_initial_secs: float = 0.5, backoff_max_secs: float = 30.0,
+               client_factory=None):
+    super().__init__()
+    if isinstance(fe_nodes, str):
+      fe_nodes = [node for node in fe_nodes.split(',') if node.strip()]
+    self._config = StreamLoadConfig(
+        fe_nodes=tuple(fe_nodes), user=user, password=password, target=target,
+        compression=compression, max_retries=max_retries, two_phase_commit=two_phase_commit,
+        connect_timeout_secs=connect_timeout_secs, load_timeout_secs=load_timeout_secs,
+        pool_connections=pool_connections, pool_maxsize=pool_maxsize, verify=verify,
+        backoff_initial_secs=backoff_initial_secs, backoff_max_secs=backoff_max_secs)
+    if not isinstance(flush_workers, int) or flush_workers < 1:
+      raise ValueError(f'--flush_workers: must be an integer >= 1, got {flush_workers!r}')
+    if not label_prefix or sanitize_label_part(label_prefix) != label_prefix or len(label_prefix) > 64:
+      raise ValueError(f'--label_prefix: must be 1-64 characters of [-_A-Za-z0-9], got {label_prefix!r}')
+    self._flush_workers = flush_workers
+    self._label_prefix = label_prefix
+    self._table_options = dict(table_options or {})
+    for table, options in self._table_options.items():
+      if not isinstance(options, TableLoadOptions):
+        raise ValueError(f'table_options[{table!r}] must be a TableLoadOptions')
+    self._client_factory = client_factory
+
+  @property
+  def config(self) -> StreamLoadConfig:
+    return self._config
+
+  def expand(self, batches):
+    outputs = batches | 'LoadBatches' >> beam.ParDo(
+        _WriteBatchesFn(self._config, self._flush_workers, self._label_prefix, self._table_options,
+                        self._client_factory)).with_outputs(DEAD_LETTER_TAG, main='load_results')
+    return StreamLoadWriteResult(outputs.load_results, outputs[DEAD_LETTER_TAG])
