@@ -26,17 +26,15 @@ import dataclasses
 import logging
 import time
 import zlib
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.combiners import CountCombineFn
 from apache_beam.transforms.core import CombineFn
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, CombiningValueStateSpec,
                                               ReadModifyWriteStateSpec, TimerSpec, on_timer)
-from apache_beam.transforms.window import GlobalWindow
 
 from transforms import prom
 from transforms.types import Row
@@ -167,6 +165,12 @@ def _columns_of(row: Row) -> Tuple[str, ...]:
   return tuple(sorted(row.fields))
 
 
+def _seconds(value) -> float:
+  """A clock difference in seconds (fake clocks may return Beam Durations)."""
+  micros = getattr(value, 'micros', None)
+  return micros / 1e6 if micros is not None else float(value)
+
+
 def _mb(nbytes: int) -> str:
   return f'{nbytes / (1024 * 1024):.2f}MB'
 
@@ -203,7 +207,7 @@ class _BatchRowsFn(beam.DoFn):
     key, chunk = element
     table = key[0] if isinstance(key, tuple) else key
     limits = self._limits_for(table)
-    end_of_window_timer.set(window.max_timestamp())
+    end_of_window_timer.set(window.end)
     count = count_state.read()
     size = size_state.read()
     columns = columns_state.read() if limits.split_on_column_change else None
@@ -248,7 +252,7 @@ class _BatchRowsFn(beam.DoFn):
       rows.extend(stored)
     rows.extend(pending)
     started = started_state.read()
-    waited_ms = (self._clock() - started) * 1000.0 if started is not None else 0.0
+    waited_ms = _seconds(self._clock() - started) * 1000.0 if started is not None else 0.0
     rows_state.clear()
     count_state.clear()
     size_state.clear()

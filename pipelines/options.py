@@ -1,0 +1,174 @@
+"""Command-line options of the Kafka -> Doris/StarRocks pipeline.
+
+One ``PipelineOptions`` subclass holds every flag; ``FLAG_SPECS`` is the
+single list behind both the argparse definitions and the Flex Template's
+``metadata.json`` (a test checks that they agree).  Defaults follow seed 000:
+10,000 rows, 10 MB, 30 s, 4 flush workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, List, Optional
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FlagSpec', 'str_to_bool', 'PASSWORD_ENV_VAR']
+
+PASSWORD_ENV_VAR = 'STREAM_LOAD_PASSWORD'
+
+
+def str_to_bool(value: Any) -> bool:
+  """argparse type for flags given as ``--flag``, ``--flag=true`` or ``--flag=false``."""
+  if isinstance(value, bool):
+    return value
+  text = str(value).strip().lower()
+  if text in ('1', 'true', 'yes', 'y', 'on'):
+    return True
+  if text in ('0', 'false', 'no', 'n', 'off'):
+    return False
+  raise ValueError(f'not a boolean: {value!r}')
+
+
+str_to_bool.__name__ = 'boolean'
+
+
+@dataclasses.dataclass(frozen=True)
+class FlagSpec:
+  """One flag: its name, type, default, help and a validation regex for templates."""
+  name: str
+  type: Callable
+  default: Any
+  help: str
+  regex: Optional[str] = None
+  choices: Optional[List[str]] = None
+  is_bool: bool = False
+  secret: bool = False
+
+
+_INT = r'^[1-9][0-9]*$'
+_NONNEG_INT = r'^[0-9]+$'
+_NUMBER = r'^[0-9]+(\.[0-9]+)?$'
+_TABLE = r'^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$'
+_BOOL = r'^(true|false)$'
+
+FLAG_SPECS: List[FlagSpec] = [
+    # Kafka
+    FlagSpec('bootstrap_servers', str, None,
+             'Kafka bootstrap servers, host:port[,host:port...].', r'^[^,\s]+(,[^,\s]+)*$'),
+    FlagSpec('topics', str, None, 'Comma-separated Kafka topics to read.', r'^[^,\s]+(,[^,\s]+)*$'),
+    FlagSpec('group_id', str, None,
+             'Kafka consumer group: where offsets are committed after rows are loaded, and where '
+             'a restart resumes from.', r'^[A-Za-z0-9._-]+$'),
+    FlagSpec('stop_at_end', str_to_bool, False,
+             'Read up to the end offsets seen at start, load everything, commit and finish '
+             '(backfills, tests, the demo). Without it the pipeline streams until cancelled.',
+             _BOOL, is_bool=True),
+    FlagSpec('auto_offset_reset', str, 'earliest',
+             'Where to start when the group has no committed offset.', r'^(earliest|latest)$',
+             choices=['earliest', 'latest']),
+    FlagSpec('consumer_config', str, '',
+             'Extra librdkafka settings, key=value;key=value (e.g. security.protocol=SASL_SSL;'
+             'sasl.mechanism=PLAIN). enable.auto.commit is always false.', r'^.*$'),
+    FlagSpec('kafka_reader', str, 'native',
+             'native: the Python confluent-kafka reader (runs everywhere); xlang: Beam\'s Java '
+             'KafkaIO through cross-language (Flink/Dataflow only, needs Java).',
+             r'^(native|xlang)$', choices=['native', 'xlang']),
+    FlagSpec('max_chunk_records', int, 1000,
+             'Most records the reader hands on in one chunk.', _INT),
+    # Doris / StarRocks
+    FlagSpec('fe_nodes', str, None,
+             'Comma-separated FE URLs, http://host:8030[,https://host2:8030]. Loads are spread '
+             'over them and fail over.', r'^https?://[^,\s]+(,https?://[^,\s]+)*$'),
+    FlagSpec('user', str, 'root', 'Stream Load user.', r'^\S+$'),
+    FlagSpec('password', str, None,
+             f'Stream Load password (default: the {PASSWORD_ENV_VAR} environment variable, '
+             'else empty). Never logged.', r'^.*$', secret=True),
+    FlagSpec('target', str, 'doris', 'doris or starrocks.', r'^(doris|starrocks)$',
+             choices=['doris', 'starrocks']),
+    FlagSpec('ca_bundle', str, '',
+             'CA bundle (PEM) to verify https FE/BE certificates; default: the system CAs.',
+             r'^.*$'),
+    # Routing and parsing
+    FlagSpec('table', str, '', 'Load every record into this table (db.tbl).', r'^([A-Za-z0-9_]+\.[A-Za-z0-9_]+)?$'),
+    FlagSpec('topic_table_map', str, '',
+             'Route by topic: topic=db.tbl[,topic2=db.tbl2].', r'^.*$'),
+    FlagSpec('table_field', str, '',
+             'Route by a field of the JSON value holding "db.tbl" (or "tbl" with '
+             '--default_database).', r'^[A-Za-z0-9_.]*$'),
+    FlagSpec('default_database', str, '', 'Database for bare table names.', r'^[A-Za-z0-9_]*$'),
+    FlagSpec('format', str, 'json', 'Record format of Kafka values (json).', r'^json$',
+             choices=['json']),
+    FlagSpec('cdc_format', str, 'none',
+             'CDC envelope of the values: none, debezium, canal, maxwell or auto; deletes become '
+             '__DORIS_DELETE_SIGN__ (Doris) / __op (StarRocks).',
+             r'^(none|debezium|canal|maxwell|auto)$',
+             choices=['none', 'debezium', 'canal', 'maxwell', 'auto']),
+    FlagSpec('max_record_bytes', int, 10 * 1024 * 1024,
+             'Records larger than this go to dead letters.', _INT),
+    # Batching
+    FlagSpec('batch_rows', int, 10_000, 'Flush a table\'s batch at this many rows.', _INT),
+    FlagSpec('batch_bytes', int, 10 * 1024 * 1024,
+             'Flush a table\'s batch at this many bytes (10 MB).', _INT),
+    FlagSpec('batch_interval_secs', float, 30.0,
+             'Flush a table\'s batch this many seconds after its first row.', _NUMBER),
+    FlagSpec('table_config', str, '',
+             'YAML file of per-table settings (limits, shards, Stream Load options); see README.',
+             r'^.*$'),
+    # Loading
+    FlagSpec('flush_workers', int, 4, 'Stream Loads in flight per worker.', _INT),
+    FlagSpec('label_prefix', str, '',
+             'Prefix of every Stream Load label (default: derived from --group_id). Keep it stable '
+             'across restarts: labels make retries idempotent.', r'^[-_A-Za-z0-9]{0,64}$'),
+    FlagSpec('compression', str, 'none', 'Body compression: none or gzip.', r'^(none|gzip)$',
+             choices=['none', 'gzip']),
+    FlagSpec('max_retries', int, 5, 'Retries of a retryable load failure.', _NONNEG_INT),
+    FlagSpec('two_phase_commit', str_to_bool, False,
+             'Use two-phase commit (Doris 2PC / StarRocks transaction API).', _BOOL, is_bool=True),
+    FlagSpec('load_timeout_secs', float, 600.0, 'Timeout of one Stream Load.', _NUMBER),
+    FlagSpec('connect_timeout_secs', float, 10.0, 'HTTP connect timeout.', _NUMBER),
+    FlagSpec('pool_maxsize', int, 50, 'HTTP connections kept per host.', _INT),
+    FlagSpec('validate_tables', str_to_bool, True,
+             'At start, check that the FE is reachable and the configured tables exist.', _BOOL,
+             is_bool=True),
+    # Output and observability
+    FlagSpec('dead_letter_path', str, 'dead_letters',
+             'Where dead letters are written (a directory or gs:// prefix), one JSON line per '
+             'record with its reason.', r'^.*$'),
+    FlagSpec('metrics_port', int, 0, 'Serve Prometheus metrics on this port (0: off).',
+             _NONNEG_INT),
+    FlagSpec('progress_interval_secs', float, 10.0,
+             'Log a progress line this often (0: off).', _NUMBER),
+]
+
+_SPECS_BY_NAME = {spec.name: spec for spec in FLAG_SPECS}
+
+
+class KafkaToDorisOptions(PipelineOptions):
+  """Every flag of ``python -m pipelines.kafka_to_doris``."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    for spec in FLAG_SPECS:
+      kwargs = dict(default=spec.default, help=_help_with_default(spec))
+      if spec.is_bool:
+        kwargs.update(nargs='?', const=True, type=str_to_bool)
+      else:
+        kwargs.update(type=spec.type)
+        if spec.choices:
+          kwargs.update(choices=spec.choices)
+      parser.add_argument(f'--{spec.name}', **kwargs)
+
+  def resolved_password(self) -> str:
+    """The password from the flag, else the environment, else empty."""
+    password = self.view_as(KafkaToDorisOptions).password
+    if password is None:
+      password = os.environ.get(PASSWORD_ENV_VAR, '')
+    return password
+
+
+def _help_with_default(spec: FlagSpec) -> str:
+  if spec.secret or spec.default in (None, ''):
+    return spec.help
+  return f'{spec.help} Default: {spec.default}.'

@@ -1,0 +1,105 @@
+"""``WriteDeadLetters``: durable dead letters, then their offsets acknowledged.
+
+Dead letters are written as JSON lines (one file per bundle, through Beam's
+``FileSystems``, so a local directory and ``gs://`` both work) before their
+Kafka offsets are acknowledged to ``CommitOffsets``: a record's offset is
+committed only once it is loaded *or* its dead letter is on disk.  Rejected
+rows (filtered by the server within ``max_filter_ratio``) are written for the
+record but not acknowledged again: their batch was loaded and acknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from typing import Dict, List, Tuple
+
+import apache_beam as beam
+import orjson
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.types import DeadLetter, OffsetAck
+
+__all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'ACKED_STAGES']
+
+_LOGGER = logging.getLogger(__name__)
+ACKED_STAGES = ('parse', 'load')
+
+
+def dead_letter_to_json(letter: DeadLetter) -> bytes:
+  """One dead letter as a JSON line (payload as text when it is UTF-8, else base64)."""
+  payload = letter.payload
+  record = {
+      'stage': letter.stage,
+      'reason': letter.reason,
+      'topic': letter.topic,
+      'partition': letter.partition,
+      'offset': letter.offset,
+      'table': letter.table,
+  }
+  if payload is not None:
+    try:
+      record['payload'] = payload.decode('utf-8')
+    except UnicodeDecodeError:
+      record['payload_base64'] = base64.b64encode(payload).decode('ascii')
+  return orjson.dumps(record) + b'\n'
+
+
+class _WriteDeadLettersFn(beam.DoFn):
+
+  def __init__(self, path: str):
+    self._path = path.rstrip('/')
+    self._written = Metrics.counter('kafka_to_doris', 'dead_letters_written')
+
+  def setup(self):
+    FileSystems.mkdirs(self._path) if not FileSystems.exists(self._path) else None
+
+  def start_bundle(self):
+    self._letters: List[DeadLetter] = []
+
+  def process(self, letter: DeadLetter):
+    self._letters.append(letter)
+
+  def finish_bundle(self):
+    if not self._letters:
+      return
+    letters, self._letters = self._letters, []
+    name = FileSystems.join(self._path, f'dead-letters-{uuid.uuid4().hex}.jsonl')
+    with FileSystems.create(name) as handle:
+      handle.write(b''.join(dead_letter_to_json(letter) for letter in letters))
+    self._written.inc(len(letters))
+    reasons: Dict[str, int] = {}
+    for letter in letters:
+      reasons[letter.reason[:80]] = reasons.get(letter.reason[:80], 0) + 1
+    _LOGGER.warning('dead letters: %d written to %s (%s)', len(letters), name,
+                    '; '.join(f'{n} x {r}' for r, n in sorted(reasons.items())[:5]))
+    acks: Dict[Tuple[str, int], List[int]] = {}
+    for letter in letters:
+      if letter.stage in ACKED_STAGES and letter.topic is not None and letter.offset is not None:
+        acks.setdefault((letter.topic, letter.partition), []).append(letter.offset)
+    for (topic, partition), offsets in acks.items():
+      yield WindowedValue(OffsetAck(topic, partition, tuple(offsets)), MIN_TIMESTAMP,
+                          [GlobalWindow()])
+
+
+class WriteDeadLetters(beam.PTransform):
+  """Writes ``DeadLetter``s as JSON lines under ``path``; emits ``OffsetAck``s.
+
+  Args:
+    path: a directory (local or any Beam filesystem, e.g. ``gs://bucket/dl``).
+  """
+
+  def __init__(self, path: str):
+    super().__init__()
+    if not path:
+      raise ValueError('--dead_letter_path: a directory is required (dead letters are never '
+                       'dropped silently)')
+    self._path = path
+
+  def expand(self, letters):
+    return letters | 'WriteDeadLetterFiles' >> beam.ParDo(_WriteDeadLettersFn(self._path))
