@@ -7,6 +7,7 @@ REQUIRED = [
     'confluent-kafka>=2.16,<3',
     'requests>=2.32,<3',
     'urllib3>=2.2,<3',
+    'tenacity>=8.2,<10',
     'orjson>=3.10,<4',
     'PyYAML>=6,<7',
     'prometheus-client>=0.20,<1',

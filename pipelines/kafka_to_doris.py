@@ -254,32 +254,59 @@ def summarize(result) -> Dict[str, int]:
   return totals
 
 
-def run(argv: Optional[Sequence[str]] = None) -> int:
-  """Parses ``argv``, builds and runs the pipeline; returns an exit code."""
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-  options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
+class RunSummary:
+  """What a finished run did: Beam counters and wall time."""
+
+  def __init__(self, totals: Dict[str, int], elapsed_secs: float):
+    self.totals = totals
+    self.elapsed_secs = elapsed_secs
+
+  def tables(self) -> List[str]:
+    return sorted(name[len('rows_loaded['):-1] for name in self.totals
+                  if name.startswith('rows_loaded['))
+
+  def table_value(self, metric: str, table: str) -> int:
+    return self.totals.get(f'{metric}[{table}]', 0)
+
+  def lines(self) -> List[str]:
+    t = self.totals
+    out = [f'summary: {t.get("rows_loaded", 0)} rows loaded in {t.get("batches_loaded", 0)} loads, '
+           f'{t.get("rows_filtered", 0)} filtered, {t.get("dead_letters_written", 0)} dead letters, '
+           f'{t.get("bytes_loaded", 0) / 1e6:.1f} MB in {self.elapsed_secs:.1f} s']
+    for table in self.tables():
+      out.append(f'  {table}: {self.table_value("rows_loaded", table)} rows in '
+                 f'{self.table_value("loads", table)} loads')
+    return out
+
+
+def run_pipeline(argv: Sequence[str]) -> RunSummary:
+  """Builds and runs the pipeline from flags; returns its summary.
+
+  Raises:
+    ConfigurationError, PreflightError: before anything runs.
+  """
+  options = PipelineOptions(list(argv))
   opts = options.view_as(KafkaToDorisOptions)
-  try:
-    p = make_pipeline(options)
-    outputs = build_pipeline(p, options)
-  except (ConfigurationError, PreflightError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 2
+  p = make_pipeline(options)
+  build_pipeline(p, options)
   if opts.metrics_port:
     prom.start_metrics_server(opts.metrics_port)
   started = time.monotonic()
   result = p.run()
   result.wait_until_finish()
-  elapsed = time.monotonic() - started
-  totals = summarize(result)
-  tables = sorted({name[len('rows_loaded['):-1] for name in totals if name.startswith('rows_loaded[')})
-  print(f'summary: {totals.get("rows_loaded", 0)} rows loaded in {totals.get("batches_loaded", 0)} '
-        f'loads, {totals.get("rows_filtered", 0)} filtered, {totals.get("dead_letters_written", 0)} '
-        f'dead letters, {totals.get("bytes_loaded", 0) / 1e6:.1f} MB in {elapsed:.1f} s')
-  for table in tables:
-    print(f'  {table}: {totals.get(f"rows_loaded[{table}]", 0)} rows, '
-          f'{totals.get(f"loads[{table}]", 0)} loads')
-  del outputs
+  return RunSummary(summarize(result), time.monotonic() - started)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+  """The command line: parses ``argv``, runs, prints a summary; returns an exit code."""
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  try:
+    summary = run_pipeline(list(argv) if argv is not None else sys.argv[1:])
+  except (ConfigurationError, PreflightError) as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  for line in summary.lines():
+    print(line)
   return 0
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import orjson
@@ -37,7 +37,7 @@ from transforms.stream_load_client import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT
                                            DEFAULT_POOL_MAXSIZE, DORIS, DORIS_DELETE_SIGN,
                                            STARROCKS_OP, LoadOutcome, StreamLoadClient,
                                            StreamLoadConfig, TableLoadOptions)
-from transforms.stream_load_errors import PermanentLoadError
+from transforms.stream_load_errors import DataQualityError, PermanentLoadError
 from transforms.types import DeadLetter, LoadResult, Row, offsets_of
 
 __all__ = ['WriteToStreamLoad', 'StreamLoadWriteResult', 'METRICS_NAMESPACE', 'DEAD_LETTER_TAG']
@@ -49,6 +49,7 @@ DEAD_LETTER_TAG = 'dead_letters'
 DEFAULT_FLUSH_WORKERS = 4
 DEFAULT_LABEL_PREFIX = 'beam'
 _MAX_DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+_MAX_BISECT_LOADS = 64
 
 
 class StreamLoadWriteResult:
@@ -99,6 +100,12 @@ def _as_rows(table: str, rows: Iterable[Any]) -> List[Row]:
 
 def _dead_letter(row: Row, table: str, stage: str, reason: str) -> DeadLetter:
   return DeadLetter(stage, reason, row.topic, row.partition, row.offset, table, _row_payload(row))
+
+
+class _BatchReport(NamedTuple):
+  """What became of a batch: rows that could not be encoded, and each load."""
+  encode_failures: List[Tuple[Row, str]]
+  pieces: List[Tuple[List[Row], Optional[LoadOutcome], Optional[PermanentLoadError]]]
 
 
 class _Job:
@@ -188,28 +195,54 @@ class _WriteBatchesFn(beam.DoFn):
         'max_retries': self._config.max_retries,
     }
 
-  # Runs on a flush thread: encode, load, and report back in a tuple.
-  def _load_batch(self, table: str, rows: List[Row], wait_for):
+  # Runs on a flush thread: encode, load, and report back.
+  def _load_batch(self, table: str, rows: List[Row], wait_for) -> '_BatchReport':
     if wait_for is not None:
       concurrent.futures.wait([wait_for])
-    as_array = self._config.target != DORIS
-    encoded = encode_rows(rows, as_array=as_array)
-    failed_idx = {index for index, _ in encoded.failed}
-    loaded_rows = [row for i, row in enumerate(rows) if i not in failed_idx] if failed_idx else rows
-    if not loaded_rows:
-      return None, encoded.failed, loaded_rows, None
-    label = make_label(self._label_prefix_for(table), table, offsets_of(loaded_rows),
-                       body=encoded.body)
-    extra = self._special_column_headers(loaded_rows[0])
+    report = _BatchReport([], [])
+    self._load_rows(table, rows, report, [_MAX_BISECT_LOADS])
+    return report
+
+  def _load_rows(self, table: str, rows: List[Row], report: '_BatchReport', budget: List[int]):
+    """Loads ``rows``; on a data-quality failure, splits them to isolate the bad rows.
+
+    With Doris's default ``max_filter_ratio`` of 0 one bad row fails the whole
+    batch.  Rather than dead-lettering 10,000 good rows with it, the batch is
+    halved and each half loaded (labels follow the halves' offsets, so this is
+    as idempotent as the whole), down to the rows the server really rejects,
+    within ``_MAX_BISECT_LOADS`` loads per batch.
+    """
+    encoded = encode_rows(rows, as_array=self._config.target != DORIS)
+    if encoded.failed:
+      failed_idx = {index for index, _ in encoded.failed}
+      report.encode_failures.extend((rows[index], reason) for index, reason in encoded.failed)
+      rows = [row for i, row in enumerate(rows) if i not in failed_idx]
+      if not rows:
+        return
+    label = make_label(self._label_prefix_for(table), table, offsets_of(rows), body=encoded.body)
+    extra = self._special_column_headers(rows[0])
+    budget[0] -= 1
     try:
       outcome = self._client.load(table, encoded.body, label, rows=encoded.rows,
                                   options=self._table_options.get(table), extra_headers=extra)
+    except DataQualityError as error:
+      if len(rows) > 1 and budget[0] >= 2:
+        _LOGGER.warning('stream load rejected data: table=%s rows=%d; splitting the batch to '
+                        'isolate the bad rows (%s)', table, len(rows), error)
+        middle = len(rows) // 2
+        self._load_rows(table, rows[:middle], report, budget)
+        self._load_rows(table, rows[middle:], report, budget)
+        return
+      prom.LOAD_FAILURES.labels(table).inc()
+      report.pieces.append((rows, None, error))
+      return
     except PermanentLoadError as error:
       prom.LOAD_FAILURES.labels(table).inc()
-      return None, encoded.failed, loaded_rows, error
+      report.pieces.append((rows, None, error))
+      return
     prom.observe_load(table, outcome.load_ms / 1000.0, outcome.loaded_rows, outcome.filtered_rows,
                       outcome.load_bytes)
-    return outcome, encoded.failed, loaded_rows, None
+    report.pieces.append((rows, outcome, None))
 
   def _label_prefix_for(self, table: str) -> str:
     options = self._table_options.get(table)
@@ -227,34 +260,34 @@ class _WriteBatchesFn(beam.DoFn):
     return {}
 
   def _harvest(self, job: _Job, windowed: bool):
-    outcome, encode_failures, loaded_rows, error = job.future.result()
+    report: _BatchReport = job.future.result()
     outputs: List[Any] = []
-    for index, reason in encode_failures:
+    for row, reason in report.encode_failures:
       outputs.append(beam.pvalue.TaggedOutput(
-          DEAD_LETTER_TAG, _dead_letter(job.rows[index], job.table, 'load', reason)))
-    self._rows_dead_lettered.inc(len(encode_failures))
-    if error is not None:
-      self._load_failures.inc()
-      self._rows_dead_lettered.inc(len(loaded_rows))
-      prom.ROWS_DEAD_LETTERED.labels(job.table).inc(len(loaded_rows))
-      reason = f'{type(error).__name__}: {error}'
-      rejected = getattr(error, 'rejected', None)
-      if rejected:
-        reason += ' | first rejected rows: ' + ' || '.join(rejected[:5])
-      _LOGGER.error('stream load failed: table=%s rows=%d status=%s error=%s', job.table,
-                    len(loaded_rows), error.status, error)
-      for row in loaded_rows:
-        outputs.append(beam.pvalue.TaggedOutput(
-            DEAD_LETTER_TAG, _dead_letter(row, job.table, 'load', reason)))
-    elif outcome is not None:
-      outputs.extend(self._report_success(job, outcome, loaded_rows))
-    for value in outputs:
-      if windowed:
-        yield _in_global_window(value)
+          DEAD_LETTER_TAG, _dead_letter(row, job.table, 'load', reason)))
+    self._rows_dead_lettered.inc(len(report.encode_failures))
+    for rows, outcome, error in report.pieces:
+      if error is not None:
+        outputs.extend(self._report_failure(job.table, rows, error))
       else:
-        yield value
+        outputs.extend(self._report_success(job.table, outcome, rows))
+    for value in outputs:
+      yield _in_global_window(value) if windowed else value
 
-  def _report_success(self, job: _Job, outcome: LoadOutcome, loaded_rows: List[Row]):
+  def _report_failure(self, table: str, rows: List[Row], error: PermanentLoadError):
+    self._load_failures.inc()
+    self._rows_dead_lettered.inc(len(rows))
+    prom.ROWS_DEAD_LETTERED.labels(table).inc(len(rows))
+    reason = f'{type(error).__name__}: {error}'
+    rejected = getattr(error, 'rejected', None)
+    if rejected:
+      reason += ' | rejected rows: ' + ' || '.join(rejected[:5])
+    _LOGGER.error('stream load failed: table=%s rows=%d status=%s error=%s', table, len(rows),
+                  error.status, error)
+    for row in rows:
+      yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, _dead_letter(row, table, 'load', reason))
+
+  def _report_success(self, table: str, outcome: LoadOutcome, loaded_rows: List[Row]):
     self._rows_loaded.inc(outcome.loaded_rows)
     self._rows_filtered.inc(outcome.filtered_rows)
     self._bytes_loaded.inc(outcome.load_bytes)
@@ -267,14 +300,14 @@ class _WriteBatchesFn(beam.DoFn):
     self._load_latency.update(int(outcome.load_ms))
     _LOGGER.info(
         'stream load: table=%s rows=%d filtered=%d bytes=%d ms=%.0f status=%s label=%s attempt=%d '
-        'be=%s', job.table, outcome.loaded_rows, outcome.filtered_rows, outcome.load_bytes,
+        'be=%s', table, outcome.loaded_rows, outcome.filtered_rows, outcome.load_bytes,
         outcome.load_ms, outcome.status, outcome.label, outcome.attempts, outcome.be)
-    yield LoadResult(job.table, outcome.label, outcome.status, len(loaded_rows), outcome.loaded_rows,
+    yield LoadResult(table, outcome.label, outcome.status, len(loaded_rows), outcome.loaded_rows,
                      outcome.filtered_rows, outcome.load_bytes, outcome.load_ms, outcome.attempts,
                      outcome.txn_id, outcome.message, offsets_of(loaded_rows))
     for line in outcome.rejected:
       yield beam.pvalue.TaggedOutput(
-          DEAD_LETTER_TAG, DeadLetter('rejected', line[:2000], None, None, None, job.table, None))
+          DEAD_LETTER_TAG, DeadLetter('rejected', line[:2000], None, None, None, table, None))
 
 
 def _in_global_window(value):
