@@ -1,0 +1,105 @@
+"""Fault injection: the failures a Stream Load client must survive, switchable at run time.
+
+Kinds and where they fire (``node`` picks one FE/BE by index, or ``'fe0'``/``'be1'``):
+
+- ``http_500`` / ``http_503``: the BE (or the FE when node is ``'feN'``) answers that HTTP
+  status with a short body and does not load.
+- ``reset_mid_body``: the BE reads part of the body, then resets the connection; no response,
+  nothing loaded, the transaction is aborted.
+- ``slow``: the BE (or FE) waits ``delay_secs`` (default 2 s) before handling the request.
+- ``publish_timeout``: the load commits (rows stored and visible) but answers ``Status``
+  ``Publish Timeout`` (Doris: committed, publish slow; the label turns VISIBLE shortly after).
+- ``too_many_versions``: the BE fails the load with Doris's ``[E-235]`` too-many-versions error.
+- ``txn_limit``: begin-transaction fails with Doris's ``current running txns on db ... larger
+  than limit`` error.
+- ``be_down`` / ``fe_down``: the node's listening socket is closed (connection refused) and its
+  open connections dropped until the fault is cleared.
+
+``times`` counts how many requests the fault affects (``None``: until cleared; the two
+``*_down`` kinds always last until cleared); ``table``
+restricts load faults to one table (``'db.tbl'`` or ``'tbl'``).
+"""
+
+import dataclasses
+import threading
+from typing import Any, Dict, List, Optional, Union
+
+KINDS = ('http_500', 'http_503', 'reset_mid_body', 'slow', 'publish_timeout',
+         'too_many_versions', 'txn_limit', 'be_down', 'fe_down')
+DEFAULT_SLOW_SECS = 2.0
+
+
+@dataclasses.dataclass
+class Fault:
+  """One injected fault."""
+  kind: str
+  times: Optional[int] = 1
+  node: Optional[Union[int, str]] = None
+  delay_secs: Optional[float] = None
+  table: Optional[str] = None
+
+  def matches(self, role: str, index: int, db: Optional[str], table: Optional[str]) -> bool:
+    """True when this fault applies to node ``role``+``index`` and the target table."""
+    node = self.node
+    if isinstance(node, str) and not node.isdigit():
+      if node.lower() != '%s%d' % (role, index):
+        return False
+    else:
+      if role != ('fe' if self.kind == 'fe_down' else 'be'):
+        return False
+      if node is not None and int(node) != index:
+        return False
+    if self.table and table is not None:
+      wanted = self.table.split('.')
+      if wanted[-1] != table or (len(wanted) == 2 and wanted[0] != db):
+        return False
+    return True
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+class FaultRegistry:
+  """Thread-safe list of active faults."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._faults: List[Fault] = []
+
+  def add(self, kind: str, times: Optional[int] = 1, node=None, delay_secs=None,
+          table=None) -> Fault:
+    if kind not in KINDS:
+      raise ValueError('unknown fault kind %r; expected one of %s' % (kind, ', '.join(KINDS)))
+    if times is not None and int(times) < 1:
+      raise ValueError('times must be >= 1 or None, got %r' % times)
+    fault = Fault(kind, None if times is None else int(times), node, delay_secs, table)
+    with self._lock:
+      self._faults.append(fault)
+    return fault
+
+  def clear(self) -> None:
+    with self._lock:
+      self._faults.clear()
+
+  def list(self) -> List[Fault]:
+    with self._lock:
+      return list(self._faults)
+
+  def take(self, kind: str, role: str, index: int, db: Optional[str] = None,
+           table: Optional[str] = None) -> Optional[Fault]:
+    """Returns (and uses up one ``times`` of) the first matching fault, if any."""
+    with self._lock:
+      for fault in self._faults:
+        if fault.kind == kind and fault.matches(role, index, db, table):
+          if fault.times is not None:
+            fault.times -= 1
+            if fault.times <= 0:
+              self._faults.remove(fault)
+          return fault
+    return None
+
+  def is_down(self, role: str, index: int) -> bool:
+    """Whether a ``be_down``/``fe_down`` fault holds this node down (until cleared)."""
+    kind = role + '_down'
+    with self._lock:
+      return any(f.kind == kind and f.matches(role, index, None, None) for f in self._faults)

@@ -1,0 +1,503 @@
+"""One Stream Load on the BE: headers -> transaction -> rows -> commit -> response JSON.
+
+Mirrors ``StreamLoadAction`` of apache/doris ``be/src/http/action/stream_load.cpp`` (header
+checks and their messages, ``begin_txn`` before the body, ``max_filter_ratio``, commit or
+2PC pre-commit) and the response of ``StreamLoadContext::to_json``
+(``be/src/runtime/stream_load/stream_load_context.cpp``): the same keys, order and types.
+User-facing semantics follow
+https://doris.apache.org/docs/data-operate/import/import-way/stream-load-manual,
+https://doris.apache.org/docs/data-operate/delete/batch-delete-manual (merge types,
+``__DORIS_DELETE_SIGN__``), https://doris.apache.org/docs/data-operate/update/partial-column-update
+and, for the StarRocks flavour's ``__op`` column,
+https://docs.starrocks.io/docs/loading/Load_to_Primary_Key_tables/.
+"""
+
+import dataclasses
+import json
+import re
+import sqlite3
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+import sqlglot
+
+from stream_load_emulator import convert
+from stream_load_emulator import formats
+from stream_load_emulator import schema as schema_lib
+from stream_load_emulator import storage as storage_lib
+from stream_load_emulator import txn as txn_lib
+
+MIB = 1024 * 1024
+JSON_MAX_BODY_BYTES = 100 * MIB  # Doris streaming_load_json_max_mb
+DEFAULT_MAX_BODY_BYTES = 10240 * MIB  # Doris streaming_load_max_mb
+STARROCKS_OP = '__op'
+
+
+class LoadFailed(Exception):
+  """Ends a load with ``Status`` Fail (or another code); ``code`` is Doris's status code."""
+
+  def __init__(self, code: str, msg: str):
+    super().__init__(msg)
+    self.code = code
+    self.msg = msg
+
+
+@dataclasses.dataclass
+class LoadContext:
+  """What the BE knows about one load; ``to_json`` is the response body."""
+  db: str
+  table: str
+  label: str = ''
+  comment: str = ''
+  two_phase_commit: bool = False
+  group_commit: bool = False
+  txn_id: int = -1
+  code: str = 'OK'  # OK, PUBLISH_TIMEOUT, LABEL_ALREADY_EXISTS, or an error code
+  message: str = ''
+  existing_job_status: str = ''
+  total_rows: int = 0
+  loaded_rows: int = 0
+  filtered_rows: int = 0
+  unselected_rows: int = 0
+  receive_bytes: int = 0
+  start: float = dataclasses.field(default_factory=time.monotonic)
+  begin_txn_ms: int = 0
+  put_ms: int = 0
+  read_ms: int = 0
+  write_ms: int = 0
+  commit_ms: int = 0
+  load_ms: int = 0
+  error_url: str = ''
+  txn: Optional[txn_lib.Txn] = None
+
+  @property
+  def ok(self) -> bool:
+    return self.code in ('OK', 'PUBLISH_TIMEOUT')
+
+  def fail(self, code: str, msg: str) -> None:
+    self.code = code
+    self.message = msg
+
+  @property
+  def status(self) -> str:
+    return {'OK': 'Success', 'PUBLISH_TIMEOUT': 'Publish Timeout',
+            'LABEL_ALREADY_EXISTS': 'Label Already Exists'}.get(self.code, 'Fail')
+
+  def to_dict(self, flavor: str = 'doris') -> Dict[str, Any]:
+    """The response fields in ``StreamLoadContext::to_json`` order."""
+    d: Dict[str, Any] = {'TxnId': self.txn_id, 'Label': self.label}
+    if flavor == 'doris':
+      d['Comment'] = self.comment
+    if self.group_commit:
+      d['GroupCommit'] = True
+    else:
+      d['TwoPhaseCommit'] = 'true' if self.two_phase_commit else 'false'
+    d['Status'] = self.status
+    if self.code == 'LABEL_ALREADY_EXISTS':
+      d['ExistingJobStatus'] = self.existing_job_status
+    if self.code == 'OK':
+      d['Message'] = 'OK'
+    elif flavor == 'starrocks' or not self.message.startswith('['):
+      d['Message'] = self.message if flavor == 'starrocks' else '[%s]%s' % (self.code,
+                                                                            self.message)
+    else:
+      d['Message'] = self.message
+    d['NumberTotalRows'] = self.total_rows
+    d['NumberLoadedRows'] = self.loaded_rows
+    d['NumberFilteredRows'] = self.filtered_rows
+    d['NumberUnselectedRows'] = self.unselected_rows
+    d['LoadBytes'] = self.receive_bytes
+    d['LoadTimeMs'] = self.load_ms
+    if not self.group_commit:
+      d['BeginTxnTimeMs'] = self.begin_txn_ms
+    d['StreamLoadPutTimeMs'] = self.put_ms
+    d['ReadDataTimeMs'] = self.read_ms
+    d['WriteDataTimeMs'] = self.write_ms
+    if not self.group_commit:
+      d['CommitAndPublishTimeMs'] = self.commit_ms
+    if self.error_url:
+      d['ErrorURL'] = self.error_url
+    return d
+
+  def to_json(self, flavor: str = 'doris') -> bytes:
+    # rapidjson's PrettyWriter: 4-space indent, then the BE appends a newline.
+    return (json.dumps(self.to_dict(flavor), indent=4, ensure_ascii=False) + '\n').encode()
+
+
+class Headers:
+  """Case-insensitive view of the request headers Stream Load reads."""
+
+  def __init__(self, items):
+    self._d = {}
+    for k, v in items:
+      self._d[k.lower()] = v.strip()
+
+  def get(self, name: str, default: str = '') -> str:
+    return self._d.get(name.lower(), default)
+
+  def flag(self, name: str) -> bool:
+    return self.get(name).lower() == 'true'
+
+  def __contains__(self, name):
+    return name.lower() in self._d
+
+
+def _split_top_level(text: str, sep: str = ',') -> List[str]:
+  parts, depth, quote, cur = [], 0, None, []
+  for ch in text:
+    if quote:
+      cur.append(ch)
+      if ch == quote:
+        quote = None
+      continue
+    if ch in '\'"`':
+      quote = ch
+    elif ch == '(':
+      depth += 1
+    elif ch == ')':
+      depth -= 1
+    elif ch == sep and depth == 0:
+      parts.append(''.join(cur).strip())
+      cur = []
+      continue
+    cur.append(ch)
+  if ''.join(cur).strip():
+    parts.append(''.join(cur).strip())
+  return parts
+
+
+_ASSIGN_RE = re.compile(r'^\s*`?([A-Za-z_][\w]*)`?\s*=(?!=)\s*(.+)$', re.S)
+
+
+def parse_columns(text: str) -> List[Tuple[str, Optional[str]]]:
+  """``k1, k2, v=k1*2`` -> ``[('k1', None), ('k2', None), ('v', 'k1*2')]``."""
+  out = []
+  for part in _split_top_level(text):
+    m = _ASSIGN_RE.match(part)
+    if m:
+      out.append((m.group(1), m.group(2).strip()))
+    else:
+      out.append((part.strip().strip('`'), None))
+  return out
+
+
+class _Evaluator:
+  """Evaluates Doris expressions (columns mappings, ``where``, ``delete``) on one row."""
+
+  def __init__(self, names: List[str], exprs: List[str]):
+    self.names = names
+    self._conn = sqlite3.connect(':memory:')
+    selects = []
+    for e in exprs:
+      try:
+        selects.append(sqlglot.parse_one(e, dialect='doris').sql(dialect='sqlite'))
+      except sqlglot.errors.ParseError as err:
+        raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = '
+                         'Syntax error in expression %s: %s' % (e, err)) from err
+    inner = ', '.join('? AS "%s"' % n.replace('"', '""') for n in names) or '1 AS _x'
+    self._sql = 'SELECT %s FROM (SELECT %s)' % (', '.join(selects), inner)
+
+  def __call__(self, row: Dict[str, Any]) -> tuple:
+    values = [row.get(n.lower()) for n in self.names]
+    values = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in values]
+    try:
+      return self._conn.execute(self._sql, values).fetchone()
+    except sqlite3.Error as err:
+      raise ValueError('expression failed: %s' % err) from err
+
+
+def _truthy(value: Any) -> bool:
+  if isinstance(value, str):
+    return value.strip().lower() in ('1', 'true')
+  return bool(value) and value is not None
+
+
+class Loader:
+  """Runs loads against a catalog, storage and transaction manager (one per server)."""
+
+  def __init__(self, catalog: schema_lib.Catalog, storage: storage_lib.Storage,
+               txns: txn_lib.TxnManager, flavor: str = 'doris',
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, count_only: bool = False,
+               max_error_logs: int = 1000):
+    self.catalog = catalog
+    self.storage = storage
+    self.txns = txns
+    self.flavor = flavor
+    self.max_body_bytes = max_body_bytes
+    self.count_only = count_only
+    self.error_logs: Dict[str, str] = {}
+    self._max_error_logs = max_error_logs
+
+  # --- phase 1: headers, before the body ----------------------------------------------------
+
+  def on_header(self, ctx: LoadContext, h: Headers, content_length: Optional[int]) -> None:
+    """Validates headers and begins the transaction; sets ``ctx`` to Fail on errors."""
+    ctx.label = h.get('label')
+    ctx.comment = h.get('comment')
+    gc = h.get('group_commit').lower()
+    ctx.two_phase_commit = h.get('two_phase_commit') == 'true'
+    if gc and gc not in ('off_mode', 'false'):
+      ctx.group_commit = True
+      if ctx.label:
+        raise LoadFailed('INTERNAL_ERROR', 'label and group_commit can\'t be set at the same '
+                         'time')
+      ctx.label = 'group_commit_%s' % uuid.uuid4().hex
+    elif not ctx.label:
+      ctx.label = str(uuid.uuid4())
+    fmt = self.format_of(h)
+    if fmt is None:
+      raise LoadFailed('INTERNAL_ERROR', 'unknown data format, format=%s' % h.get('format'))
+    compress = h.get('compress_type').lower()
+    if compress and compress not in ('gz', 'gzip'):
+      raise LoadFailed('INTERNAL_ERROR', 'unknown compress type, compress_type=%s'
+                       % h.get('compress_type'))
+    if content_length is not None:
+      json_limit = min(JSON_MAX_BODY_BYTES, self.max_body_bytes)
+      if fmt == 'json' and not h.flag('read_json_by_line') and content_length > json_limit:
+        raise LoadFailed('INTERNAL_ERROR', 'The size of this batch exceed the max size [%d]  '
+                         'of json type data  data [ %d ]. Split the file, or use '
+                         '\'read_json_by_line\'' % (json_limit, content_length))
+      if content_length > self.max_body_bytes:
+        raise LoadFailed('INTERNAL_ERROR', 'body exceed max size: %d, data: %d'
+                         % (self.max_body_bytes, content_length))
+    if h.get('timeout'):
+      try:
+        int(h.get('timeout'))
+      except ValueError as e:
+        raise LoadFailed('INVALID_ARGUMENT', 'Invalid timeout format, stoi') from e
+    begin = time.monotonic()
+    self._check_table(ctx)
+    if not schema_lib.LABEL_RE.match(ctx.label):
+      raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = Label format '
+                       'error. regex: ^[-_A-Za-z0-9:]{1,128}$, label: %s' % ctx.label)
+    try:
+      ctx.txn = self.txns.begin(ctx.db, ctx.table, ctx.label)
+    except txn_lib.LabelAlreadyExists as e:
+      ctx.existing_job_status = e.job_status
+      raise LoadFailed(e.code, e.detail) from e
+    ctx.txn_id = ctx.txn.txn_id
+    ctx.begin_txn_ms = int((time.monotonic() - begin) * 1000)
+    self._check_headers(h)
+
+  def _check_table(self, ctx: LoadContext) -> schema_lib.Table:
+    if ctx.db not in self.catalog.databases:
+      raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 7, detailMessage = unknown '
+                       'databases, dbName=%s' % ctx.db)
+    table = self.catalog.table(ctx.db, ctx.table)
+    if table is None:
+      raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 7, detailMessage = unknown '
+                       'table, tableName=%s' % ctx.table)
+    return table
+
+  @staticmethod
+  def format_of(h: Headers) -> Optional[str]:
+    fmt = h.get('format', 'csv').lower() or 'csv'
+    if fmt in ('csv', 'csv_with_names', 'csv_with_names_and_types', 'hive_text'):
+      return 'csv'
+    if fmt == 'json':
+      return 'json'
+    return None
+
+  @staticmethod
+  def _check_headers(h: Headers) -> None:
+    strict = h.get('strict_mode').lower()
+    if strict and strict not in ('true', 'false'):
+      raise LoadFailed('INVALID_ARGUMENT', 'Invalid strict mode format. Must be bool type')
+    merge = h.get('merge_type').upper()
+    if merge:
+      if merge not in ('APPEND', 'DELETE', 'MERGE'):
+        raise LoadFailed('INVALID_ARGUMENT', 'Invalid merge type %s' % h.get('merge_type'))
+      if merge == 'MERGE' and not h.get('delete'):
+        raise LoadFailed('INVALID_ARGUMENT', 'Excepted DELETE ON clause when merge type is '
+                         'MERGE.')
+      if merge != 'MERGE' and h.get('delete'):
+        raise LoadFailed('INVALID_ARGUMENT', 'Not support DELETE ON clause when merge type '
+                         'is not MERGE.')
+
+  def abort(self, ctx: LoadContext, reason: str) -> None:
+    if ctx.txn is not None and ctx.txn.status == txn_lib.PREPARE:
+      self.txns.abort(ctx.txn, reason)
+
+  # --- phase 2: the body --------------------------------------------------------------------
+
+  def run(self, ctx: LoadContext, h: Headers, body: Optional[bytes], counted_rows: int,
+          error_log_base: str, publish_timeout: bool = False) -> None:
+    """Reads ``body`` (or takes ``counted_rows`` in count-only mode), writes, commits."""
+    table = self.catalog.table(ctx.db, ctx.table)
+    write_start = time.monotonic()
+    if body is None:
+      ctx.total_rows = ctx.loaded_rows = counted_rows
+      apply = None
+    else:
+      ops, partial, seq_table, errors = self.parse_rows(ctx, table, h, body)
+      apply = None if self.count_only else (
+          lambda: self.storage.apply(seq_table, ops, partial=partial))
+      if ctx.filtered_rows:
+        ctx.error_url = self.save_error_log(error_log_base, errors)
+      ratio = float(h.get('max_filter_ratio') or 0)
+      selected = ctx.total_rows - ctx.unselected_rows
+      if ctx.filtered_rows > 0 and selected > 0 and ctx.filtered_rows / selected > ratio:
+        raise LoadFailed('DATA_QUALITY_ERROR', 'too many filtered rows')
+    ctx.write_ms = int((time.monotonic() - write_start) * 1000)
+    ctx.txn.apply = apply
+    commit_start = time.monotonic()
+    if ctx.two_phase_commit:
+      self.txns.precommit(ctx.txn)
+    else:
+      self.txns.commit(ctx.txn, visible=not publish_timeout)
+      if publish_timeout:
+        ctx.fail('PUBLISH_TIMEOUT', 'transaction commit successfully, BUT data will be visible '
+                 'later')
+    ctx.commit_ms = int((time.monotonic() - commit_start) * 1000)
+
+  def save_error_log(self, base: str, errors: List[str]) -> str:
+    hi, lo = uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
+    name = '__shard_%d/error_log_insert_stmt_%s-%s_%s_%s' % (int(hi[:2], 16) % 64, hi, lo, hi,
+                                                             lo)
+    if len(self.error_logs) >= self._max_error_logs:
+      self.error_logs.pop(next(iter(self.error_logs)))
+    self.error_logs[name] = ''.join(errors)
+    return '%s/api/_load_error_log?file=%s' % (base, name)
+
+  def _reader(self, h: Headers):
+    fmt = self.format_of(h)
+    if fmt == 'json':
+      try:
+        return formats.JsonReader(h.flag('read_json_by_line'), h.flag('strip_outer_array'),
+                                  h.get('jsonpaths') or None, h.get('json_root') or None)
+      except ValueError as e:
+        raise LoadFailed('INVALID_ARGUMENT', str(e)) from e
+    raw_fmt = h.get('format').lower()
+    skip = int(h.get('skip_lines') or 0)
+    skip += {'csv_with_names': 1, 'csv_with_names_and_types': 2}.get(raw_fmt, 0)
+    return formats.CsvReader(
+        formats.decode_separator(h.get('column_separator'), '\t'),
+        formats.decode_separator(h.get('line_delimiter'), '\n'),
+        h.get('enclose'), h.get('escape'), h.flag('trim_double_quotes'), skip)
+
+  def parse_rows(self, ctx: LoadContext, table: schema_lib.Table, h: Headers, body: bytes):
+    """Parses, maps, converts and filters rows into ``ctx``'s counters.
+
+    Returns:
+      ``(ops, partial, table_for_write, error log lines)`` where ops are
+      ``(UPSERT|DELETE, column names, values)`` in load order.
+    """
+    reader = self._reader(h)
+    strict = h.flag('strict_mode')
+    partial = h.flag('partial_columns') or (
+        self.flavor == 'starrocks' and h.get('partial_update').lower() == 'true')
+    merge = h.get('merge_type').upper() or 'APPEND'
+    spec = parse_columns(h.get('columns')) if h.get('columns') else []
+    hidden = [c.strip() for c in h.get('hidden_columns').split(',') if c.strip()]
+    plain_names = [n for n, e in spec if e is None]
+    exprs = [(n, e) for n, e in spec if e is not None]
+    if not plain_names:
+      plain_names = [c.name for c in table.columns] + hidden
+    source_names = [n.lower() for n in plain_names]
+    expr_eval = _Evaluator(plain_names, [e for _, e in exprs]) if exprs else None
+    where_eval = (_Evaluator([c.name for c in table.columns], [h.get('where')])
+                  if h.get('where') else None)
+    delete_eval = (_Evaluator(plain_names + [n for n, _ in exprs], [h.get('delete')])
+                   if merge == 'MERGE' else None)
+    seq_col = h.get('function_column.sequence_col') or table.sequence_col
+    if seq_col and (not table.is_unique or table.column(seq_col) is None):
+      raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = There is no '
+                       'sequence column in the table %s' % table.name)
+    seq_table = table
+    if seq_col and seq_col != table.sequence_col:
+      seq_table = dataclasses.replace(table, properties=dict(
+          table.properties, **{'function_column.sequence_col': seq_col}))
+    unique = table.is_unique
+    converters = {c.name: convert.make_converter(c) for c in table.columns}
+    if partial:
+      named = {n.lower() for n in plain_names} | {n.lower() for n, _ in exprs}
+      if not h.get('columns') and self.format_of(h) == 'json':
+        named = None  # decided per row by the JSON keys (first row wins, as Doris plans once)
+      dest_cols = None if named is None else [
+          c for c in table.columns if c.is_key or c.name.lower() in named]
+    else:
+      dest_cols = list(table.columns)
+    ops: List[Tuple[str, list]] = []
+    errors: List[str] = []
+    fmt = self.format_of(h)
+    n_plain = len(plain_names)
+    for rec in reader.read(body):
+      ctx.total_rows += 1
+      if rec.error:
+        ctx.filtered_rows += 1
+        errors.append('Reason: %s. src line [%s]; \n' % (rec.error, rec.src))
+        continue
+      value = rec.value
+      if isinstance(value, dict):
+        src = {k.lower(): v for k, v in value.items()}
+        if h.get('columns'):
+          src = {n: src.get(n) for n in source_names if n in src}
+        src_text = rec.src or json.dumps(value, ensure_ascii=False, default=str)
+      else:
+        src_text = rec.src or json.dumps(value, ensure_ascii=False, default=str)
+        if fmt == 'csv' and len(value) != n_plain:
+          more = len(value) > n_plain
+          ctx.filtered_rows += 1
+          errors.append(
+              'Reason: actual column number in csv file is %s schema column number.actual '
+              'number: %d, schema column number: %d; line delimiter: [%s], column separator: '
+              '[%s], result values:%s. src line [%s]; \n' % (
+                  ' more than ' if more else ' less than ', len(value), n_plain,
+                  h.get('line_delimiter') or '\\n', h.get('column_separator') or '\\t',
+                  ''.join('[%s]' % v for v in value), src_text))
+          continue
+        src = {n: v for n, v in zip(source_names, value)}
+      if expr_eval is not None:
+        try:
+          for (name, _), v in zip(exprs, expr_eval(src)):
+            src[name.lower()] = v
+        except ValueError as e:
+          ctx.filtered_rows += 1
+          errors.append('Reason: %s. src line [%s]; \n' % (e, src_text))
+          continue
+      is_delete = merge == 'DELETE'
+      if merge == 'MERGE':
+        is_delete = _truthy(delete_eval(src)[0])
+      elif unique and schema_lib.DELETE_SIGN.lower() in src:
+        is_delete = _truthy(src[schema_lib.DELETE_SIGN.lower()])
+      if table.keys_type == schema_lib.PRIMARY and STARROCKS_OP in src:
+        op = src[STARROCKS_OP]
+        is_delete = str(op).strip().lower() in ('1', 'delete')
+      cols = dest_cols
+      if cols is None:
+        cols = [c for c in table.columns if c.is_key or c.name.lower() in src]
+        dest_cols = cols
+      if is_delete:
+        cols = [c for c in cols if c.is_key or (seq_col and c.name.lower() == seq_col.lower())]
+      row, reason = [], None
+      for col in cols:
+        key = col.name.lower()
+        if key in src:
+          raw = src[key]
+        elif col.has_default:
+          raw = col.default
+        else:
+          raw = None
+        ok, stored, reason = convert.convert(converters[col.name], col, raw, strict)
+        if not ok:
+          break
+        row.append(stored)
+      if reason is not None:
+        ctx.filtered_rows += 1
+        errors.append('Reason: %s. src line [%s]; \n' % (reason, src_text))
+        continue
+      if where_eval is not None and not is_delete:
+        named_row = {c.name.lower(): v for c, v in zip(cols, row)}
+        if not _truthy(where_eval(named_row)[0]):
+          ctx.unselected_rows += 1
+          continue
+      if is_delete and not unique:
+        if merge != 'APPEND':
+          raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = load by '
+                           'MERGE or DELETE need to upgrade table to support batch delete.')
+        is_delete = False
+      ops.append((storage_lib.DELETE if is_delete else storage_lib.UPSERT,
+                  [c.name for c in cols], row))
+    ctx.loaded_rows = ctx.total_rows - ctx.filtered_rows - ctx.unselected_rows
+    return ops, partial, seq_table, errors

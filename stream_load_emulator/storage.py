@@ -1,0 +1,248 @@
+"""Row storage in SQLite: one file per Doris database, queried with Doris SQL.
+
+Each Doris database is a SQLite file ``<data_dir>/<db>.sqlite`` ATTACHed under the database
+name, so ``SELECT ... FROM demo.users`` works after sqlglot transpiles Doris SQL to SQLite.
+The key models of https://doris.apache.org/docs/table-design/data-model/overview map to
+SQLite upserts: DUPLICATE appends, UNIQUE replaces the row (``INSERT ... ON CONFLICT DO
+UPDATE``, guarded by the sequence column when there is one, see
+https://doris.apache.org/docs/data-operate/update/unique-update-sql), AGGREGATE folds values
+with SUM/MAX/MIN/REPLACE/REPLACE_IF_NOT_NULL. One connection is shared by all threads
+behind a lock: SQLite serializes writers anyway and loads are small transactions.
+"""
+
+import decimal
+import os
+import sqlite3
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import sqlglot
+
+from stream_load_emulator import convert
+from stream_load_emulator import schema as schema_lib
+
+META_FILE = '_emulator_meta.sqlite'
+UPSERT = 'upsert'
+DELETE = 'delete'
+
+
+def _q(name: str) -> str:
+  return '"%s"' % name.replace('"', '""')
+
+
+def _dec(value):
+  return None if value is None else decimal.Decimal(str(value))
+
+
+def _dec_add(a, b):
+  if a is None:
+    return b
+  if b is None:
+    return a
+  return format(_dec(a) + _dec(b), 'f')
+
+
+def _dec_pick(fn):
+  def pick(a, b):
+    if a is None:
+      return b
+    if b is None:
+      return a
+    return a if fn(_dec(a), _dec(b)) == _dec(a) else b
+  return pick
+
+
+sqlite3.register_converter('DORIS_DECIMAL', lambda b: decimal.Decimal(b.decode()))
+
+
+class Storage:
+  """Typed tables in SQLite, plus the label/transaction metadata the FE would keep."""
+
+  def __init__(self, data_dir: str, catalog: schema_lib.Catalog):
+    self.data_dir = data_dir
+    self.catalog = catalog
+    os.makedirs(data_dir, exist_ok=True)
+    self.lock = threading.RLock()
+    self._conn = sqlite3.connect(os.path.join(data_dir, META_FILE), check_same_thread=False,
+                                 detect_types=sqlite3.PARSE_DECLTYPES, isolation_level=None)
+    self._conn.execute('PRAGMA journal_mode=WAL')
+    self._conn.execute('PRAGMA synchronous=NORMAL')
+    self._conn.create_function('doris_dec_add', 2, _dec_add, deterministic=True)
+    self._conn.create_function('doris_dec_max', 2, _dec_pick(max), deterministic=True)
+    self._conn.create_function('doris_dec_min', 2, _dec_pick(min), deterministic=True)
+    self._conn.execute(
+        'CREATE TABLE IF NOT EXISTS labels (db TEXT, label TEXT, txn_id INTEGER, '
+        'table_name TEXT, status TEXT, finish_ts REAL, PRIMARY KEY (db, label))')
+    self._attached = set()
+    for db, tables in catalog.databases.items():
+      self._attach(db)
+      for table in tables.values():
+        self._create_table(table)
+
+  def close(self) -> None:
+    with self.lock:
+      self._conn.close()
+
+  def _attach(self, db: str) -> None:
+    if db in self._attached:
+      return
+    path = os.path.join(self.data_dir, '%s.sqlite' % db)
+    self._conn.execute('ATTACH DATABASE ? AS %s' % _q(db), (path,))
+    self._conn.execute('PRAGMA %s.journal_mode=WAL' % _q(db))
+    self._conn.execute('PRAGMA %s.synchronous=NORMAL' % _q(db))
+    self._attached.add(db)
+
+  def _create_table(self, table: schema_lib.Table) -> None:
+    cols = []
+    for c in table.columns:
+      decl = '%s %s' % (_q(c.name), convert.sqlite_type(c))
+      if c.has_default and c.default is not None:
+        ok, value, _ = convert.convert(convert.make_converter(c), c, c.default, False)
+        if ok and value is not None:
+          decl += ' DEFAULT %s' % (value if isinstance(value, (int, float)) else
+                                   "'%s'" % str(value).replace("'", "''"))
+      cols.append(decl)
+    if table.keys_type != schema_lib.DUPLICATE:
+      cols.append('PRIMARY KEY (%s)' % ', '.join(_q(k) for k in table.key_columns))
+    self._conn.execute('CREATE TABLE IF NOT EXISTS %s.%s (%s)'
+                       % (_q(table.db), _q(table.name), ', '.join(cols)))
+    existing = {r[1].lower() for r in self._conn.execute(
+        'PRAGMA %s.table_info(%s)' % (_q(table.db), _q(table.name)))}
+    for c in table.columns:
+      if c.name.lower() not in existing:
+        self._conn.execute('ALTER TABLE %s.%s ADD COLUMN %s %s' % (
+            _q(table.db), _q(table.name), _q(c.name), convert.sqlite_type(c)))
+
+  # --- writes -----------------------------------------------------------------------------
+
+  def apply(self, table: schema_lib.Table,
+            ops: Iterable[Tuple[str, Sequence[str], Sequence[Any]]],
+            partial: bool = False) -> None:
+    """Applies ``ops`` in load order, in one SQLite transaction.
+
+    Args:
+      table: target table.
+      ops: ``(UPSERT | DELETE, column names, values aligned with the names)`` per row.
+      partial: a partial-column update: only the named columns change on existing rows.
+    """
+    statements: Dict[tuple, Any] = {}
+    with self.lock:
+      cur = self._conn.cursor()
+      cur.execute('BEGIN')
+      try:
+        run_key, run = None, []
+        for kind, columns, values in ops:
+          key = (kind, tuple(columns))
+          if key != run_key and run:
+            self._flush(cur, run_key, run, statements, table, partial)
+            run = []
+          run_key = key
+          run.append(values)
+        if run:
+          self._flush(cur, run_key, run, statements, table, partial)
+        cur.execute('COMMIT')
+      except BaseException:
+        cur.execute('ROLLBACK')
+        raise
+
+  def _flush(self, cur, key, rows, statements, table, partial):
+    kind, columns = key
+    if key not in statements:
+      statements[key] = (self._upsert_sql(table, columns, partial), None) if kind == UPSERT \
+          else self._delete_sql(table, columns)
+    sql, idx = statements[key]
+    if kind == UPSERT:
+      cur.executemany(sql, rows)
+    else:
+      cur.executemany(sql, [[r[i] for i in idx] for r in rows])
+
+  def _upsert_sql(self, table, columns, partial):
+    target = '%s.%s' % (_q(table.db), _q(table.name))
+    sql = 'INSERT INTO %s (%s) VALUES (%s)' % (
+        target, ', '.join(_q(c) for c in columns), ', '.join('?' * len(columns)))
+    if table.keys_type == schema_lib.DUPLICATE:
+      return sql
+    keys = {k.lower() for k in table.key_columns}
+    sets = []
+    for name in columns:
+      if name.lower() in keys:
+        continue
+      col = table.column(name)
+      new, old = 'excluded.%s' % _q(name), _q(name)
+      is_dec = convert.sqlite_type(col) == 'DORIS_DECIMAL'
+      agg = col.aggregation if table.keys_type == schema_lib.AGGREGATE else 'REPLACE'
+      if agg == 'SUM':
+        expr = ('doris_dec_add(%s, %s)' % (old, new) if is_dec else
+                'CASE WHEN %s IS NULL THEN %s WHEN %s IS NULL THEN %s ELSE %s + %s END'
+                % (old, new, new, old, old, new))
+      elif agg in ('MAX', 'MIN'):
+        expr = ('doris_dec_%s(%s, %s)' % (agg.lower(), old, new) if is_dec else
+                '%s(coalesce(%s, %s), coalesce(%s, %s))' % (agg.lower(), old, new, new, old))
+      elif agg == 'REPLACE_IF_NOT_NULL':
+        expr = 'coalesce(%s, %s)' % (new, old)
+      else:
+        expr = new
+      sets.append('%s = %s' % (_q(name), expr))
+    conflict = ', '.join(_q(k) for k in table.key_columns)
+    if not sets:
+      return sql + ' ON CONFLICT (%s) DO NOTHING' % conflict
+    sql += ' ON CONFLICT (%s) DO UPDATE SET %s' % (conflict, ', '.join(sets))
+    seq = table.sequence_col
+    if seq and any(c.lower() == seq.lower() for c in columns):
+      # Doris: a row only replaces one whose sequence value is not higher.
+      sql += ' WHERE %s IS NULL OR (excluded.%s IS NOT NULL AND excluded.%s >= %s)' % (
+          _q(seq), _q(seq), _q(seq), _q(seq))
+    return sql
+
+  def _delete_sql(self, table, columns):
+    lower = [c.lower() for c in columns]
+    idx = [lower.index(k.lower()) for k in table.key_columns if k.lower() in lower]
+    where = ' AND '.join('%s = ?' % _q(k) for k in table.key_columns)
+    seq = table.sequence_col
+    if seq and seq.lower() in lower:
+      idx.append(lower.index(seq.lower()))
+      where += ' AND (%s IS NULL OR ? >= %s)' % (_q(seq), _q(seq))
+    return 'DELETE FROM %s.%s WHERE %s' % (_q(table.db), _q(table.name), where), idx
+
+  # --- reads ------------------------------------------------------------------------------
+
+  def query(self, sql: str, db: Optional[str] = None) -> Tuple[List[str], List[tuple]]:
+    """Runs Doris SQL; returns ``(column names, rows)``.
+
+    Args:
+      sql: one Doris SQL statement (SELECT / SHOW-free subset SQLite can run).
+      db: default database for unqualified table names.
+    """
+    expression = sqlglot.parse_one(sql, dialect='doris')
+    if db:
+      for table in expression.find_all(sqlglot.exp.Table):
+        if not table.args.get('db') and (db in self._attached):
+          table.set('db', sqlglot.exp.to_identifier(db))
+    text = expression.sql(dialect='sqlite')
+    with self.lock:
+      cur = self._conn.execute(text)
+      names = [d[0] for d in cur.description or ()]
+      rows = [tuple(r) for r in cur.fetchall()]
+    return names, rows
+
+  # --- label metadata ---------------------------------------------------------------------
+
+  def save_label(self, db: str, label: str, txn_id: int, table: str, status: str,
+                 finish_ts: float) -> None:
+    with self.lock:
+      self._conn.execute('INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)',
+                         (db, label, txn_id, table, status, finish_ts))
+
+  def load_labels(self) -> List[tuple]:
+    with self.lock:
+      return self._conn.execute(
+          'SELECT db, label, txn_id, table_name, status, finish_ts FROM labels').fetchall()
+
+  def forget_labels_before(self, ts: float) -> None:
+    with self.lock:
+      self._conn.execute('DELETE FROM labels WHERE finish_ts < ?', (ts,))
+
+  def max_txn_id(self) -> int:
+    with self.lock:
+      row = self._conn.execute('SELECT max(txn_id) FROM labels').fetchone()
+    return row[0] or 0
