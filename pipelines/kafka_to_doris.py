@@ -279,6 +279,25 @@ class RunSummary:
     return out
 
 
+def root_cause_message(error: BaseException) -> str:
+  """The innermost cause of a runner's wrapped exception, as one line.
+
+  Beam wraps a DoFn's exception (with its traceback as text) in its own; the
+  user needs the original message, not the runner's stack.
+  """
+  while True:
+    inner = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    if inner is None:
+      break
+    error = inner
+  text = str(error).strip()
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  for line in reversed(lines):
+    if 'Error' in line.split(':', 1)[0] or 'Exception' in line.split(':', 1)[0]:
+      return line.split(' [while running', 1)[0]
+  return (lines[-1] if lines else type(error).__name__).split(' [while running', 1)[0]
+
+
 def run_pipeline(argv: Sequence[str]) -> RunSummary:
   """Builds and runs the pipeline from flags; returns its summary.
 
@@ -305,6 +324,14 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   except (ConfigurationError, PreflightError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print('interrupted: offsets are committed only for loaded rows; a restart resumes there',
+          file=sys.stderr)
+    return 130
+  except Exception as error:  # pylint: disable=broad-except
+    _LOGGER.debug('pipeline failed', exc_info=True)
+    print(f'error: the pipeline failed: {root_cause_message(error)}', file=sys.stderr)
+    return 1
   for line in summary.lines():
     print(line)
   return 0

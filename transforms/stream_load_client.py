@@ -441,7 +441,9 @@ class StreamLoadClient:
     return [nodes[(start + i) % len(nodes)] for i in range(len(nodes))]
 
   def _timeout(self) -> Tuple[float, float]:
-    return (self._config.connect_timeout_secs, self._config.load_timeout_secs + 5.0)
+    # The server's own timeout (the header) fires first; a small margin for the answer.
+    load = self._config.load_timeout_secs
+    return (self._config.connect_timeout_secs, load + min(5.0, load * 0.2))
 
   def _resolve_be(self, path: str, headers: Mapping[str, str], table: str, label: str,
                   method: str = 'PUT') -> Tuple[str, str]:

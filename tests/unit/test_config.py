@@ -1,0 +1,113 @@
+"""Flags and the table config: defaults, validation, clear errors."""
+
+import pytest
+import yaml
+
+from pipelines.kafka_to_doris import ConfigurationError, _Settings, consumer_config_of
+from pipelines.options import FLAG_SPECS, KafkaToDorisOptions
+from pipelines.table_config import TableConfigError, load_table_config, parse_table_config
+from transforms.batching import BatchLimits
+from apache_beam.options.pipeline_options import PipelineOptions
+
+BASE = ['--bootstrap_servers=k:9092', '--topics=a,b', '--group_id=g',
+        '--fe_nodes=http://fe:8030', '--topic_table_map=a=db.ta,b=db.tb']
+
+
+def _settings(*extra):
+  return _Settings(PipelineOptions(BASE + list(extra)))
+
+
+def test_defaults_follow_seed_000():
+  opts = PipelineOptions(BASE).view_as(KafkaToDorisOptions)
+  assert (opts.batch_rows, opts.batch_bytes, opts.batch_interval_secs, opts.flush_workers) == (
+      10_000, 10 * 1024 * 1024, 30.0, 4)
+  assert opts.stop_at_end is False and opts.compression == 'none' and opts.target == 'doris'
+
+
+def test_boolean_flags_take_bare_and_valued_forms():
+  assert PipelineOptions(BASE + ['--stop_at_end']).view_as(KafkaToDorisOptions).stop_at_end
+  assert PipelineOptions(BASE + ['--stop_at_end=true']).view_as(KafkaToDorisOptions).stop_at_end
+  assert not PipelineOptions(BASE + ['--stop_at_end=false']).view_as(
+      KafkaToDorisOptions).stop_at_end
+
+
+def test_every_design_flag_exists():
+  names = {spec.name for spec in FLAG_SPECS}
+  assert {'bootstrap_servers', 'topics', 'group_id', 'stop_at_end', 'fe_nodes', 'user', 'password',
+          'table', 'topic_table_map', 'table_field', 'format', 'batch_rows', 'batch_bytes',
+          'batch_interval_secs', 'flush_workers', 'label_prefix', 'compression', 'max_retries',
+          'table_config', 'target', 'dead_letter_path'} <= names
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--batch_rows=0'], '--batch_rows'),
+    (['--batch_bytes=-5'], '--batch_bytes'),
+    (['--batch_interval_secs=0'], '--batch_interval_secs'),
+    (['--flush_workers=0'], '--flush_workers'),
+    (['--table=db.t'], 'only one of'),
+    (['--fe_nodes=ftp://x'], '--fe_nodes'),
+    (['--consumer_config=novalue'], '--consumer_config'),
+    (['--max_retries=-1'], '--max_retries'),
+])
+def test_bad_flags_fail_with_the_flag_name(extra, message):
+  with pytest.raises(ConfigurationError, match=message):
+    _settings(*extra)
+
+
+def test_unmapped_topic_fails_at_start():
+  with pytest.raises(ConfigurationError, match='not mapped'):
+    _Settings(PipelineOptions(['--bootstrap_servers=k:9092', '--topics=a,c', '--group_id=g',
+                               '--fe_nodes=http://fe:8030', '--topic_table_map=a=db.ta']))
+
+
+def test_missing_required_flags_are_listed():
+  with pytest.raises(ConfigurationError, match='--bootstrap_servers.*--fe_nodes'):
+    _Settings(PipelineOptions(['--topics=a', '--group_id=g', '--table=db.t']))
+
+
+def test_consumer_config_never_auto_commits():
+  opts = PipelineOptions(BASE + ['--consumer_config=enable.auto.commit=true;security.protocol=SSL']
+                         ).view_as(KafkaToDorisOptions)
+  config = consumer_config_of(opts)
+  assert config['enable.auto.commit'] == 'false'
+  assert config['security.protocol'] == 'SSL'
+
+
+def test_label_prefix_defaults_to_the_group():
+  assert _settings().label_prefix == 'g'
+
+
+def test_table_config_overrides_limits_and_options(tmp_path):
+  path = tmp_path / 'tables.yaml'
+  path.write_text(yaml.safe_dump({'tables': {
+      'db.big': {'batch_rows': 50000, 'shards': 4, 'key_columns': ['id']},
+      'db.small': {'batch_interval_secs': 2, 'merge_type': 'MERGE', 'delete_condition': 'op=1',
+                   'sequence_column': 'seq', 'headers': {'timezone': 'UTC'}}}}))
+  config = load_table_config(str(path), BatchLimits(rows=100))
+  assert config.batch_limits()['db.big'] == BatchLimits(rows=50000, shards=4, key_columns=('id',))
+  assert config.batch_limits()['db.small'].rows == 100
+  assert config.load_options()['db.small'].to_headers()['merge_type'] == 'MERGE'
+  assert config.sequence_columns() == {'db.small': 'seq'}
+
+
+@pytest.mark.parametrize('document, message', [
+    ({'tables': {'nodot': {}}}, 'db.tbl'),
+    ({'tables': {'db.t': {'batch_rowz': 1}}}, 'unknown key'),
+    ({'tables': {'db.t': {'batch_rows': 'many'}}}, 'batch_rows must be int'),
+    ({'tables': {'db.t': {'batch_rows': -1}}}, '--batch_rows'),
+    ({'tables': {'db.t': {'merge_type': 'UPSERT'}}}, 'merge_type'),
+    ({'tables': {'db.t': {'partial_columns': 'yes'}}}, 'partial_columns must be bool'),
+    ({'tablez': {}}, 'one key'),
+])
+def test_bad_table_config_names_table_and_key(document, message):
+  with pytest.raises(TableConfigError, match=message):
+    parse_table_config(document, BatchLimits())
+
+
+def test_unreadable_and_invalid_yaml_files(tmp_path):
+  with pytest.raises(TableConfigError, match='cannot read'):
+    load_table_config(str(tmp_path / 'missing.yaml'), BatchLimits())
+  bad = tmp_path / 'bad.yaml'
+  bad.write_text('tables: [unclosed')
+  with pytest.raises(TableConfigError, match='not valid YAML'):
+    load_table_config(str(bad), BatchLimits())
