@@ -8,6 +8,7 @@ single list behind both the argparse definitions and the Flex Template's
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from typing import Any, Callable, List, Optional
@@ -55,7 +56,7 @@ _BOOL = r'^(true|false)$'
 
 FLAG_SPECS: List[FlagSpec] = [
     # Kafka
-    FlagSpec('bootstrap_servers', str, None,
+    FlagSpec('bootstrap_servers', str, 'localhost:9092',
              'Kafka bootstrap servers, host:port[,host:port...].', r'^[^,\s]+(,[^,\s]+)*$'),
     FlagSpec('topics', str, None, 'Comma-separated Kafka topics to read.', r'^[^,\s]+(,[^,\s]+)*$'),
     FlagSpec('group_id', str, None,
@@ -143,6 +144,7 @@ FLAG_SPECS: List[FlagSpec] = [
 ]
 
 _SPECS_BY_NAME = {spec.name: spec for spec in FLAG_SPECS}
+_DEFINED_BY_BEAM = ('bootstrap_servers',)
 
 
 class KafkaToDorisOptions(PipelineOptions):
@@ -158,7 +160,13 @@ class KafkaToDorisOptions(PipelineOptions):
         kwargs.update(type=spec.type)
         if spec.choices:
           kwargs.update(choices=spec.choices)
-      parser.add_argument(f'--{spec.name}', **kwargs)
+      try:
+        parser.add_argument(f'--{spec.name}', **kwargs)
+      except argparse.ArgumentError:
+        # Beam 2.77's KafkaStreamsRunnerOptions already defines --bootstrap_servers
+        # (default localhost:9092); the flag is shared, its value is the same.
+        if spec.name not in _DEFINED_BY_BEAM:
+          raise
 
   def resolved_password(self) -> str:
     """The password from the flag, else the environment, else empty."""

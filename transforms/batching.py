@@ -142,7 +142,8 @@ class KeyByTable(beam.PTransform):
     self._limits = dict(table_limits or {})
 
   def expand(self, chunks):
-    return chunks | 'KeyByTable' >> beam.ParDo(_KeyByTableFn(self._limits))
+    return chunks | 'KeyByTable' >> beam.ParDo(_KeyByTableFn(self._limits)).with_output_types(
+        beam.typehints.Tuple[beam.typehints.Tuple[str, int], beam.typehints.List[Row]])
 
 
 class _SumFn(CombineFn):
