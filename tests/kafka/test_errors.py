@@ -1,0 +1,94 @@
+"""Bad addresses, unknown topics and unreachable clusters fail fast and clearly."""
+
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from transforms import kafka
+
+TIMEOUT_SECS = 2.0
+
+
+def _config(servers):
+  return {'bootstrap.servers': servers, 'group.id': 'errors'}
+
+
+@pytest.mark.parametrize('servers', [
+    'no-such-host.invalid:9092',   # bad broker address (DNS fails)
+    '127.0.0.1:1',                 # unreachable cluster (connection refused)
+    '192.0.2.1:9092',              # unreachable cluster (TEST-NET, no answer)
+])
+def test_unreachable_brokers_fail_at_construction_within_timeout(servers):
+  p = beam.Pipeline(runner=FnApiRunner())
+  started = time.monotonic()
+  with pytest.raises(kafka.KafkaUnreachableError,
+                     match=r'did not answer a metadata request within 2.0s'):
+    _ = p | kafka.ReadKafkaChunks(_config(servers), ['t'],
+                                  start_timeout_secs=TIMEOUT_SECS)
+  assert time.monotonic() - started < TIMEOUT_SECS + 3
+
+
+def test_unknown_topic_fails_at_construction(kafka_cluster):
+  p = beam.Pipeline(runner=FnApiRunner())
+  with pytest.raises(kafka.UnknownTopicError, match='does not exist'):
+    _ = p | kafka.ReadFromKafka(kafka_cluster.consumer_config(),
+                                [kafka_cluster.unique_topic('missing')])
+
+
+def test_unknown_partition_fails_at_construction(kafka_cluster):
+  topic = kafka_cluster.unique_topic()
+  kafka_cluster.produce(topic, [b'x'])
+  p = beam.Pipeline(runner=FnApiRunner())
+  with pytest.raises(kafka.UnknownTopicError, match=r'not \[7\]'):
+    _ = p | kafka.ReadKafkaChunks(kafka_cluster.consumer_config(), [topic],
+                                  partitions=[0, 7])
+
+
+def test_unreachable_cluster_fails_the_run_without_validation():
+  p = beam.Pipeline(runner=FnApiRunner())
+  _ = p | kafka.ReadKafkaChunks(_config('127.0.0.1:1'), ['t'],
+                                stop_at_end=True, validate=False,
+                                start_timeout_secs=TIMEOUT_SECS)
+  started = time.monotonic()
+  # The runner wraps the DoFn's exception; the message survives.
+  with pytest.raises(Exception, match='did not answer a metadata request'):
+    p.run().wait_until_finish()
+  assert time.monotonic() - started < TIMEOUT_SECS + 10
+
+
+def test_unknown_topic_fails_the_run_without_validation(kafka_cluster):
+  p = beam.Pipeline(runner=FnApiRunner())
+  _ = p | kafka.ReadKafkaChunks(kafka_cluster.consumer_config(),
+                                [kafka_cluster.unique_topic('missing')],
+                                validate=False)
+  with pytest.raises(Exception, match='does not exist'):
+    p.run().wait_until_finish()
+
+
+@pytest.mark.parametrize('config, match', [
+    ({'bootstrap.servers': 'x:1'}, 'group.id'),
+    ({'group.id': 'g'}, 'bootstrap.servers'),
+    ({'bootstrap.servers': 'x:1', 'group.id': 'g',
+      'auto.offset.reset': 'sideways'}, 'auto.offset.reset'),
+])
+def test_bad_config_is_a_value_error(config, match):
+  with pytest.raises(ValueError, match=match):
+    kafka.ReadKafkaChunks(config, ['t'])
+
+
+def test_unknown_librdkafka_setting_is_a_config_error():
+  p = beam.Pipeline(runner=FnApiRunner())
+  with pytest.raises(kafka.KafkaConfigError, match='no.such.setting'):
+    _ = p | kafka.ReadKafkaChunks(
+        {'bootstrap.servers': 'x:1', 'group.id': 'g', 'no.such.setting': 1},
+        ['t'])
+
+
+def test_auto_commit_is_forced_off():
+  read = kafka.ReadKafkaChunks(
+      {'bootstrap.servers': 'x:1', 'group.id': 'g',
+       'enable.auto.commit': True}, ['t'])
+  assert read._config['enable.auto.commit'] is False
+  assert read._config['enable.auto.offset.store'] is False
