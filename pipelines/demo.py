@@ -159,7 +159,6 @@ def main(argv=None) -> int:
         f'--table_config={TABLE_CONFIG_PATH}',
         f'--dead_letter_path={dead_letter_dir}',
         '--progress_interval_secs=2',
-        '--validate_tables=false',
     ]
     summary = run_pipeline(argv)
     dead = _dead_letters_by_table(dead_letter_dir)

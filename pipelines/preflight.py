@@ -45,6 +45,11 @@ def check_tables(config: StreamLoadConfig, tables: Iterable[str]) -> None:
           db, tbl = split_table(table)
           url = f'{fe}/api/{urllib.parse.quote(db)}/{urllib.parse.quote(tbl)}/_schema'
           response = session.get(url, auth=auth, timeout=timeout, allow_redirects=False)
+          if response.status_code == 404:
+            # An FE without the schema endpoint: ask its SQL API instead.
+            response = session.post(f'{fe}/api/query/default_cluster/{urllib.parse.quote(db)}',
+                                    json={'stmt': f'SELECT * FROM `{tbl}` LIMIT 0'}, auth=auth,
+                                    timeout=timeout, allow_redirects=False)
           if not _table_found(response, fe, table):
             missing.append(table)
         if missing:
