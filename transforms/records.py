@@ -33,6 +33,8 @@ their record's offset.
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import json
 import logging
 import re
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
@@ -438,6 +440,20 @@ class RecordParser:
     except orjson.JSONDecodeError as e:
       raise _json_error(value, e) from None
 
+    rows = self._map(obj, value, record, chunk_table)
+    # orjson reads numbers as 64-bit ints or doubles: a DECIMAL(38, 10) or a
+    # 20-digit integer loses digits when a row is encoded again (raw rows are
+    # sent as they came). Rare, so detect it afterwards and re-parse exactly;
+    # the first test is a C-speed scan for a run of 16 digits or dots.
+    if rows and rows[-1].raw is None and _LONG_NUMBER in value.translate(_NUMBER_CHARS):
+      for row in rows:
+        if _has_inexact_number(row.fields):
+          return self._map(_exact_loads(value), value, record, chunk_table)
+    return rows
+
+  def _map(self, obj: Any, value: bytes, record: KafkaRecord,
+           chunk_table: Optional[str]) -> List[Row]:
+    cdc = self.cdc
     if type(obj) is dict:
       kind = cdc if cdc != 'auto' else _detect(obj)
       if kind == _PLAIN:
@@ -652,6 +668,57 @@ class RecordParser:
           rows.append(self._row(table, before, OP_DELETE, record, cdc=True))
     rows.append(self._row(table, image, op, record, cdc=True))
     return rows
+
+
+_RISKY_TYPES = frozenset((float, dict, list))
+# Maps digits and '.' to '0', every other byte to ' ': a double holds 15-17
+# significant digits, so only a literal with a run of 16+ of them can lose some.
+_NUMBER_CHARS = bytes(0x30 if c in b'0123456789.' else 0x20 for c in range(256))
+_LONG_NUMBER = b'0' * 16
+
+
+def _has_inexact_number(value: Any) -> bool:
+  """True if ``value`` (a row) holds a float that may have lost digits of its literal.
+
+  A float whose shortest repr has 16+ characters may come from a literal with
+  more significant digits than a double holds (or from an integer beyond 64
+  bits, which orjson reads as a double). Literals of 17+ significant digits
+  that round to a short double (``10000000000000001.0``) are not detected.
+  """
+  items = value.values() if type(value) is dict else value
+  if _RISKY_TYPES.isdisjoint(map(type, items)):  # the common case, at C speed.
+    return False
+  for item in items:
+    kind = type(item)
+    if kind is float:
+      if len(repr(item)) > 16:
+        return True
+    elif (kind is dict or kind is list) and _has_inexact_number(item):
+      return True
+  return False
+
+
+def _exact_loads(value: bytes) -> Any:
+  """Parses JSON keeping every digit: inexact numbers become strings.
+
+  Doris and StarRocks cast JSON strings to the column type on load, so
+  ``"12345678901234.123456"`` lands in a DECIMAL column exactly.
+  """
+  return _exact_numbers(json.loads(value, parse_float=decimal.Decimal))
+
+
+def _exact_numbers(value: Any) -> Any:
+  kind = type(value)
+  if kind is dict:
+    return {k: _exact_numbers(v) for k, v in value.items()}
+  if kind is list:
+    return [_exact_numbers(v) for v in value]
+  if kind is decimal.Decimal:
+    as_float = float(value)
+    return as_float if decimal.Decimal(repr(as_float)) == value else str(value)
+  if kind is int and not -2**63 <= value < 2**64:
+    return str(value)
+  return value
 
 
 def _detect(obj: dict) -> str:

@@ -124,3 +124,29 @@ def test_bad_sequence_columns_config_is_rejected():
     _parser(sequence_columns={'db.t-x': 'seq'})
   with pytest.raises(ValueError, match='sequence column'):
     _parser(sequence_columns={'db.t': ''})
+
+
+def test_numbers_beyond_double_precision_keep_every_digit_when_encoded_again():
+  value = (b'[{"amount": 12345678901234.123456, "big": 123456789012345678901234567890,'
+           b' "ok": 1.5, "id": 18446744073709551615, "nested": {"x": 0.1234567890123456789}}]')
+  (row,) = _parser().parse_record(record(value))
+  assert row.fields == {'amount': '12345678901234.123456', 'big': '123456789012345678901234567890',
+                        'ok': 1.5, 'id': 18446744073709551615,
+                        'nested': {'x': '0.1234567890123456789'}}
+  assert row.size == len(orjson.dumps(row.fields))
+
+
+def test_raw_rows_keep_their_bytes_even_with_long_numbers():
+  value = b'{"amount": 12345678901234.123456}'
+  (row,) = _parser().parse_record(record(value))
+  assert row.raw == value
+
+
+def test_maxwell_decimal_keeps_every_digit():
+  from tests.records.helpers import maxwell
+  parser = RecordParser(Routing(), cdc='maxwell')
+  value = orjson.dumps(maxwell('insert', {'id': 1})).replace(
+      b'{"id":1}', b'{"id":1,"price":98765432109876.54321}')
+  (row,) = parser.parse_record(record(value))
+  assert row.fields['price'] == '98765432109876.54321'
+  assert row.fields['__DORIS_DELETE_SIGN__'] == 0
