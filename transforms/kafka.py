@@ -71,8 +71,8 @@ UNBOUNDED_STOP_OFFSET = sys.maxsize
 
 _EARLIEST = frozenset(['earliest', 'smallest', 'beginning'])
 _LATEST = frozenset(['latest', 'largest', 'end'])
-# librdkafka's OFFSET_INVALID: no committed offset for the group.
-_OFFSET_INVALID = -1001
+# librdkafka's RD_KAFKA_RESP_ERR__PARTITION_EOF (KafkaError._PARTITION_EOF).
+_PARTITION_EOF = -191
 
 
 class KafkaSourceError(RuntimeError):
@@ -507,15 +507,15 @@ class _ReadPartitionFn(beam.DoFn):
           return
         messages = self._poll(cached, self._bundle_deadline)
         records = []
+        end_offset = -1
         append = records.append
         for m in messages:
           error = m.error()
           if error is not None:
-            if error.code() == error._PARTITION_EOF:  # pylint: disable=protected-access
+            if error.code() == _PARTITION_EOF:
+              # Every record before the end offset came before this event.
               cached.at_end = True
-              if m.offset() > position and not records:
-                # Only non-data (transaction markers) between here and end.
-                position = max(position, m.offset())
+              end_offset = m.offset()
               continue
             if error.fatal():
               raise KafkaSourceError(f'{topic}[{partition}]: {error}')
@@ -551,6 +551,9 @@ class _ReadPartitionFn(beam.DoFn):
           cached.next_offset = position
           yield self._output(records, first_offset, watermark_estimator)
           self._bundle_records += len(records)
+        if end_offset > position:
+          # Only non-data offsets (transaction markers) before the end.
+          position = end_offset
         if position >= restriction.stop:
           tracker.try_claim(restriction.stop)
           return
@@ -561,11 +564,6 @@ class _ReadPartitionFn(beam.DoFn):
           current = watermark_estimator.current_watermark()
           if current is None or idle > current:
             watermark_estimator.set_watermark(idle)
-          if not self._is_unbounded():
-            # Bounded but not at the stop yet: keep reading, without
-            # burning the bundle's wait budget twice.
-            if time.monotonic() < self._bundle_deadline:
-              continue
           tracker.defer_remainder(Duration(seconds=self._poll_timeout_secs))
           return
         if (time.monotonic() >= self._bundle_deadline or
@@ -574,9 +572,6 @@ class _ReadPartitionFn(beam.DoFn):
           return
     finally:
       self._release(topic, partition, cached)
-
-  def _is_unbounded(self):
-    return False
 
   def _output(self, records, first_offset, watermark_estimator):
     self._records_read.inc(len(records))
@@ -595,9 +590,6 @@ class _ReadPartitionFn(beam.DoFn):
 
 class _ReadUnboundedPartitionFn(_ReadPartitionFn):
   """Reads one partition without end (``stop_at_end=False``)."""
-
-  def _is_unbounded(self):
-    return True
 
   @beam.DoFn.unbounded_per_element()
   def process(
