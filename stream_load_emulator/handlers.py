@@ -646,8 +646,10 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       self._reset_connection()
       return None
     except zlib.error as e:
-      return self._send_json({'Status': 'FAILED', 'Message': 'bad gzip data: %s' % e})
-    result = self.app.starrocks.load(h, body, counted, ctx.receive_bytes, self.server.base_url)
+      return self._send_json({'TxnId': -1, 'Label': h.get('label'), 'Status': 'FAILED',
+                              'Message': 'bad gzip data: %s' % e})
+    result = self.app.starrocks.load(h, body, counted, ctx.receive_bytes, ctx.read_ms,
+                                     self.server.base_url)
     self._send_json(result)
     return None
 

@@ -85,22 +85,27 @@ class LoadContext:
             'LABEL_ALREADY_EXISTS': 'Label Already Exists'}.get(self.code, 'Fail')
 
   def to_dict(self, flavor: str = 'doris') -> Dict[str, Any]:
-    """The response fields in ``StreamLoadContext::to_json`` order."""
+    """The response fields in ``StreamLoadContext::to_json`` order.
+
+    StarRocks's BE writes the same object without ``Comment``/``TwoPhaseCommit``, with
+    ``StreamLoadPlanTimeMs`` for ``StreamLoadPutTimeMs`` and messages without the
+    ``[CODE]`` prefix.
+    """
+    doris = flavor == 'doris'
     d: Dict[str, Any] = {'TxnId': self.txn_id, 'Label': self.label}
-    if flavor == 'doris':
+    if doris:
       d['Comment'] = self.comment
-    if self.group_commit:
-      d['GroupCommit'] = True
-    else:
-      d['TwoPhaseCommit'] = 'true' if self.two_phase_commit else 'false'
+      if self.group_commit:
+        d['GroupCommit'] = True
+      else:
+        d['TwoPhaseCommit'] = 'true' if self.two_phase_commit else 'false'
     d['Status'] = self.status
     if self.code == 'LABEL_ALREADY_EXISTS':
       d['ExistingJobStatus'] = self.existing_job_status
     if self.code == 'OK':
       d['Message'] = 'OK'
-    elif flavor == 'starrocks' or not self.message.startswith('['):
-      d['Message'] = self.message if flavor == 'starrocks' else '[%s]%s' % (self.code,
-                                                                            self.message)
+    elif doris and not self.message.startswith('['):
+      d['Message'] = '[%s]%s' % (self.code, self.message)
     else:
       d['Message'] = self.message
     d['NumberTotalRows'] = self.total_rows
@@ -111,7 +116,7 @@ class LoadContext:
     d['LoadTimeMs'] = self.load_ms
     if not self.group_commit:
       d['BeginTxnTimeMs'] = self.begin_txn_ms
-    d['StreamLoadPutTimeMs'] = self.put_ms
+    d['StreamLoadPutTimeMs' if doris else 'StreamLoadPlanTimeMs'] = self.put_ms
     d['ReadDataTimeMs'] = self.read_ms
     d['WriteDataTimeMs'] = self.write_ms
     if not self.group_commit:
@@ -275,6 +280,8 @@ class Loader:
       ctx.txn = self.txns.begin(ctx.db, ctx.table, ctx.label)
     except txn_lib.LabelAlreadyExists as e:
       ctx.existing_job_status = e.job_status
+      if self.flavor == 'starrocks':
+        raise LoadFailed(e.code, 'Label [%s] has already been used.' % ctx.label) from e
       raise LoadFailed(e.code, e.detail) from e
     ctx.txn_id = ctx.txn.txn_id
     ctx.begin_txn_ms = int((time.monotonic() - begin) * 1000)

@@ -16,12 +16,23 @@ from stream_load_emulator import load as load_lib
 from stream_load_emulator import txn as txn_lib
 
 
-def _counters(txn: txn_lib.Txn) -> Dict[str, Any]:
+_NOT_EXIST = 'Transcation Not Exist'  # sic, StarRocks's text
+
+
+def _counters(txn: txn_lib.Txn, start: float) -> Dict[str, Any]:
   info = txn.info
   return {'NumberTotalRows': info.get('total', 0), 'NumberLoadedRows': info.get('loaded', 0),
           'NumberFilteredRows': info.get('filtered', 0),
           'NumberUnselectedRows': info.get('unselected', 0),
-          'LoadBytes': info.get('bytes', 0)}
+          'LoadBytes': info.get('bytes', 0),
+          'LoadTimeMs': int((time.time() - txn.created) * 1000),
+          'StreamLoadPutTimeMs': 0, 'ReceivedDataTimeMs': info.get('read_ms', 0),
+          'WriteDataTimeMs': info.get('write_ms', 0),
+          'CommitAndPublishTimeMs': int((time.monotonic() - start) * 1000)}
+
+
+def _head(txn_id, label, status='OK', message=''):
+  return {'TxnId': txn_id, 'Label': label, 'Status': status, 'Message': message}
 
 
 class TransactionApi:
@@ -48,39 +59,35 @@ class TransactionApi:
         txn = txns.begin(db, table, label)
       except txn_lib.LabelAlreadyExists as e:
         return {'Status': 'LABEL_ALREADY_EXISTS', 'ExistingJobStatus': e.job_status,
-                'Message': 'Label [%s] has already been used.' % label, 'Label': label}
+                'Message': 'Label [%s] has already been used.' % label}
       txn.info.update(ops=[], total=0, loaded=0, filtered=0, unselected=0, bytes=0,
                       timeout=h.get('timeout'))
       return {'Status': 'OK', 'Message': '', 'Label': label, 'TxnId': txn.txn_id,
               'BeginTxnTimeMs': int((time.monotonic() - start) * 1000)}
     txn = self._find(db, label)
     if txn is None:
-      return {'Status': 'TXN_NOT_EXISTS', 'Message': 'Transaction with label %s not exists'
-              % label, 'Label': label}
+      return _head(-1, label, 'FAILED', _NOT_EXIST)
     if op == 'rollback':
       if txn.status in (txn_lib.VISIBLE, txn_lib.COMMITTED):
-        return {'Status': 'FAILED', 'Message': 'Transaction %d is already committed'
-                % txn.txn_id, 'Label': label, 'TxnId': txn.txn_id}
+        return _head(txn.txn_id, label, 'FAILED', 'Transcation State Invalid')
       txns.abort(txn, 'User Abort')
-      return {'Status': 'OK', 'Message': '', 'Label': label, 'TxnId': txn.txn_id}
+      return _head(txn.txn_id, label)
     if op == 'prepare':
       if txn.status == txn_lib.PREPARE:
         self._set_apply(txn)
         txns.precommit(txn)
-      result = {'Status': 'OK', 'Message': '', 'Label': label, 'TxnId': txn.txn_id}
-      result.update(_counters(txn))
+      elif txn.status != txn_lib.PRECOMMITTED:
+        return _head(txn.txn_id, label, 'FAILED', 'Transcation State Invalid')
+      result = _head(txn.txn_id, label)
+      result.update(_counters(txn, start))
       return result
-    # commit
     if txn.status in (txn_lib.VISIBLE, txn_lib.COMMITTED):
-      result = {'Status': 'OK', 'Message': 'Transaction already commited', 'Label': label,
-                'TxnId': txn.txn_id}
-    else:
-      if txn.apply is None:
-        self._set_apply(txn)
-      txns.commit(txn)
-      result = {'Status': 'OK', 'Message': '', 'Label': label, 'TxnId': txn.txn_id}
-    result.update(_counters(txn))
-    result['CommitAndPublishTimeMs'] = int((time.monotonic() - start) * 1000)
+      return _head(txn.txn_id, label, 'OK', 'Transaction already commited')
+    if txn.apply is None:
+      self._set_apply(txn)
+    txns.commit(txn)
+    result = _head(txn.txn_id, label)
+    result.update(_counters(txn, start))
     return result
 
   def _set_apply(self, txn: txn_lib.Txn) -> None:
@@ -93,16 +100,18 @@ class TransactionApi:
           self.app.storage.apply(seq_table or table, ops, partial=partial)
     txn.apply = apply
 
-  def load(self, h, body, counted: int, nbytes: int, error_log_base: str) -> Dict[str, Any]:
+  def load(self, h, body, counted: int, nbytes: int, read_ms: int, error_log_base: str) -> Dict[str, Any]:
     """``/api/transaction/load``: parses ``body`` into the open transaction's rows."""
     db, table, label = h.get('db'), h.get('table'), h.get('label')
     txn = self._find(db, label)
-    if txn is None or txn.status != txn_lib.PREPARE:
-      return {'Status': 'TXN_NOT_EXISTS', 'Message': 'Transaction with label %s not exists'
-              % label, 'Label': label}
+    if txn is None:
+      return _head(-1, label, 'FAILED', 'TXN_NOT_EXISTS')
+    if txn.status != txn_lib.PREPARE:
+      return _head(txn.txn_id, label, 'FAILED', 'Transcation State Invalid')
     ctx = load_lib.LoadContext(db=db, table=table or txn.table, label=label)
     ctx.txn_id = txn.txn_id
     ctx.receive_bytes = nbytes
+    ctx.read_ms = read_ms
     start = time.monotonic()
     loader = self.app.loader
     try:
@@ -119,7 +128,7 @@ class TransactionApi:
         if ctx.filtered_rows and selected and ctx.filtered_rows / selected > ratio:
           raise load_lib.LoadFailed('DATA_QUALITY_ERROR', 'too many filtered rows')
     except load_lib.LoadFailed as e:
-      result = {'TxnId': txn.txn_id, 'Label': label, 'Status': 'FAILED', 'Message': e.msg}
+      result = _head(txn.txn_id, label, 'FAILED', e.msg)
       if ctx.error_url:
         result['ErrorURL'] = ctx.error_url
       return result
@@ -132,6 +141,8 @@ class TransactionApi:
       info['filtered'] += ctx.filtered_rows
       info['unselected'] += ctx.unselected_rows
       info['bytes'] += nbytes
+      info['read_ms'] = info.get('read_ms', 0) + ctx.read_ms
+      info['write_ms'] = info.get('write_ms', 0) + int((time.monotonic() - start) * 1000)
       seq = info.setdefault('seq', 0)
       info['seq'] = seq + 1
     elapsed = int((time.monotonic() - start) * 1000)
@@ -139,7 +150,7 @@ class TransactionApi:
               'NumberTotalRows': ctx.total_rows, 'NumberLoadedRows': ctx.loaded_rows,
               'NumberFilteredRows': ctx.filtered_rows,
               'NumberUnselectedRows': ctx.unselected_rows, 'LoadBytes': nbytes,
-              'LoadTimeMs': elapsed, 'StreamLoadPutTimeMs': 0, 'ReceivedDataTimeMs': 0}
+              'LoadTimeMs': elapsed, 'StreamLoadPutTimeMs': 0, 'ReceivedDataTimeMs': ctx.read_ms}
     if ctx.error_url:
       result['ErrorURL'] = ctx.error_url
     return result
