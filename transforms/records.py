@@ -465,7 +465,8 @@ class RecordParser:
       return self._maxwell(obj, record, chunk_table)
     if type(obj) is list and cdc in ('none', 'auto'):
       return self._plain_array(obj, record, chunk_table)
-    expected = 'a JSON object or an array of objects' if cdc in ('none', 'auto') else 'a JSON object'
+    expected = ('a JSON object or an array of objects' if cdc in ('none', 'auto')
+                else 'a JSON object')
     raise _Reject(_NOT_OBJECT, f'expected {expected}, got {_json_type(obj)}')
 
   def _plain_row(self, obj: dict, value: bytes, record: KafkaRecord,
@@ -509,6 +510,9 @@ class RecordParser:
 
   def _table_from_field(self, fields: dict) -> str:
     field = self.routing.table_field
+    if field is None:  # cdc='auto' without routing flags met a plain record.
+      raise _Reject(_MISSING_TABLE, 'no CDC envelope recognised and no --table, '
+                    '--topic_table_map or --table_field for plain records')
     if field not in fields:
       raise _Reject(_MISSING_TABLE, f'no field {field!r} (--table_field) in the record')
     return self._qualify(fields[field], None, f'field {field!r}')
@@ -615,13 +619,15 @@ class RecordParser:
       raise _Reject(_BAD_ENVELOPE, f'Canal {kind} without rows in "data"')
     old = obj.get('old')
     if kind == 'UPDATE' and old is not None and (type(old) is not list or len(old) != len(data)):
-      raise _Reject(_BAD_ENVELOPE, f'Canal "old" must be an array as long as "data", got {_json_type(old)}')
+      raise _Reject(_BAD_ENVELOPE, f'Canal "old" must be an array as long as "data", '
+                    f'got {_json_type(old)}')
     pk_names = obj.get('pkNames')
     if pk_names is not None and type(pk_names) is not list:
       raise _Reject(_BAD_ENVELOPE, f'Canal "pkNames" must be an array, got {_json_type(pk_names)}')
     for i, row in enumerate(data):
       if type(row) is not dict or not row:
-        raise _Reject(_BAD_ENVELOPE, f'Canal data[{i}] must be a non-empty object, got {_json_type(row)}')
+        raise _Reject(_BAD_ENVELOPE, f'Canal data[{i}] must be a non-empty object, '
+                      f'got {_json_type(row)}')
     op = OP_DELETE if kind == 'DELETE' else OP_UPSERT
     database = obj.get('database')
     source_table = obj.get('table')
@@ -722,18 +728,25 @@ def _exact_numbers(value: Any) -> Any:
 
 
 def _detect(obj: dict) -> str:
-  """Guesses the envelope of a JSON object (``cdc='auto'``)."""
-  if 'payload' in obj and 'schema' in obj:
+  """Guesses the envelope of a JSON object (``cdc='auto'``).
+
+  Each test asks for keys every message of that format has, so that plain
+  rows with a ``type`` or ``op`` column stay plain; a plain row that happens
+  to carry a whole envelope's keys would be misread (give ``cdc`` explicitly
+  when the format is known).
+  """
+  if 'op' in obj:
+    if 'after' in obj or 'before' in obj:
+      return _DEBEZIUM
+  elif 'payload' in obj and 'schema' in obj:
     return _DEBEZIUM
-  if 'op' in obj and ('after' in obj or 'before' in obj or 'source' in obj):
-    return _DEBEZIUM
-  if 'isDdl' in obj or ('type' in obj and type(obj.get('data')) is list):
-    return _CANAL
-  if 'type' in obj and 'database' in obj and 'table' in obj and (
-      'data' in obj or 'xid' in obj or 'ts' in obj):
-    return _MAXWELL
-  if 'source' in obj and 'ddl' in obj and 'tableChanges' in obj:
-    return _DEBEZIUM  # schema change event
+  if 'type' in obj and 'database' in obj:
+    if 'table' in obj and ('isDdl' in obj or type(obj.get('data')) is list):
+      return _CANAL
+    if 'ts' in obj and (('data' in obj and 'table' in obj) or 'sql' in obj):
+      return _MAXWELL
+  if 'ddl' in obj and 'source' in obj and ('tableChanges' in obj or 'databaseName' in obj):
+    return _DEBEZIUM  # a schema change event
   return _PLAIN
 
 

@@ -126,7 +126,8 @@ def test_canal_insert_with_several_rows_gives_several_rows_with_one_offset():
   result = _parse([canal('INSERT', [{'id': 1}, {'id': 2}])], 'canal')
   rows = result.rows_by_table['shop.orders']
   assert [(r.fields, r.op, r.offset) for r in rows] == [
-      ({'id': 1, DORIS_DELETE_SIGN: 0}, 'upsert', 0), ({'id': 2, DORIS_DELETE_SIGN: 0}, 'upsert', 0)]
+      ({'id': 1, DORIS_DELETE_SIGN: 0}, 'upsert', 0),
+      ({'id': 2, DORIS_DELETE_SIGN: 0}, 'upsert', 0)]
   assert result.chunk_read.count == 2
 
 
@@ -242,3 +243,31 @@ def test_cdc_sequence_column_gets_the_offset():
                                      debezium('u', None, {'id': 1, 'seq': 99}),
                                      debezium('d', {'id': 1}, None)], first_offset=500))
   assert [r.fields['seq'] for r in _rows(result)] == [500, 99, 502]
+
+
+@pytest.mark.parametrize('value', [
+    {'id': 1, 'type': 'click', 'data': [1, 2]},
+    {'id': 1, 'op': 'buy', 'source': 'web'},
+    {'id': 1, 'type': 'x', 'database': 'a', 'table': 'b'},
+    {'id': 1, 'schema': 'public'},
+])
+def test_auto_keeps_plain_rows_with_envelope_like_columns_plain(value):
+  result = _parse([value], 'auto', Routing(table='db.t'))
+  (row,) = result.rows_by_table['db.t']
+  assert row.fields == value and row.raw is not None
+
+
+def test_auto_skips_debezium_schema_change_events():
+  ddl = {'source': {'db': 'shop'}, 'databaseName': 'shop', 'ddl': 'CREATE TABLE x (a INT)',
+         'tableChanges': []}
+  assert _parse([ddl], 'auto').skipped == {'ddl': 1}
+
+
+def test_auto_without_routing_dead_letters_plain_records():
+  (dead,) = _parse([{'id': 1}], 'auto').dead_letters
+  assert dead.reason.startswith('missing_table: no CDC envelope recognised')
+
+
+def test_maxwell_database_ddl_is_skipped_in_auto_mode():
+  ddl = {'type': 'database-create', 'database': 'x', 'sql': 'CREATE DATABASE x', 'ts': 1}
+  assert _parse([ddl], 'auto').skipped == {'ddl': 1}
