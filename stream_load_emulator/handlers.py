@@ -436,11 +436,11 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       time.sleep(fault.delay_secs if fault.delay_secs is not None else 2.0)
     for status in (500, 503):
       if self.app.faults.take('http_%d' % status, 'be', self.index, db, table):
+        self.app.record_load(None, db, table, 'HTTP %d' % status, self._public_headers(),
+                             self.index)
         self._send(status, b'<html><body>injected HTTP %d</body></html>' % status,
                    content_type='text/html', close=True)
         self._drain_unread_body()
-        self.app.record_load(None, db, table, 'HTTP %d' % status, self._public_headers(),
-                             self.index)
         return True
     return False
 
@@ -461,6 +461,7 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     slots = app.be_slots[self.index]
     if slots is not None:
       slots.acquire()
+    ctx.slot_start = time.monotonic()
     try:
       self._be_load_body(ctx, h, length, chunked, starrocks_txn)
     finally:
@@ -498,9 +499,9 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       body, counted = self._read_load_body(ctx, h, length, chunked, reset)
     except ClientGone as e:
       loader.abort(ctx, 'client gone: %s' % e)
-      self._reset_connection()
       app.record_load(ctx, ctx.db, ctx.table, 'Reset' if reset else 'Client Gone',
                       self._public_headers(), self.index)
+      self._reset_connection()
       return None
     except zlib.error as e:
       ctx.fail('INTERNAL_ERROR', 'Failed to decompress gzip data: %s' % e)
@@ -573,16 +574,18 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     ctx.load_ms = int((time.monotonic() - ctx.start) * 1000)
     cost = self.app.cost_model
     if cost is not None and ctx.ok:
-      remaining = cost.load_secs(ctx.receive_bytes) - (time.monotonic() - ctx.start)
+      # The modelled time runs while the load holds its BE slot.
+      remaining = cost.load_secs(ctx.receive_bytes) - (time.monotonic() - ctx.slot_start)
       if remaining > 0:
         time.sleep(remaining)
       ctx.load_ms = int((time.monotonic() - ctx.start) * 1000)
     body = ctx.to_json(self.app.flavor)
+    # Record first: a client that got its answer must find the load in ``loads``.
+    self.app.record_load(ctx, ctx.db, ctx.table, ctx.status, self._public_headers(),
+                         self.index, response=json.loads(body))
     self._send(200, body, content_type='text/plain; charset=UTF-8', close=not read_body)
     if not read_body:
       self._drain_unread_body()
-    self.app.record_load(ctx, ctx.db, ctx.table, ctx.status, self._public_headers(),
-                         self.index, response=json.loads(body))
 
   def _be_2pc(self, db):
     h = load_lib.Headers(self.headers.items())

@@ -62,6 +62,7 @@ class LoadContext:
   unselected_rows: int = 0
   receive_bytes: int = 0
   start: float = dataclasses.field(default_factory=time.monotonic)
+  slot_start: float = dataclasses.field(default_factory=time.monotonic)
   begin_txn_ms: int = 0
   put_ms: int = 0
   read_ms: int = 0
