@@ -91,8 +91,9 @@ _MISSING_TABLE = 'missing_table'
 _UNMAPPED_TOPIC = 'unmapped_topic'
 _BAD_TABLE_NAME = 'bad_table_name'
 _BAD_ENVELOPE = 'bad_envelope'
+_UNENCODABLE = 'unencodable'
 _REASON_CODES = (_TOO_LARGE, _EMPTY_VALUE, _INVALID_UTF8, _INVALID_JSON, _NOT_OBJECT,
-                 _MISSING_TABLE, _UNMAPPED_TOPIC, _BAD_TABLE_NAME, _BAD_ENVELOPE)
+                 _MISSING_TABLE, _UNMAPPED_TOPIC, _BAD_TABLE_NAME, _BAD_ENVELOPE, _UNENCODABLE)
 
 # Skip reason codes (records producing nothing; counted in ``skipped_<code>``).
 _SKIP_TOMBSTONE = 'tombstone'
@@ -240,6 +241,10 @@ class Routing:
         not isinstance(self.table_field, str) or not self.table_field):
       raise ValueError(f'--table_field: expected a field name, got {self.table_field!r}')
 
+  def __hash__(self):
+    mapping = tuple(self.topic_table_map.items()) if self.topic_table_map else None
+    return hash((self.table, mapping, self.table_field, self.default_database))
+
   def _require_qualified(self, flag: str, table: str) -> str:
     if '.' in table:
       return table
@@ -319,11 +324,11 @@ class RecordParser:
     if not isinstance(routing, Routing):
       raise ValueError(f'routing: expected a Routing, got {routing!r}')
     if cdc not in CDC_FORMATS:
-      raise ValueError(f'--cdc: expected one of {"|".join(CDC_FORMATS)}, got {cdc!r}')
+      raise ValueError(f'--cdc_format: expected one of {"|".join(CDC_FORMATS)}, got {cdc!r}')
     if target not in TARGETS:
       raise ValueError(f'--target: expected one of {"|".join(TARGETS)}, got {target!r}')
     if cdc == 'none' and routing.from_envelope:
-      raise ValueError('plain JSON records (--cdc none) need one of --table, '
+      raise ValueError('plain JSON records (--cdc_format none) need one of --table, '
                        '--topic_table_map, --table_field')
     if (isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int)
         or max_record_bytes <= 0):
@@ -446,9 +451,12 @@ class RecordParser:
     # sent as they came). Rare, so detect it afterwards and re-parse exactly;
     # the first test is a C-speed scan for a run of 16 digits or dots.
     if rows and rows[-1].raw is None and _LONG_NUMBER in value.translate(_NUMBER_CHARS):
-      for row in rows:
-        if _has_inexact_number(row.fields):
+      try:
+        if any(_has_inexact_number(row.fields) for row in rows):
           return self._map(_exact_loads(value), value, record, chunk_table)
+      except (RecursionError, ValueError) as e:  # nesting deeper than the json module takes.
+        _LOGGER.warning('Record %s/%d@%d: long numbers kept as doubles (%s)', record.topic,
+                        record.partition, record.offset, e)
     return rows
 
   def _map(self, obj: Any, value: bytes, record: KafkaRecord,
@@ -476,7 +484,7 @@ class RecordParser:
     if column is not None and column not in obj:
       obj[column] = record.offset
       return Row(table, obj, OP_UPSERT, record.topic, record.partition, record.offset,
-                 len(orjson.dumps(obj)), None)
+                 _encoded_size(obj), None)
     # Valid JSON has newlines only as whitespace; the sink splits NDJSON on them.
     raw = value if b'\n' not in value else None
     return Row(table, obj, OP_UPSERT, record.topic, record.partition, record.offset,
@@ -504,7 +512,7 @@ class RecordParser:
       if column is not None and column not in fields:
         fields[column] = record.offset
     return Row(table, fields, op, record.topic, record.partition, record.offset,
-               len(orjson.dumps(fields)), None)
+               _encoded_size(fields), None)
 
   # -- routing ---------------------------------------------------------------
 
@@ -764,6 +772,14 @@ def _key_change_before_image(after: dict, old: Any, pk_names: list) -> Optional[
   return before
 
 
+def _encoded_size(fields: dict) -> int:
+  """Byte length of the row's JSON encoding."""
+  try:
+    return len(orjson.dumps(fields))
+  except orjson.JSONEncodeError as e:  # orjson writes at most 254 levels of nesting.
+    raise _Reject(_UNENCODABLE, f'row cannot be encoded as JSON again: {e}') from None
+
+
 def _debezium_key(key: Optional[bytes]) -> Optional[dict]:
   """The key fields of a Debezium record key (JSON, maybe schema-wrapped), or None."""
   if not key:
@@ -865,7 +881,8 @@ class ParseRecords(beam.PTransform):
     ...)`` with the record's topic/partition/offset and its raw value
     (truncated to 64 KiB). Codes: ``too_large``, ``empty_value``,
     ``invalid_utf8``, ``invalid_json``, ``not_object``, ``missing_table``,
-    ``unmapped_topic``, ``bad_table_name``, ``bad_envelope``.
+    ``unmapped_topic``, ``bad_table_name``, ``bad_envelope``, ``unencodable``
+    (a row nested deeper than orjson writes, when it must be encoded again).
   * ``chunk_reads``: one ``ChunkRead`` per input chunk; ``count`` = rows +
     dead letters made from it (each acknowledges one unit later).
 

@@ -150,3 +150,19 @@ def test_maxwell_decimal_keeps_every_digit():
   (row,) = parser.parse_record(record(value))
   assert row.fields['price'] == '98765432109876.54321'
   assert row.fields['__DORIS_DELETE_SIGN__'] == 0
+
+
+def test_row_too_deep_to_encode_again_is_a_dead_letter():
+  value = b'[{"a": ' + b'[' * 300 + b'1' + b']' * 300 + b'}]'
+  result = _parser().parse_chunk(chunk([value]))
+  (dead,) = result.dead_letters
+  assert dead.reason.startswith('unencodable: row cannot be encoded as JSON again')
+  assert result.chunk_read.count == 1
+
+
+def test_deep_rows_with_long_numbers_do_not_fail():
+  value = b'{"a":' + b'[' * 1000 + b'1.12345678901234567' + b']' * 1000 + b'}'
+  result = _parser().parse_chunk(chunk([value]))  # raw row: no re-encoding, no exact pass.
+  assert result.rows_by_table['db.t'][0].raw == value
+  result = _parser(sequence_columns={'db.t': 's'}).parse_chunk(chunk([value]))
+  assert result.dead_letters[0].reason.startswith('unencodable:')

@@ -40,6 +40,12 @@ def test_routing_rejects_bad_table_names_naming_the_flag():
     Routing(table='t', default_database='a.b')
 
 
+def test_routing_is_hashable_and_compares_by_value():
+  a = Routing(topic_table_map='t1=db.a')
+  assert a == Routing(topic_table_map={'t1': 'db.a'})
+  assert hash(a) == hash(Routing(topic_table_map={'t1': 'db.a'}))
+
+
 def test_routing_qualifies_bare_names_with_default_database():
   routing = Routing(topic_table_map='t1=a,t2=other.b', default_database='db')
   assert routing.topic_table_map == {'t1': 'db.a', 't2': 'other.b'}
@@ -56,7 +62,7 @@ def test_plain_records_need_a_routing_flag():
 
 
 def test_bad_cdc_and_target_name_the_flag():
-  with pytest.raises(ValueError, match="--cdc: .*'debezium2'"):
+  with pytest.raises(ValueError, match="--cdc_format: .*'debezium2'"):
     ParseRecords(Routing(table='db.t'), cdc='debezium2')
   with pytest.raises(ValueError, match="--target: .*'mysql'"):
     ParseRecords(Routing(table='db.t'), target='mysql')
