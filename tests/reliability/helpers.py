@@ -30,7 +30,7 @@ def user_bytes(ids: Iterable[int], version: int = 0) -> List[bytes]:
   return [orjson.dumps(user(i, version)) for i in ids]
 
 
-def _event_tuple(row: dict) -> tuple:
+def event_tuple(row: dict) -> tuple:
   return (row['event_id'], row['user_id'], row['event_type'], Decimal(row['amount']),
           row['payload'])
 
@@ -45,7 +45,7 @@ def assert_events_exactly_once(server, ids: Sequence[int], payload_size: int = 4
   assert (count, distinct) == (len(ids), len(ids)), (
       f'expected {len(ids)} rows once each, table has {count} rows, {distinct} distinct ids; '
       f'duplicated: {duplicated_event_ids(server)[:10]}')
-  expected = [_event_tuple(event(i, payload_size)) for i in sorted(ids)]
+  expected = [event_tuple(event(i, payload_size)) for i in sorted(ids)]
   assert events_in_table(server) == expected
 
 
