@@ -61,16 +61,20 @@ def _parse_jsonpath(path: str) -> List[Union[str, int]]:
   return steps
 
 
-def _extract(doc: Any, steps) -> Any:
+_MISSING = object()
+ALL_NULL = 'All fields is null, this is a invalid row.'
+
+
+def _extract(doc: Any, steps, missing: Any = None) -> Any:
   for step in steps:
     if isinstance(step, int):
       if not isinstance(doc, list) or step >= len(doc):
-        return None
+        return missing
       doc = doc[step]
     else:
-      if not isinstance(doc, dict):
-        return None
-      doc = doc.get(step)
+      if not isinstance(doc, dict) or step not in doc:
+        return missing
+      doc = doc[step]
   return doc
 
 
@@ -136,7 +140,10 @@ class JsonReader:
     if not isinstance(item, dict):
       return Record(None, 'Expected value is object, but get other type', _src(text))
     if self.paths is not None:
-      return Record([_extract(item, p) for p in self.paths], None, '')
+      values = [_extract(item, p, _MISSING) for p in self.paths]
+      if all(v is _MISSING for v in values):
+        return Record(None, ALL_NULL, _src(orjson.dumps(item)))
+      return Record([None if v is _MISSING else v for v in values], None, '')
     return Record(item, None, '')
 
 

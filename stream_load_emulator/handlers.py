@@ -561,10 +561,7 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     ctx.receive_bytes = received
     ctx.read_ms = int((time.monotonic() - start) * 1000)
     if counter is not None:
-      skip = int(h.get('skip_lines') or 0) + {'csv_with_names': 1,
-                                               'csv_with_names_and_types': 2}.get(
-                                                   h.get('format').lower(), 0)
-      return None, counter.total(skip)
+      return None, counter.total(load_lib.skip_lines(h))
     body = b''.join(chunks)
     if self.app.count_only:  # JSON document in count-only mode
       return None, formats.count_rows(body, 'json', False, '\n', 0)

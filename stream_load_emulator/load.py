@@ -219,6 +219,20 @@ def _truthy(value: Any) -> bool:
   return bool(value) and value is not None
 
 
+def skip_lines(h: Headers) -> int:
+  """Header lines to skip: csv_with_names(_and_types) skip their 1 (2) lines, ignoring
+  ``skip_lines``, as Doris does."""
+  fmt = h.get('format').lower()
+  if fmt == 'csv_with_names':
+    return 1
+  if fmt == 'csv_with_names_and_types':
+    return 2
+  try:
+    return max(int(h.get('skip_lines') or 0), 0)
+  except ValueError:
+    return 0
+
+
 class Loader:
   """Runs loads against a catalog, storage and transaction manager (one per server)."""
 
@@ -376,13 +390,10 @@ class Loader:
                                   h.get('jsonpaths') or None, h.get('json_root') or None)
       except ValueError as e:
         raise LoadFailed('INVALID_ARGUMENT', str(e)) from e
-    raw_fmt = h.get('format').lower()
-    skip = int(h.get('skip_lines') or 0)
-    skip += {'csv_with_names': 1, 'csv_with_names_and_types': 2}.get(raw_fmt, 0)
     return formats.CsvReader(
         formats.decode_separator(h.get('column_separator'), '\t'),
         formats.decode_separator(h.get('line_delimiter'), '\n'),
-        h.get('enclose'), h.get('escape'), h.flag('trim_double_quotes'), skip)
+        h.get('enclose'), h.get('escape'), h.flag('trim_double_quotes'), skip_lines(h))
 
   def parse_rows(self, ctx: LoadContext, table: schema_lib.Table, h: Headers, body: bytes):
     """Parses, maps, converts and filters rows into ``ctx``'s counters.
@@ -426,6 +437,8 @@ class Loader:
           c for c in table.columns if c.is_key or c.name.lower() in named]
     else:
       dest_cols = list(table.columns)
+    known_names = set(source_names) | {c.name.lower() for c in table.columns} | {
+        schema_lib.DELETE_SIGN.lower(), STARROCKS_OP}
     ops: List[Tuple[str, list]] = []
     errors: List[str] = []
     fmt = self.format_of(h)
@@ -441,6 +454,11 @@ class Loader:
         src = {k.lower(): v for k, v in value.items()}
         if h.get('columns'):
           src = {n: src.get(n) for n in source_names if n in src}
+        if known_names.isdisjoint(src):
+          ctx.filtered_rows += 1
+          errors.append('Reason: %s. src line [%s]; \n' % (
+              formats.ALL_NULL, rec.src or json.dumps(value, ensure_ascii=False, default=str)))
+          continue
         src_text = rec.src or json.dumps(value, ensure_ascii=False, default=str)
       else:
         src_text = rec.src or json.dumps(value, ensure_ascii=False, default=str)
