@@ -1,0 +1,73 @@
+"""Bad configuration fails at start: exit code 2, a one-line message naming the problem, and
+nothing read from Kafka or loaded."""
+
+import socket
+
+import pytest
+
+from tests.harness import pipeline_argv, run_cli
+
+
+def _closed_port():
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
+
+
+@pytest.fixture
+def topic_with_records(kafka_cluster):
+  topic = kafka_cluster.unique_topic('config')
+  kafka_cluster.produce(topic, [b'{"event_id": 1}'] * 8)
+  return topic
+
+
+def _argv(kafka_cluster, server, topic, tmp_path, fe_nodes=None, **flags):
+  argv = pipeline_argv(kafka_cluster, server, [topic], f'g-{topic}', str(tmp_path / 'dead'),
+                       **flags)
+  if fe_nodes is not None:
+    argv = [a for a in argv if not a.startswith('--fe_nodes=')] + [f'--fe_nodes={fe_nodes}']
+  return argv
+
+
+CASES = {
+    'unknown table in the topic map': (
+        lambda t, port: dict(topic_table_map=f'{t}=demo.no_such_table'),
+        ['table(s) not found', 'demo.no_such_table']),
+    'unmapped topic': (
+        lambda t, port: dict(topic_table_map='some-other-topic=demo.events'),
+        ['--topic_table_map', 'not mapped']),
+    'negative batch rows': (
+        lambda t, port: dict(table='demo.events', batch_rows=-5), ['--batch_rows', '-5']),
+    'negative batch bytes': (
+        lambda t, port: dict(table='demo.events', batch_bytes=-1), ['--batch_bytes', '-1']),
+    'negative batch interval': (
+        lambda t, port: dict(table='demo.events', batch_interval_secs=-1),
+        ['--batch_interval_secs', '-1']),
+    'negative max retries': (
+        lambda t, port: dict(table='demo.events', max_retries=-1), ['--max_retries', '-1']),
+    'zero flush workers': (
+        lambda t, port: dict(table='demo.events', flush_workers=0), ['--flush_workers', '0']),
+    'unreachable FE': (
+        lambda t, port: dict(table='demo.events', fe_nodes=f'http://127.0.0.1:{port}'),
+        ['no FE reachable', '127.0.0.1:']),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_bad_configuration_fails_at_start_with_a_clear_message_and_exit_code_2(
+    kafka_cluster, stream_load_server, topic_with_records, tmp_path, case):
+  make_flags, expected_words = CASES[case]
+  port = _closed_port()
+  argv = _argv(kafka_cluster, stream_load_server, topic_with_records, tmp_path,
+               **make_flags(topic_with_records, port))
+  result = run_cli(argv, timeout_secs=120)
+  assert result.returncode == 2, (result.stdout, result.stderr[-3000:])
+  error_lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(error_lines) == 1, result.stderr[-3000:]
+  for word in expected_words:
+    assert word in error_lines[0], error_lines[0]
+  assert 'Traceback' not in result.stderr
+  # Failed before reading or loading anything.
+  assert kafka_cluster.committed(f'g-{topic_with_records}', topic_with_records) == {}
+  assert stream_load_server.loads == []
+  assert not any(r['path'].endswith('_stream_load') for r in stream_load_server.request_log)
