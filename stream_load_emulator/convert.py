@@ -129,6 +129,10 @@ def _parse_datetime(value: Any) -> datetime.datetime:
     text = text[:-1]
   elif len(text) > 19 and text[-6] in '+-' and text[-3] == ':':
     text = text[:-6]  # Doris drops an explicit offset when no time_zone is set.
+  try:
+    return datetime.datetime.fromisoformat(text)  # fast path: ISO forms, 'T' or ' '
+  except ValueError:
+    pass
   for fmt in _DATETIME_FORMATS:
     try:
       return datetime.datetime.strptime(text, fmt)
@@ -138,12 +142,12 @@ def _parse_datetime(value: Any) -> datetime.datetime:
 
 
 def _to_date(value: Any) -> str:
-  return _parse_datetime(value).strftime('%Y-%m-%d')
+  return _parse_datetime(value).date().isoformat()
 
 
 def _to_datetime(value: Any, precision: int) -> str:
   dt = _parse_datetime(value)
-  text = dt.strftime('%Y-%m-%d %H:%M:%S')
+  text = dt.replace(tzinfo=None).isoformat(' ', 'seconds')
   if precision:
     text += '.' + ('%06d' % dt.microsecond)[:precision]
   return text

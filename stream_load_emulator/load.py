@@ -213,6 +213,11 @@ class _Evaluator:
       raise ValueError('expression failed: %s' % err) from err
 
 
+def _src_text(rec: formats.Record) -> str:
+  """The source line shown in the error log (built only for rejected rows)."""
+  return rec.src or json.dumps(rec.value, ensure_ascii=False, default=str)
+
+
 def _truthy(value: Any) -> bool:
   if isinstance(value, str):
     return value.strip().lower() in ('1', 'true')
@@ -439,6 +444,8 @@ class Loader:
       dest_cols = list(table.columns)
     known_names = set(source_names) | {c.name.lower() for c in table.columns} | {
         schema_lib.DELETE_SIGN.lower(), STARROCKS_OP}
+    key_cache: Dict[tuple, bool] = {}
+    has_columns = bool(h.get('columns'))
     ops: List[Tuple[str, list]] = []
     errors: List[str] = []
     fmt = self.format_of(h)
@@ -451,17 +458,18 @@ class Loader:
         continue
       value = rec.value
       if isinstance(value, dict):
-        src = {k.lower(): v for k, v in value.items()}
-        if h.get('columns'):
+        keys = tuple(value)
+        lowered = key_cache.get(keys)
+        if lowered is None:
+          lowered = key_cache[keys] = all(k == k.lower() for k in keys)
+        src = dict(value) if lowered else {k.lower(): v for k, v in value.items()}
+        if has_columns:
           src = {n: src.get(n) for n in source_names if n in src}
         if known_names.isdisjoint(src):
           ctx.filtered_rows += 1
-          errors.append('Reason: %s. src line [%s]; \n' % (
-              formats.ALL_NULL, rec.src or json.dumps(value, ensure_ascii=False, default=str)))
+          errors.append('Reason: %s. src line [%s]; \n' % (formats.ALL_NULL, _src_text(rec)))
           continue
-        src_text = rec.src or json.dumps(value, ensure_ascii=False, default=str)
       else:
-        src_text = rec.src or json.dumps(value, ensure_ascii=False, default=str)
         if fmt == 'csv' and len(value) != n_plain:
           more = len(value) > n_plain
           ctx.filtered_rows += 1
@@ -471,7 +479,7 @@ class Loader:
               '[%s], result values:%s. src line [%s]; \n' % (
                   ' more than ' if more else ' less than ', len(value), n_plain,
                   h.get('line_delimiter') or '\\n', h.get('column_separator') or '\\t',
-                  ''.join('[%s]' % v for v in value), src_text))
+                  ''.join('[%s]' % v for v in value), _src_text(rec)))
           continue
         src = {n: v for n, v in zip(source_names, value)}
       if expr_eval is not None:
@@ -480,7 +488,7 @@ class Loader:
             src[name.lower()] = v
         except ValueError as e:
           ctx.filtered_rows += 1
-          errors.append('Reason: %s. src line [%s]; \n' % (e, src_text))
+          errors.append('Reason: %s. src line [%s]; \n' % (e, _src_text(rec)))
           continue
       is_delete = merge == 'DELETE'
       if merge == 'MERGE':
@@ -511,7 +519,7 @@ class Loader:
         row.append(stored)
       if reason is not None:
         ctx.filtered_rows += 1
-        errors.append('Reason: %s. src line [%s]; \n' % (reason, src_text))
+        errors.append('Reason: %s. src line [%s]; \n' % (reason, _src_text(rec)))
         continue
       if where_eval is not None and not is_delete:
         named_row = {c.name.lower(): v for c, v in zip(cols, row)}

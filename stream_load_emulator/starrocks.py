@@ -100,7 +100,8 @@ class TransactionApi:
           self.app.storage.apply(seq_table or table, ops, partial=partial)
     txn.apply = apply
 
-  def load(self, h, body, counted: int, nbytes: int, read_ms: int, error_log_base: str) -> Dict[str, Any]:
+  def load(self, h, body, counted: int, nbytes: int, read_ms: int,
+           error_log_base: str) -> Dict[str, Any]:
     """``/api/transaction/load``: parses ``body`` into the open transaction's rows."""
     db, table, label = h.get('db'), h.get('table'), h.get('label')
     txn = self._find(db, label)
