@@ -571,6 +571,8 @@ class RecordParser:
         raise _Reject(_BAD_ENVELOPE, f'Debezium "payload" must be an object, got {_json_type(obj)}')
     op = obj.get('op')
     if op is None:
+      if '__deleted' in obj:
+        return [self._debezium_flattened(obj, record, chunk_table)]
       if any(k in obj for k in _DEBEZIUM_DDL_KEYS):
         raise _Skip(_SKIP_DDL, 'Debezium schema change event')
       raise _Reject(_BAD_ENVELOPE, 'Debezium envelope without "op"')
@@ -605,6 +607,25 @@ class RecordParser:
     else:
       table = self._cdc_table(chunk_table, image, None, None, 'Debezium source')
     return [self._row(table, image, op_out, record, cdc=True)]
+
+  def _debezium_flattened(self, obj: dict, record: KafkaRecord,
+                          chunk_table: Optional[str]) -> Row:
+    """A row flattened by Debezium's ``ExtractNewRecordState`` (``delete.handling.mode=rewrite``).
+
+    ``__deleted`` says whether it is a delete; ``__op`` (``add.fields=op``) is
+    dropped as it would collide with StarRocks' ``__op``; ``__db`` and
+    ``__table`` (``add.fields=db,table``) name the table when no flag does.
+    """
+    deleted = obj.pop('__deleted')
+    source_op = obj.pop('__op', None)
+    if deleted not in (True, False, 'true', 'false'):
+      raise _Reject(_BAD_ENVELOPE, f'Debezium "__deleted" must be true or false, got {deleted!r}')
+    if not obj:
+      raise _Reject(_BAD_ENVELOPE, 'flattened Debezium record without columns')
+    op = OP_DELETE if deleted is True or deleted == 'true' or source_op == 'd' else OP_UPSERT
+    table = self._cdc_table(chunk_table, obj, obj.get('__db'), obj.get('__table'),
+                            'flattened Debezium record')
+    return self._row(table, obj, op, record, cdc=True)
 
   # -- Canal -----------------------------------------------------------------
 
@@ -755,6 +776,8 @@ def _detect(obj: dict) -> str:
       return _MAXWELL
   if 'ddl' in obj and 'source' in obj and ('tableChanges' in obj or 'databaseName' in obj):
     return _DEBEZIUM  # a schema change event
+  if '__deleted' in obj:
+    return _DEBEZIUM  # flattened by ExtractNewRecordState
   return _PLAIN
 
 

@@ -271,3 +271,24 @@ def test_auto_without_routing_dead_letters_plain_records():
 def test_maxwell_database_ddl_is_skipped_in_auto_mode():
   ddl = {'type': 'database-create', 'database': 'x', 'sql': 'CREATE DATABASE x', 'ts': 1}
   assert _parse([ddl], 'auto').skipped == {'ddl': 1}
+
+
+@pytest.mark.parametrize('cdc', ['debezium', 'auto'])
+def test_debezium_flattened_records_use_deleted_flag(cdc):
+  values = [{'id': 1, 'name': 'a', '__deleted': 'false', '__op': 'c', '__table': 'orders',
+             '__db': 'shop'},
+            {'id': 1, 'name': 'a', '__deleted': 'true', '__op': 'd', '__table': 'orders',
+             '__db': 'shop'},
+            {'id': 2, '__deleted': False, '__table': 'orders'}]
+  result = _parse(values, cdc, Routing(), target='starrocks')
+  assert [(r.table, r.op, r.fields['id'], r.fields[STARROCKS_OP]) for r in _rows(result)] == [
+      ('shop.orders', 'upsert', 1, 0), ('shop.orders', 'delete', 1, 1)]
+  assert '__deleted' not in _rows(result)[0].fields
+  (dead,) = result.dead_letters  # no database for the third and no --default_database
+  assert dead.reason.startswith('bad_table_name:') and dead.offset == 2
+
+
+def test_debezium_flattened_bad_deleted_flag_is_a_dead_letter():
+  (dead,) = _parse([{'id': 1, '__deleted': 'maybe'}], 'debezium', Routing(table='db.t')
+                   ).dead_letters
+  assert dead.reason == "bad_envelope: Debezium \"__deleted\" must be true or false, got 'maybe'"
