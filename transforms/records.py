@@ -28,6 +28,13 @@ when batches of that table are loaded in parallel. That is only correct if
 all changes of one key are in one partition, which CDC producers (Debezium,
 Canal, Maxwell keyed by primary key) guarantee; rows of one Canal message share
 their record's offset.
+
+Numbers: orjson reads JSON numbers as 64-bit integers or doubles. Rows sent
+as their original bytes (``Row.raw``) keep every digit; rows that must be
+encoded again (CDC rows, array elements, rows given a sequence column) whose
+numbers do not fit a double (``DECIMAL(38, 10)``, 20-digit integers) are
+parsed again exactly and carry those numbers as strings, which Doris and
+StarRocks cast to the column type.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tup
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import DoOutputsTuple
 from apache_beam.pvalue import TaggedOutput
 import orjson
 
@@ -893,7 +901,7 @@ class _ParseRecordsFn(beam.DoFn):
         self._by_skip[code].inc(n)
 
 
-class ParseRecords(beam.PTransform):
+class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]):
   """Parses ``KafkaChunk``s into per-table row lists, dead letters and chunk reads.
 
   Output (a ``DoOutputsTuple``):
@@ -944,7 +952,7 @@ class ParseRecords(beam.PTransform):
                                 sequence_columns=sequence_columns,
                                 max_record_bytes=max_record_bytes)
 
-  def expand(self, chunks):
+  def expand(self, chunks: beam.PCollection[KafkaChunk]) -> DoOutputsTuple:
     return chunks | 'ParseChunks' >> beam.ParDo(_ParseRecordsFn(self._parser)).with_outputs(
         self.DEAD_LETTERS, self.CHUNK_READS, main=self.ROWS)
 

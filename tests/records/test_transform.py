@@ -32,16 +32,34 @@ def test_parse_records_emits_rows_dead_letters_and_chunk_reads():
                 label='CheckDeadLetters')
     assert_that(result.chunk_reads, equal_to([
         ChunkRead('cdc', 0, 10, 14, 3), ChunkRead('cdc', 1, 0, 2, 3)]), label='CheckChunkReads')
+  counters = _counters(p.result)
+  assert counters['records_parsed'] == 4
+  assert counters['rows_parsed'] == 5
+  assert counters['cdc_deletes'] == 1
+  assert counters['skipped_records'] == 1 and counters['skipped_tombstone'] == 1
+  assert counters['dead_letters_invalid_json'] == 1
 
 
 def test_parse_records_metrics():
   with test_pipeline.TestPipeline() as p:
     _ = (p | beam.Create([chunk([{'a': 1}, b'[1]', {'a': 2}])])
          | ParseRecords(Routing(table='db.t')))
-  metrics = p.result.metrics().query(beam.metrics.MetricsFilter())['counters']
-  values = {m.key.metric.name: m.committed for m in metrics
-            if m.key.metric.namespace == 'kafka_to_doris'}
+  values = _counters(p.result)
   assert values['records_parsed'] == 2
   assert values['rows_parsed'] == 2
   assert values['dead_letters'] == 1
   assert values['dead_letters_not_object'] == 1
+
+
+def test_parse_records_display_data_shows_the_configuration():
+  transform = ParseRecords(Routing(topic_table_map='a=db.x,b=db.y'), cdc='canal',
+                           sequence_columns={'db.x': 'seq'})
+  assert transform.display_data() == {
+      'cdc': 'canal', 'target': 'doris', 'max_record_bytes': 10 * 1024 * 1024,
+      'topic_table_map': 'a=db.x,b=db.y', 'sequence_columns': 'db.x=seq'}
+
+
+def _counters(result):
+  metrics = result.metrics().query(beam.metrics.MetricsFilter())['counters']
+  return {m.key.metric.name: m.committed for m in metrics
+          if m.key.metric.namespace == 'kafka_to_doris'}
