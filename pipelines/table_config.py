@@ -55,6 +55,7 @@ _LOAD_KEYS = {
     'strict_mode': bool,
     'headers': dict,
     'label_prefix': str,
+    'ordered': bool,
 }
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import time
 import zlib
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import BytesCoder, PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import CombineFn
 from apache_beam.transforms.timeutil import TimeDomain
@@ -37,7 +38,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, CombiningValueStateS
                                               ReadModifyWriteStateSpec, TimerSpec, on_timer)
 
 from transforms import prom
-from transforms.types import Row
+from transforms.types import Row, RowBatch
 
 __all__ = [
     'BatchLimits',
@@ -143,7 +144,7 @@ class KeyByTable(beam.PTransform):
 
   def expand(self, chunks):
     return chunks | 'KeyByTable' >> beam.ParDo(_KeyByTableFn(self._limits)).with_output_types(
-        beam.typehints.Tuple[beam.typehints.Tuple[str, int], beam.typehints.List[Row]])
+        beam.typehints.Tuple[beam.typehints.Tuple[str, int], RowBatch])
 
 
 class _SumFn(CombineFn):
@@ -179,7 +180,9 @@ def _mb(nbytes: int) -> str:
 class _BatchRowsFn(beam.DoFn):
   """The stateful engine: one batch per key, flushed on the key's own limits."""
 
-  ROWS = BagStateSpec('rows', PickleCoder())
+  # Pickled chunks: the SDK state cache weighs cached values object by object
+  # (objsize), which for lists of rows cost more than the pickling itself.
+  ROWS = BagStateSpec('rows', BytesCoder())
   COUNT = CombiningValueStateSpec('count', VarIntCoder(), _SumFn())
   SIZE = CombiningValueStateSpec('size', VarIntCoder(), _SumFn())
   COLUMNS = ReadModifyWriteStateSpec('columns', PickleCoder())
@@ -235,7 +238,7 @@ class _BatchRowsFn(beam.DoFn):
                           count_state, size_state, started_state, buffering_timer)
         pending, count, size = [], 0, 0
     if pending:
-      rows_state.add(pending)
+      rows_state.add(pickle.dumps(pending, protocol=pickle.HIGHEST_PROTOCOL))
       count_state.add(len(pending))
       size_state.add(sum(row.size + 1 for row in pending))
     prom.BATCH_CURRENT_ROWS.labels(table).set(count)
@@ -250,7 +253,7 @@ class _BatchRowsFn(beam.DoFn):
              size: int, rows_state, count_state, size_state, started_state, buffering_timer):
     rows: List[Row] = []
     for stored in rows_state.read():
-      rows.extend(stored)
+      rows.extend(pickle.loads(stored))
     rows.extend(pending)
     started = started_state.read()
     waited_ms = _seconds(self._clock() - started) * 1000.0 if started is not None else 0.0
@@ -327,4 +330,5 @@ class BatchPerTable(beam.PTransform):
 
   def expand(self, keyed_chunks):
     return keyed_chunks | 'BatchRows' >> beam.ParDo(
-        _BatchRowsFn(self._default, self._limits, self._clock))
+        _BatchRowsFn(self._default, self._limits, self._clock)).with_output_types(
+            beam.typehints.Tuple[beam.typehints.Tuple[str, int], RowBatch])

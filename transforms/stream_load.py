@@ -147,8 +147,22 @@ class _WriteBatchesFn(beam.DoFn):
   def setup(self):
     factory = self._client_factory or StreamLoadClient
     self._client = factory(self._config)
+    self._ordered: Dict[str, bool] = {}
     self._executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=self._flush_workers, thread_name_prefix='stream-load')
+
+  def _is_ordered(self, table: str) -> bool:
+    """Whether batches of ``table`` (per key) must load one after another."""
+    ordered = self._ordered.get(table)
+    if ordered is None:
+      options = self._table_options.get(table)
+      if options is not None and options.ordered is not None:
+        ordered = options.ordered
+      else:
+        # Only append-only (duplicate-key) tables are safe to load out of order.
+        ordered = self._client.table_keys_type(table) != 'DUP_KEYS'
+      self._ordered[table] = ordered
+    return ordered
 
   def start_bundle(self):
     self._jobs: List[_Job] = []
@@ -160,7 +174,7 @@ class _WriteBatchesFn(beam.DoFn):
     rows = _as_rows(table, batch)
     if not rows:
       return
-    previous = self._last_job_of_key.get(key)
+    previous = self._last_job_of_key.get(key) if self._is_ordered(table) else None
     wait_for = previous.future if previous is not None and not previous.future.done() else None
     future = self._executor.submit(self._load_batch, table, rows, wait_for)
     job = _Job(key, table, rows, future, time.monotonic())

@@ -191,6 +191,10 @@ class TableLoadOptions:
     strict_mode: Doris's strict mode.
     headers: any other Stream Load headers, passed as they are.
     label_prefix: this table's label prefix (default: the pipeline's).
+    ordered: load this table's batches one after another (per shard), so
+      changes to a key land in Kafka order.  None (default): decided from the
+      table's key model -- duplicate-key tables load batches concurrently,
+      unique/aggregate/primary-key tables (or an unknown model) in order.
   """
   columns: Optional[str] = None
   jsonpaths: Optional[str] = None
@@ -202,6 +206,7 @@ class TableLoadOptions:
   strict_mode: Optional[bool] = None
   headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
   label_prefix: Optional[str] = None
+  ordered: Optional[bool] = None
 
   def __post_init__(self):
     if self.merge_type is not None and self.merge_type.upper() not in ('APPEND', 'DELETE', 'MERGE'):
@@ -624,6 +629,30 @@ class StreamLoadClient:
       return [f'(error log at {_host_of(error_url)} unavailable: {type(error).__name__})']
     lines = content.decode('utf-8', errors='replace').splitlines()
     return [line for line in lines if line.strip()][:MAX_ERROR_LOG_LINES]
+
+  def table_keys_type(self, table: str) -> Optional[str]:
+    """The table's key model from the FE's schema endpoint, or None if unknown.
+
+    Doris answers ``GET /api/{db}/{tbl}/_schema`` with ``keysType``:
+    ``DUP_KEYS``, ``UNIQUE_KEYS``, ``AGG_KEYS`` (StarRocks: also
+    ``PRIMARY_KEYS``).  Used to decide whether batches of one table may load
+    concurrently; any failure answers None, and the caller stays safe.
+    """
+    db, tbl = split_table(table)
+    for fe in self._next_fe_order():
+      try:
+        response = self._session.get(
+            f'{fe}/api/{urllib.parse.quote(db)}/{urllib.parse.quote(tbl)}/_schema',
+            auth=self._auth, allow_redirects=False,
+            timeout=(self._config.connect_timeout_secs, 30.0))
+      except requests.RequestException:
+        continue
+      body = _json_or_none(response) or {}
+      data = body.get('data')
+      if isinstance(data, dict) and isinstance(data.get('keysType'), str):
+        return data['keysType'].upper()
+      return None
+    return None
 
   # ------------------------------------------------------- two-phase commit
 

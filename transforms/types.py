@@ -8,7 +8,10 @@ transform; at 50k rows/s that would be the whole budget.
 
 from __future__ import annotations
 
+import pickle
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from apache_beam import coders
 
 OP_UPSERT = 'upsert'
 OP_DELETE = 'delete'
@@ -108,3 +111,32 @@ def offsets_of(rows: Sequence[Row]) -> Dict[Tuple[str, int], Tuple[int, ...]]:
       continue
     grouped.setdefault((row.topic, row.partition), []).append(row.offset)
   return {tp: tuple(offsets) for tp, offsets in grouped.items()}
+
+
+class RowBatch(list):
+  """Type hint for a list of ``Row``s that travels between stages as one pickle.
+
+  Beam's default coder for a list of tuples encodes element by element and
+  falls back to one ``pickle.dumps`` call per ``Row``; a chunk of 1,000 rows
+  pickled in one call is several times cheaper.  Annotate outputs with
+  ``Tuple[key, RowBatch]`` to get ``RowBatchCoder``.
+  """
+
+
+class RowBatchCoder(coders.Coder):
+  """Encodes a whole list of rows with one pickle call."""
+
+  def encode(self, value):
+    return pickle.dumps(list(value), protocol=pickle.HIGHEST_PROTOCOL)
+
+  def decode(self, encoded):
+    return pickle.loads(encoded)
+
+  def is_deterministic(self):
+    return False
+
+  def to_type_hint(self):
+    return RowBatch
+
+
+coders.registry.register_coder(RowBatch, RowBatchCoder)
