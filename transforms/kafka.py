@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import pickle
 import sys
 import threading
 import time
@@ -140,6 +141,71 @@ def _new_consumer(config: Dict[str, Any], **overrides):
 def _describe(config: Dict[str, Any]) -> str:
   return str(config.get('bootstrap.servers') or
              config.get('metadata.broker.list'))
+
+
+# ---------------------------------------------------------------------------
+# Coders
+
+
+class _KafkaRecordCoder(coders.Coder):
+  """Pickles a ``KafkaRecord`` as a plain tuple (no NamedTuple overhead)."""
+
+  def encode(self, value):
+    return pickle.dumps(tuple(value), pickle.HIGHEST_PROTOCOL)
+
+  def decode(self, encoded):
+    return _new_tuple(KafkaRecord, pickle.loads(encoded))
+
+  def is_deterministic(self):
+    return False
+
+  def estimate_size(self, value):
+    return 48 + len(value.topic) + len(value.key or b'') + len(value.value or
+                                                                 b'')
+
+  def to_type_hint(self):
+    return KafkaRecord
+
+
+class _KafkaChunkCoder(coders.Coder):
+  """Encodes a ``KafkaChunk`` as one pickle of plain tuples.
+
+  Its ``estimate_size`` is cheap: the SDK samples output sizes (the first
+  elements of every bundle) and the default coder would pickle the whole
+  chunk just to measure it -- a millisecond per 1000-record chunk.
+  """
+
+  def encode(self, value):
+    return pickle.dumps(
+        (value.topic, value.partition, value.first_offset, value.next_offset,
+         [(r.offset, r.key, r.value, r.timestamp_ms, r.headers)
+          for r in value.records]), pickle.HIGHEST_PROTOCOL)
+
+  def decode(self, encoded):
+    topic, partition, first, next_offset, rows = pickle.loads(encoded)
+    return _new_tuple(KafkaChunk, (
+        topic, partition, first, next_offset,
+        [_new_tuple(KafkaRecord, (topic, partition) + row) for row in rows]))
+
+  def is_deterministic(self):
+    return False
+
+  def estimate_size(self, value):
+    records = value.records
+    if not records:
+      return 32
+    sample = records[:8]
+    per_record = sum(
+        40 + len(r.key or b'') + len(r.value or b'') for r in sample) / len(
+            sample)
+    return int(32 + len(value.topic) + per_record * len(records))
+
+  def to_type_hint(self):
+    return KafkaChunk
+
+
+coders.registry.register_coder(KafkaRecord, _KafkaRecordCoder)
+coders.registry.register_coder(KafkaChunk, _KafkaChunkCoder)
 
 
 # ---------------------------------------------------------------------------
@@ -387,6 +453,9 @@ class _CachedConsumer:
     self.at_end = False
 
 
+_new_tuple = tuple.__new__
+
+
 def _timestamp_of(timestamp_ms: int) -> Timestamp:
   if timestamp_ms is None or timestamp_ms < 0:
     return Timestamp.now()
@@ -506,12 +575,21 @@ class _ReadPartitionFn(beam.DoFn):
           tracker.try_claim(tracker.current_restriction().stop)
           return
         messages = self._poll(cached, self._bundle_deadline)
-        records = []
         end_offset = -1
-        append = records.append
-        for m in messages:
-          error = m.error()
-          if error is not None:
+        # The hot loop: one list comprehension, no per-record method lookups
+        # beyond the message's own accessors (~1 us per record).
+        records = [
+            _new_tuple(KafkaRecord, (
+                topic, partition, m.offset(), m.key(), m.value(),
+                m.timestamp()[1],
+                tuple(h) if (h := m.headers()) is not None else None))
+            for m in messages if m.error() is None
+        ]
+        if len(records) != len(messages):
+          for m in messages:
+            error = m.error()
+            if error is None:
+              continue
             if error.code() == _PARTITION_EOF:
               # Every record before the end offset came before this event.
               cached.at_end = True
@@ -522,15 +600,9 @@ class _ReadPartitionFn(beam.DoFn):
             self._consumer_errors.inc()
             _LOGGER.warning('Kafka error reading %s[%d]: %s', topic,
                             partition, error)
-            continue
-          offset = m.offset()
-          if offset < position:  # already emitted (cannot happen after seek)
-            continue
-          headers = m.headers()
-          append(
-              KafkaRecord(topic, partition, offset, m.key(), m.value(),
-                          m.timestamp()[1],
-                          tuple(headers) if headers is not None else None))
+        if records and records[0].offset < position:
+          # Already emitted; cannot happen after an assign at ``position``.
+          records = [r for r in records if r.offset >= position]
         if records:
           cached.at_end = False
           stop = tracker.current_restriction().stop
