@@ -214,9 +214,10 @@ class Storage:
       db: default database for unqualified table names.
     """
     expression = sqlglot.parse_one(sql, dialect='doris')
-    if db:
+    if db and db in self._attached:
+      ctes = {c.alias_or_name for c in expression.find_all(sqlglot.exp.CTE)}
       for table in expression.find_all(sqlglot.exp.Table):
-        if not table.args.get('db') and (db in self._attached):
+        if not table.args.get('db') and table.name not in ctes:
           table.set('db', sqlglot.exp.to_identifier(db))
     text = expression.sql(dialect='sqlite')
     with self.lock:

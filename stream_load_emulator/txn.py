@@ -78,6 +78,7 @@ class TxnManager:
     self._lock = threading.Lock()
     self._by_label: Dict[tuple, Txn] = {}
     self._by_id: Dict[int, Txn] = {}
+    self._last_expire = float('-inf')
     for db, label, txn_id, table, status, finish_ts in storage.load_labels():
       if status in (PREPARE, PRECOMMITTED):
         # Uncommitted work does not survive a restart (the emulator keeps it in memory).
@@ -88,7 +89,11 @@ class TxnManager:
     self._ids = itertools.count(max(storage.max_txn_id(), 1000) + 1)
 
   def _expire(self) -> None:
-    cutoff = self._clock() - self._keep
+    now = self._clock()
+    if now - self._last_expire < min(1.0, self._keep / 4):
+      return  # a sweep per second keeps begin() O(1) under many labels
+    self._last_expire = now
+    cutoff = now - self._keep
     for key, txn in list(self._by_label.items()):
       if txn.finished is not None and txn.finished < cutoff and txn.status in (
           VISIBLE, COMMITTED, ABORTED):
