@@ -1,0 +1,131 @@
+"""Crash and restart: SIGKILL the CLI at chosen and at random points of a bounded run, restart
+from the committed offsets, and check that no row is lost, that unique-key tables hold each key
+once (newest version), and that the duplicate-key table has duplicates only for rows that were
+loaded but not committed at a crash (see ``crash.CrashScenario.check``).
+
+Faults of the local Stream Load server hold the run at the point to kill: a slow FE holds the
+first load (rows read and batched, nothing loaded), a slow BE holds a load open (mid-load), and
+a slow BE on one table holds the run after the other tables' loads and before any offset commit.
+"""
+
+import random
+import time
+
+import pytest
+
+from tests.reliability.crash import (CrashScenario, be_load_requests, fe_load_requests,
+                                     loaded_rows, wait_for)
+
+HOLD_SECS = 3.0  # how long a held request waits on the server; the kill comes before it ends
+
+
+def _schema_checked(server):
+  return any(r['path'].endswith('/_schema') for r in server.request_log)
+
+
+def test_kill_while_reading_and_batching_then_restart_loses_nothing(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  server = make_stream_load_server()
+  scenario = CrashScenario(kafka_cluster, server, tmp_path, max_chunk_records=20)
+  # The first load waits at the FE: the run is reading, parsing and batching until then.
+  server.inject_fault('slow', times=None, node='fe0', delay_secs=HOLD_SECS)
+  scenario.kill_when(lambda: fe_load_requests(server), 'reading and batching',
+                     validate_tables='false')
+  server.clear_faults()
+  assert server.loads == [] and scenario.uncommitted_at_kill  # killed before anything loaded
+  scenario.finish()
+  result = scenario.check()
+  assert result['duplicated_events'] == 0  # nothing had been loaded, so nothing is re-sent
+
+
+def test_kill_mid_load_then_restart_loses_nothing(kafka_cluster, make_stream_load_server,
+                                                  tmp_path):
+  server = make_stream_load_server()
+  scenario = CrashScenario(kafka_cluster, server, tmp_path)
+  server.inject_fault('slow', times=1, table='demo.events', delay_secs=HOLD_SECS)
+  # The held load is open on the BE (its body sent): kill the client under it.
+  scenario.kill_when(lambda: be_load_requests(server, 'demo.events'), 'mid-load')
+  server.clear_faults()
+  scenario.finish()
+  scenario.check()
+
+
+def test_kill_after_loads_before_the_offset_commit_then_restart_keeps_unique_tables_exact(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  server = make_stream_load_server()
+  scenario = CrashScenario(kafka_cluster, server, tmp_path)
+  # demo.orders is held; events and users load completely, nothing is committed yet.
+  server.inject_fault('slow', times=None, table='demo.orders', delay_secs=HOLD_SECS)
+  n_users_records = len(scenario.user_versions) + len(range(0, len(scenario.user_versions), 3))
+  scenario.kill_when(
+      lambda: (loaded_rows(server, 'demo.events') >= len(scenario.event_ids) and
+               loaded_rows(server, 'demo.users') >= n_users_records),
+      'after load, before offset commit')
+  server.clear_faults()
+  # Everything of events was loaded and nothing committed: all of it may come again once.
+  assert kafka_cluster.committed(scenario.group, scenario.events_topic) == {}
+  scenario.finish()
+  result = scenario.check()
+  users = server.query('SELECT count(*), count(DISTINCT id) FROM demo.users')
+  assert users == [(len(scenario.user_versions),) * 2]
+  print('re-sent events after the crash:', result)
+
+
+def test_kill_at_random_points_of_a_bounded_run_then_restart(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  """Two kills at seeded random moments, a restart after each, then a run to the end."""
+  rng = random.Random(8)
+  server = make_stream_load_server()
+  scenario = CrashScenario(kafka_cluster, server, tmp_path, n_events=4000)
+  _kill_randomly(scenario, rng, kills=2)
+  scenario.finish()
+  scenario.check()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize('seed', [1, 2, 3])
+def test_many_random_kills_with_server_faults_and_new_data_between_runs(
+    kafka_cluster, make_stream_load_server, tmp_path, seed):
+  rng = random.Random(seed)
+  server = make_stream_load_server(num_bes=2)
+  scenario = CrashScenario(kafka_cluster, server, tmp_path, n_events=8000, n_users=1000,
+                           n_orders=500, batch_rows=300)
+  for round_number in range(3):
+    server.inject_fault('http_503', times=2)
+    server.inject_fault('reset_mid_body', times=1)
+    server.inject_fault('publish_timeout', times=2, delay_secs=0.3)
+    _kill_randomly(scenario, rng, kills=4)
+    server.clear_faults()
+    scenario.finish()
+    scenario.produce(4000, 1000, 0)
+  scenario.finish()
+  print('seed', seed, 'kills', scenario.kills, scenario.check())
+
+
+def _kill_randomly(scenario, rng, kills):
+  """Kills the CLI ``kills`` times at a seeded random point of its run.
+
+  The point is either a random moment after the start-up checks (reading, parsing, batching or
+  the first loads) or a random number of load requests into the run plus a random delay.
+  """
+  server = scenario.server
+  for _ in range(kills):
+    schema_checks = len([r for r in server.request_log if r['path'].endswith('/_schema')])
+    loads_before = len(fe_load_requests(server))
+    after_loads = rng.choice([0, rng.randrange(1, 12)])
+    delay = rng.random() * (0.8 if not after_loads else 0.2)
+    proc = scenario.start()
+    if after_loads:
+      condition = lambda: len(fe_load_requests(server)) >= loads_before + after_loads
+    else:
+      condition = lambda: len([r for r in server.request_log
+                               if r['path'].endswith('/_schema')]) > schema_checks
+    try:
+      wait_for(lambda: condition() or proc.poll() is not None, 'the kill point')
+      if proc.poll() is None:
+        time.sleep(delay)  # a random moment, not a synchronisation
+    finally:
+      if proc.poll() is None:
+        scenario.kill(proc, f'{after_loads} load requests + {delay:.2f}s into the run')
+      else:  # the run finished first: a complete run is a valid point too
+        assert proc.returncode == 0
