@@ -126,12 +126,19 @@ def _reader_config(consumer_config: Dict[str, Any]) -> Dict[str, Any]:
   return config
 
 
+def _log_client_error(error) -> None:
+  # librdkafka reports broker trouble (all brokers down, auth failures) here;
+  # without a callback it would be silent and a dead cluster looks idle.
+  _LOGGER.warning('Kafka client error: %s', error)
+
+
 def _new_consumer(config: Dict[str, Any], **overrides):
   """Creates a confluent_kafka Consumer; librdkafka logs go to logging."""
   from confluent_kafka import Consumer, KafkaException
   full = dict(config)
   full.update(overrides)
   full.setdefault('logger', _LOGGER)
+  full.setdefault('error_cb', _log_client_error)
   try:
     return Consumer(full)
   except (KafkaException, ValueError, TypeError) as e:
