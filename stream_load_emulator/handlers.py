@@ -25,6 +25,7 @@ import base64
 import binascii
 import http.server
 import json
+import logging
 import socket
 import struct
 import threading
@@ -37,6 +38,7 @@ from stream_load_emulator import formats
 from stream_load_emulator import load as load_lib
 from stream_load_emulator import txn as txn_lib
 
+_LOGGER = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 1 << 20
 DRAIN_SECS = 30.0
 
@@ -490,6 +492,12 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       ctx.fail(e.code, e.msg)
       loader.abort(ctx, e.msg)
       return self._be_reply(ctx, h, read_body=False)
+    except Exception as e:  # pylint: disable=broad-except
+      # An emulator bug must not leave the label RUNNING or the client without an answer.
+      _LOGGER.exception('load %s failed on its headers', ctx.label)
+      ctx.fail('INTERNAL_ERROR', 'emulator error: %r' % e)
+      loader.abort(ctx, ctx.message)
+      return self._be_reply(ctx, h, read_body=False)
     if self.headers.get('Expect', '').lower() == '100-continue':
       self.send_response_only(100)
       self.end_headers()
@@ -521,6 +529,10 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     except load_lib.LoadFailed as e:
       ctx.fail(e.code, e.msg)
       loader.abort(ctx, e.msg)
+    except Exception as e:  # pylint: disable=broad-except
+      _LOGGER.exception('load %s failed', ctx.label)
+      ctx.fail('INTERNAL_ERROR', 'emulator error: %r' % e)
+      loader.abort(ctx, ctx.message)
     return self._be_reply(ctx, h, read_body=True)
 
   def _read_load_body(self, ctx, h, length, chunked, reset):

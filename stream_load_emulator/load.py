@@ -224,6 +224,12 @@ def _truthy(value: Any) -> bool:
   return bool(value) and value is not None
 
 
+def max_filter_ratio(h: Headers) -> float:
+  """``max_filter_ratio`` as Doris reads it (``strtod``: garbage reads as 0)."""
+  m = re.match(r'\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?', h.get('max_filter_ratio'))
+  return float(m.group(0)) if m else 0.0
+
+
 def skip_lines(h: Headers) -> int:
   """Header lines to skip: csv_with_names(_and_types) skip their 1 (2) lines, ignoring
   ``skip_lines``, as Doris does."""
@@ -362,7 +368,7 @@ class Loader:
           lambda: self.storage.apply(seq_table, ops, partial=partial))
       if ctx.filtered_rows:
         ctx.error_url = self.save_error_log(error_log_base, errors)
-      ratio = float(h.get('max_filter_ratio') or 0)
+      ratio = max_filter_ratio(h)
       selected = ctx.total_rows - ctx.unselected_rows
       if ctx.filtered_rows > 0 and selected > 0 and ctx.filtered_rows / selected > ratio:
         raise LoadFailed('DATA_QUALITY_ERROR', 'too many filtered rows')

@@ -124,7 +124,7 @@ class TransactionApi:
         ops, partial, seq_table, errors = loader.parse_rows(ctx, tbl, h, body)
         if ctx.filtered_rows:
           ctx.error_url = loader.save_error_log(error_log_base, errors)
-        ratio = float(h.get('max_filter_ratio') or 0)
+        ratio = load_lib.max_filter_ratio(h)
         selected = ctx.total_rows - ctx.unselected_rows
         if ctx.filtered_rows and selected and ctx.filtered_rows / selected > ratio:
           raise load_lib.LoadFailed('DATA_QUALITY_ERROR', 'too many filtered rows')
