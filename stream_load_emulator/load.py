@@ -451,6 +451,9 @@ class Loader:
     known_names = set(source_names) | {c.name.lower() for c in table.columns} | {
         schema_lib.DELETE_SIGN.lower(), STARROCKS_OP}
     key_cache: Dict[tuple, bool] = {}
+    names_of: Dict[int, tuple] = {}
+    del_from, del_cols = None, None
+    keep_alive: List[list] = []
     has_columns = bool(h.get('columns'))
     ops: List[Tuple[str, list]] = []
     errors: List[str] = []
@@ -498,7 +501,12 @@ class Loader:
           continue
       is_delete = merge == 'DELETE'
       if merge == 'MERGE':
-        is_delete = _truthy(delete_eval(src)[0])
+        try:
+          is_delete = _truthy(delete_eval(src)[0])
+        except ValueError as e:
+          ctx.filtered_rows += 1
+          errors.append('Reason: %s. src line [%s]; \n' % (e, _src_text(rec)))
+          continue
       elif unique and schema_lib.DELETE_SIGN.lower() in src:
         is_delete = _truthy(src[schema_lib.DELETE_SIGN.lower()])
       if table.keys_type == schema_lib.PRIMARY and STARROCKS_OP in src:
@@ -509,7 +517,10 @@ class Loader:
         cols = [c for c in table.columns if c.is_key or c.name.lower() in src]
         dest_cols = cols
       if is_delete:
-        cols = [c for c in cols if c.is_key or (seq_col and c.name.lower() == seq_col.lower())]
+        if del_from is not cols:
+          del_from, del_cols = cols, [c for c in cols if c.is_key or (
+              seq_col and c.name.lower() == seq_col.lower())]
+        cols = del_cols
       row, reason = [], None
       for col in cols:
         key = col.name.lower()
@@ -529,7 +540,13 @@ class Loader:
         continue
       if where_eval is not None and not is_delete:
         named_row = {c.name.lower(): v for c, v in zip(cols, row)}
-        if not _truthy(where_eval(named_row)[0]):
+        try:
+          selected = _truthy(where_eval(named_row)[0])
+        except ValueError as e:
+          ctx.filtered_rows += 1
+          errors.append('Reason: %s. src line [%s]; \n' % (e, _src_text(rec)))
+          continue
+        if not selected:
           ctx.unselected_rows += 1
           continue
       if is_delete and not unique:
@@ -537,7 +554,10 @@ class Loader:
           raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = load by '
                            'MERGE or DELETE need to upgrade table to support batch delete.')
         is_delete = False
-      ops.append((storage_lib.DELETE if is_delete else storage_lib.UPSERT,
-                  [c.name for c in cols], row))
+      names = names_of.get(id(cols))
+      if names is None:
+        names = names_of[id(cols)] = tuple(c.name for c in cols)
+        keep_alive.append(cols)  # ids stay unique while the list lives
+      ops.append((storage_lib.DELETE if is_delete else storage_lib.UPSERT, names, row))
     ctx.loaded_rows = ctx.total_rows - ctx.filtered_rows - ctx.unselected_rows
     return ops, partial, seq_table, errors
