@@ -1,0 +1,77 @@
+"""The package builds the way ``--setup_file`` ships it to remote workers, offline."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+from tests.harness import REPO_ROOT
+
+# What the Flex Template image holds (templates/dataflow/Dockerfile COPY lines).
+IMAGE_LAYOUT = ('setup.py', 'pipelines', 'transforms')
+MODULES = ('pipelines/kafka_to_doris.py', 'pipelines/options.py', 'transforms/kafka.py',
+           'transforms/stream_load.py', 'transforms/yaml_provider.py')
+
+
+def _copy_layout(dest):
+  for name in IMAGE_LAYOUT:
+    source = os.path.join(REPO_ROOT, name)
+    if os.path.isdir(source):
+      shutil.copytree(source, os.path.join(dest, name),
+                      ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+    else:
+      shutil.copy(source, dest)
+
+
+@pytest.fixture(scope='module')
+def sdist(tmp_path_factory):
+  """The sdist Beam's stager builds from setup.py (what --setup_file stages)."""
+  from apache_beam.runners.portability.stager import Stager
+  source = tmp_path_factory.mktemp('source')
+  out = tmp_path_factory.mktemp('sdist')
+  _copy_layout(str(source))
+  path = Stager._build_setup_package(os.path.join(str(source), 'setup.py'), str(out))
+  return path
+
+
+def test_setup_file_builds_an_sdist_with_the_pipeline_modules(sdist):
+  # setuptools >= 69 normalizes the name to underscores.
+  assert os.path.basename(sdist).replace('-', '_').startswith('kafka_beam_stream_load_0.1.0')
+  with tarfile.open(sdist) as archive:
+    names = {name.split('/', 1)[1] for name in archive.getnames() if '/' in name}
+  for module in MODULES:
+    assert module in names, module
+  assert 'pipelines/samples/demo_tables.yaml' in names
+
+
+def test_sdist_pins_every_runtime_dependency_to_a_compatible_range(sdist):
+  from packaging.requirements import Requirement
+  with tarfile.open(sdist) as archive:
+    requires = next(name for name in archive.getnames() if name.endswith('requires.txt'))
+    text = archive.extractfile(requires).read().decode()
+  runtime = text.split('\n[', 1)[0].split()
+  names = set()
+  for line in runtime:
+    requirement = Requirement(line)
+    names.add(requirement.name.lower())
+    operators = {spec.operator for spec in requirement.specifier}
+    assert {'>=', '<'} <= operators, f'{line}: needs a lower and an upper bound'
+  assert {'apache-beam', 'confluent-kafka', 'requests', 'orjson', 'pyyaml'} <= names
+
+
+def test_wheel_builds_offline_from_the_sdist(sdist, tmp_path):
+  pytest.importorskip('wheel', reason='setuptools < 70.1 needs the wheel package for bdist_wheel')
+  result = subprocess.run(
+      [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
+       '-w', str(tmp_path), sdist], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  wheels = [name for name in os.listdir(tmp_path) if name.endswith('.whl')]
+  assert wheels == ['kafka_beam_stream_load-0.1.0-py3-none-any.whl']
+  with zipfile.ZipFile(os.path.join(tmp_path, wheels[0])) as archive:
+    names = set(archive.namelist())
+  for module in MODULES:
+    assert module in names, module
