@@ -167,6 +167,9 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
   def index(self) -> int:
     return self.server.index
 
+  def server_running(self) -> bool:
+    return self.app.node(self.role, self.index).running
+
   @property
   def node_name(self) -> str:
     return '%s%d' % (self.role, self.index)
@@ -291,15 +294,18 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
         return self._send_json([f.to_dict() for f in self.app.faults.list()])
       if method == 'DELETE':
         self._read_small_body()
-        self.app.clear_faults()
+        self.app.faults.clear()
+        self.app.sync_nodes(keep=self.connection)
         return self._send_json({'ok': True})
       if method in ('POST', 'PUT'):
         try:
           spec = json.loads(self._read_small_body() or b'{}')
-          self.app.inject_fault(spec.pop('kind'), **spec)
+          self.app.faults.add(spec.pop('kind'), **spec)
         except (ValueError, KeyError, TypeError) as e:
           return self._send_json({'ok': False, 'error': str(e)}, status=400)
-        return self._send_json({'ok': True})
+        # This node may have just gone down: answer on this connection, then close it.
+        self.app.sync_nodes(keep=self.connection)
+        return self._send_json({'ok': True}, close=not self.server_running())
     if parts == ['loads'] and method == 'GET':
       return self._send(200, json.dumps(self.app.loads, default=str).encode())
     return self._not_found()

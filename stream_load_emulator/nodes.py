@@ -52,9 +52,9 @@ class _NodeHTTPServer(http.server.ThreadingHTTPServer):
   def handle_error(self, request, client_address):
     del request, client_address  # A client that vanished is not the server's problem.
 
-  def drop_connections(self) -> None:
+  def drop_connections(self, keep=None) -> None:
     with self.connections_lock:
-      conns = list(self.connections)
+      conns = [c for c in self.connections if c is not keep]
     for sock in conns:
       try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -105,12 +105,13 @@ class Node:
           'poll_interval': 0.05}, name='stream-load-%s' % self.name, daemon=True)
       self._thread.start()
 
-  def stop(self) -> None:
+  def stop(self, keep=None) -> None:
+    """Closes the listening socket and drops open connections (except ``keep``)."""
     with self._lock:
       server, self._server = self._server, None
       if server is None:
         return
       server.shutdown()
       server.server_close()
-      server.drop_connections()
+      server.drop_connections(keep)
       self._thread.join(timeout=5)

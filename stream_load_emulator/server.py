@@ -173,6 +173,9 @@ class StreamLoadServer:
   def be_urls(self) -> List[str]:
     return [n.url for n in self._bes]
 
+  def node(self, role: str, index: int) -> nodes.Node:
+    return (self._fes if role == 'fe' else self._bes)[index]
+
   def next_be(self) -> nodes.Node:
     """Round-robin BE choice of the FE (a down BE is still chosen, as before heartbeat)."""
     return self._bes[next(self._rr) % len(self._bes)]
@@ -223,20 +226,25 @@ class StreamLoadServer:
       table: only loads into this table (``'db.tbl'`` or ``'tbl'``).
     """
     self.faults.add(kind, times, node, delay_secs, table)
-    self._sync_nodes()
+    self.sync_nodes()
 
   def clear_faults(self) -> None:
     """Removes all faults and brings every node back up."""
     self.faults.clear()
-    self._sync_nodes()
+    self.sync_nodes()
 
-  def _sync_nodes(self) -> None:
+  def sync_nodes(self, keep=None) -> None:
+    """Takes nodes down / up to match the ``*_down`` faults.
+
+    Args:
+      keep: a connection not to drop (the admin request that asked for the change).
+    """
     if not self._started:
       return
     for node in self._fes + self._bes:
       down = self.faults.is_down(node.role, node.index)
       if down and node.running:
-        node.stop()
+        node.stop(keep=keep)
       elif not down and not node.running:
         node.start()
 

@@ -135,3 +135,14 @@ def test_admin_endpoint_switches_faults(stream_load_server):
 def test_unknown_fault_kind_raises(stream_load_server):
   with pytest.raises(ValueError):
     stream_load_server.inject_fault('explode')
+
+
+def test_admin_endpoint_can_take_its_own_node_down(make_stream_load_server):
+  srv = make_stream_load_server(num_fes=2)
+  r = requests.post(srv.fe_urls[0] + '/_emulator/faults', json={'kind': 'fe_down', 'node': 0,
+                                                                'times': None})
+  assert r.json() == {'ok': True}
+  with pytest.raises(requests.exceptions.ConnectionError):
+    requests.get(srv.fe_urls[0] + '/api/health', timeout=5)
+  requests.delete(srv.fe_urls[1] + '/_emulator/faults')
+  assert requests.get(srv.fe_urls[0] + '/api/health', timeout=5).status_code == 200
