@@ -57,11 +57,10 @@ METRICS_NAMESPACE = 'kafka'
 DEFAULT_MAX_CHUNK_RECORDS = 1000
 DEFAULT_POLL_TIMEOUT_SECS = 0.1
 DEFAULT_START_TIMEOUT_SECS = 10.0
-DEFAULT_COMMIT_TIMEOUT_SECS = 10.0
 # A bundle of the reading stage ends (every restriction defers its remainder)
-# after this long or this many records, so downstream stages run: the
-# FnApiRunner hands a stage's output on only when its bundle finishes, and
-# keeps that output in memory until then.
+# after this long or this many records: the FnApiRunner fires timers (e.g.
+# GroupIntoBatches' time limit) and hands data to unfused stages only
+# between bundles, and buffers a bundle's unfused output in memory.
 DEFAULT_MAX_BUNDLE_SECS = 1.0
 DEFAULT_MAX_BUNDLE_RECORDS = 100000
 # Like Java KafkaIO's idle policy: a partition with no backlog moves its
@@ -400,6 +399,11 @@ class _PartitionOffsetTracker(OffsetRestrictionTracker):
     if not self._exhausted:
       super().check_done()
 
+  def try_split(self, fraction_of_remainder):
+    if self._exhausted:  # the reader declared the range finished
+      return None
+    return super().try_split(fraction_of_remainder)
+
   def is_bounded(self):
     return self._range.stop < UNBOUNDED_STOP_OFFSET
 
@@ -441,7 +445,8 @@ def request_stop(stop_token: str) -> None:
   restriction, so the pipeline drains and ``run()`` returns.  It works where
   the SDK harness runs in the caller's process (the FnApiRunner's default
   in-memory worker: tests and local runs); on remote runners use
-  ``stop_after_secs`` or the runner's drain.
+  ``stop_after_secs`` or the runner's drain.  A token stays requested for
+  the life of the process: use a fresh token per run.
   """
   with _STOP_LOCK:
     _STOP_REQUESTS.add(stop_token)
@@ -950,9 +955,8 @@ class _CommitOffsetsFn(beam.DoFn):
 
   TRACKER = ReadModifyWriteStateSpec('tracker', coders.PickleCoder())
 
-  def __init__(self, config, commit_timeout_secs):
+  def __init__(self, config):
     self._config = config
-    self._commit_timeout_secs = commit_timeout_secs
     self._commits = Metrics.counter(METRICS_NAMESPACE, 'offset_commits')
     self._commit_failures = Metrics.counter(METRICS_NAMESPACE,
                                             'commit_failures')
@@ -1030,9 +1034,12 @@ class CommitOffsets(beam.PTransform):
 
   def __init__(self,
                consumer_config: Dict[str, Any],
-               group_id: Optional[str] = None,
-               commit_timeout_secs: float = DEFAULT_COMMIT_TIMEOUT_SECS):
+               group_id: Optional[str] = None):
     """Initializes the committer.
+
+    Commits are synchronous; how long one may block on a broker that is down
+    is bounded by librdkafka's request timeouts (``socket.timeout.ms``), as
+    ``Consumer.commit`` takes no timeout.
 
     Args:
       consumer_config: librdkafka settings (the reader's config works).
@@ -1046,7 +1053,6 @@ class CommitOffsets(beam.PTransform):
     if group_id:
       config['group.id'] = group_id
     self._config = _reader_config(config)
-    self._commit_timeout_secs = commit_timeout_secs
 
   def expand(self, pcoll):
     return (pcoll
@@ -1054,7 +1060,7 @@ class CommitOffsets(beam.PTransform):
             | 'KeyByPartition' >> beam.Map(_key_by_partition).with_output_types(
                 Tuple[Tuple[str, int], Any])
             | 'Commit' >> beam.ParDo(
-                _CommitOffsetsFn(self._config, self._commit_timeout_secs))
+                _CommitOffsetsFn(self._config))
             .with_output_types(Tuple[str, int, int]))
 
 
