@@ -40,6 +40,7 @@ _DECIMAL_TYPES = frozenset({'DECIMAL', 'DECIMALV2', 'DECIMALV3', 'DECIMAL32', 'D
                             'DECIMAL128', 'DECIMAL128I', 'DECIMAL256', 'NUMERIC'})
 _DATE_TYPES = frozenset({'DATE', 'DATEV2'})
 _DATETIME_TYPES = frozenset({'DATETIME', 'DATETIMEV2', 'TIMESTAMP'})
+# BITMAP, HLL, QUANTILE_STATE, IPV4/6, ARRAY, MAP, STRUCT, VARIANT: kept as text.
 _BOOL_TYPES = frozenset({'BOOLEAN', 'BOOL'})
 
 
@@ -82,6 +83,10 @@ def _to_int(value: Any, lo: int, hi: int) -> int:
   if not lo <= result <= hi:
     raise ConversionError('out of range')
   return result
+
+
+def _fit_int64(value: int):
+  return value if -2**63 <= value < 2**63 else str(value)
 
 
 def _to_float(value: Any) -> float:
@@ -190,6 +195,10 @@ def _to_json_text(value: Any) -> str:
 def make_converter(column: Column) -> Callable[[Any], Any]:
   """Returns ``f(value) -> stored value`` raising ConversionError when it does not fit."""
   t = column.type_name
+  if t == 'LARGEINT':
+    lo, hi = _INT_RANGES[t]
+    # SQLite integers are 64-bit: wider LARGEINT values are kept as their decimal text.
+    return lambda v: _fit_int64(_to_int(v, lo, hi))
   if t in _INT_RANGES:
     lo, hi = _INT_RANGES[t]
     return lambda v: _to_int(v, lo, hi)

@@ -182,8 +182,36 @@ def _lift_doris_syntax(sql: str):
   return ''.join(out), notes
 
 
+# Doris types sqlglot's parser does not know -> a stand-in it parses (the real name is kept).
+_TYPE_STAND_INS = {
+    'LARGEINT': 'BIGINT', 'DATEV2': 'DATE', 'DATETIMEV2': 'DATETIME',
+    'DECIMALV2': 'DECIMAL', 'DECIMALV3': 'DECIMAL', 'BITMAP': 'STRING', 'HLL': 'STRING',
+    'QUANTILE_STATE': 'STRING', 'IPV4': 'STRING', 'IPV6': 'STRING',
+}
+_NO_PARAMS = frozenset({'STRING'})
+
+
 def _note_aggregation(col_tokens, note, cuts):
-  """Finds ``name TYPE[(..)] AGG`` in one column definition and cuts AGG out."""
+  """Notes one column definition ``name TYPE[(..)] [AGG] ...``.
+
+  Cuts the aggregation function out, and swaps Doris-only type names for stand-ins.
+  """
+  if len(col_tokens) < 2:
+    return
+  name = _unquote(col_tokens[0].text).lower()
+  type_tok = col_tokens[1]
+  stand_in = _TYPE_STAND_INS.get(type_tok.text.upper())
+  if stand_in:
+    note.setdefault('types', {})[name] = type_tok.text.upper()
+    cuts.append((type_tok.start, type_tok.end, stand_in))
+    if stand_in in _NO_PARAMS and len(col_tokens) > 2 and (
+        col_tokens[2].token_type == TokenType.L_PAREN):
+      level = 0
+      for tok in col_tokens[2:]:  # e.g. BITMAP(10) is not valid for STRING: drop the args
+        level += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(tok.token_type, 0)
+        cuts.append((tok.start, tok.end, ''))
+        if level == 0:
+          break
   if len(col_tokens) < 3:
     return
   j = 2
@@ -302,6 +330,7 @@ def _table_from_create(stmt: exp.Create, note, current_db):
   for col in columns:
     col.is_key = col.name.lower() in lower_keys
     col.aggregation = note.get('aggs', {}).get(col.name.lower())
+    col.type_name = note.get('types', {}).get(col.name.lower(), col.type_name)
     if keys_type == AGGREGATE and not col.is_key and col.aggregation is None:
       raise SchemaError('column %s of AGGREGATE table %s needs an aggregation type'
                         % (col.name, tbl.name))

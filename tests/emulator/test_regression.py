@@ -116,3 +116,45 @@ def test_csv_with_skip_lines(make_stream_load_server):
     if rows:
       assert rows[-1] == (4, 5, 3, 'abc', '2022-12-01', '2022-12-01 09:30:31')
     srv.stop()
+
+
+def test_stream_load_empty_file(make_stream_load_server):
+  srv = make_stream_load_server(schema_sql='''
+      CREATE DATABASE regression_test;
+      CREATE TABLE IF NOT EXISTS regression_test.test_stream_load_empty_file (
+          `k1` bigint(20) NULL,
+          `k2` bigint(20) NULL,
+          `v1` tinyint(4) SUM NULL,
+          `v2` tinyint(4) REPLACE NULL,
+          `v3` tinyint(4) REPLACE_IF_NOT_NULL NULL,
+          `v4` smallint(6) REPLACE_IF_NOT_NULL NULL,
+          `v5` int(11) REPLACE_IF_NOT_NULL NULL,
+          `v6` bigint(20) REPLACE_IF_NOT_NULL NULL,
+          `v7` largeint(40) REPLACE_IF_NOT_NULL NULL,
+          `v8` datetime REPLACE_IF_NOT_NULL NULL,
+          `v9` date REPLACE_IF_NOT_NULL NULL,
+          `v10` char(10) REPLACE_IF_NOT_NULL NULL,
+          `v11` varchar(6) REPLACE_IF_NOT_NULL NULL,
+          `v12` decimal(27, 9) REPLACE_IF_NOT_NULL NULL
+      ) ENGINE=OLAP
+      AGGREGATE KEY(`k1`, `k2`)
+      COMMENT 'OLAP'
+      PARTITION BY RANGE(`k1`)
+      (PARTITION partition_a VALUES [("-9223372036854775808"), ("100000")),
+      PARTITION partition_b VALUES [("100000"), ("1000000000")),
+      PARTITION partition_c VALUES [("1000000000"), ("10000000000")),
+      PARTITION partition_d VALUES [("10000000000"), (MAXVALUE)))
+      DISTRIBUTED BY HASH(`k1`, `k2`) BUCKETS 3
+      PROPERTIES ("replication_allocation" = "tag.location.default: 1");''')
+  res = stream_load(srv, 'regression_test', 'test_stream_load_empty_file',
+                    _read('test_empty_file.csv'), {})
+  assert res['Status'] == 'Success' and res['NumberTotalRows'] == 0
+  assert srv.query('select * from regression_test.test_stream_load_empty_file') == []
+  # The same table takes rows: REPLACE_IF_NOT_NULL keeps the old value on NULL.
+  stream_load(srv, 'regression_test', 'test_stream_load_empty_file',
+              b'1\t2\t3\t4\t5\t6\t7\t8\t9\t2024-01-01 00:00:00\t2024-01-01\tc\tv\t1.5\n', {})
+  stream_load(srv, 'regression_test', 'test_stream_load_empty_file',
+              b'1\t2\t1\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n', {})
+  assert srv.query('select k1, v1, v2, v3, v12 from '
+                   'regression_test.test_stream_load_empty_file') == [
+                       (1, 4, None, 5, __import__('decimal').Decimal('1.500000000'))]
