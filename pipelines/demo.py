@@ -124,9 +124,10 @@ def main(argv=None) -> int:
                       help='Where the server keeps its data and dead letters go; emptied at the '
                            'start of each run (default: ./demo_data).')
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+                      force=True)
   for noisy in ('transforms.batching', 'transforms.stream_load', 'apache_beam',
-                'stream_load_emulator'):
+                'stream_load_emulator', 'pipelines.local_kafka', 'transforms.kafka'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
   from stream_load_emulator import StreamLoadServer
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
         '--cdc_format=auto',
         f'--table_config={TABLE_CONFIG_PATH}',
         f'--dead_letter_path={dead_letter_dir}',
-        '--progress_interval_secs=2',
+        '--progress_interval_secs=1',
     ]
     summary = run_pipeline(argv)
     dead = _dead_letters_by_table(dead_letter_dir)

@@ -318,7 +318,8 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
   """The command line: parses ``argv``, runs, prints a summary; returns an exit code."""
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+                      force=True)
   try:
     summary = run_pipeline(list(argv) if argv is not None else sys.argv[1:])
   except (ConfigurationError, PreflightError) as error:
