@@ -467,6 +467,15 @@ class _CachedConsumer:
 
 _new_tuple = tuple.__new__
 
+# One consumer per partition: librdkafka's default prefetch (64 MiB or 100k
+# messages per partition) would be per consumer, i.e. per partition, so a big
+# backlog on many partitions could take gigabytes.  Smaller defaults; the
+# user's config wins.  Measured: no throughput loss in bench/source_bench.py.
+_PREFETCH_DEFAULTS = {
+    'queued.max.messages.kbytes': 16384,
+    'queued.min.messages': 20000,
+}
+
 
 def _timestamp_of(timestamp_ms: int) -> Timestamp:
   if timestamp_ms is None or timestamp_ms < 0:
@@ -509,6 +518,13 @@ class _ReadPartitionFn(beam.DoFn):
     self._bundle_records = 0
     self._bundle_wait_secs = self._poll_timeout_secs
 
+  def _consumer_overrides(self):
+    overrides = {'enable.partition.eof': True}
+    for key, value in _PREFETCH_DEFAULTS.items():
+      if key not in self._config:
+        overrides[key] = value
+    return overrides
+
   def _checkout(self, topic, partition, start) -> _CachedConsumer:
     """Returns this partition's consumer positioned at ``start``.
 
@@ -520,7 +536,7 @@ class _ReadPartitionFn(beam.DoFn):
     from confluent_kafka import TopicPartition
     cached = self._consumers.pop((topic, partition), None)
     if cached is None:
-      consumer = _new_consumer(self._config, **{'enable.partition.eof': True})
+      consumer = _new_consumer(self._config, **self._consumer_overrides())
       self._consumers_created.inc()
       consumer.assign([TopicPartition(topic, partition, start)])
       return _CachedConsumer(consumer, start)
