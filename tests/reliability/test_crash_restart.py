@@ -129,3 +129,55 @@ def _kill_randomly(scenario, rng, kills):
         scenario.kill(proc, f'{after_loads} load requests + {delay:.2f}s into the run')
       else:  # the run finished first: a complete run is a valid point too
         assert proc.returncode == 0
+
+
+@pytest.mark.heavy
+@pytest.mark.xfail(strict=True, reason=(
+    'BUGS.md #2: StreamLoadClient._resolve_existing_label waits for a PRECOMMITTED label of a '
+    'crashed run instead of committing/aborting it; after max_retries x 60 s the batch is '
+    'dead-lettered and its offsets committed'))
+def test_kill_between_two_phase_prepare_and_commit_then_restart_loads_every_row(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  """With --two_phase_commit a crash can leave a PRECOMMITTED transaction holding the batch's
+  label.  The restart re-sends that label; the rows must end up in the table (the dangling
+  transaction committed, or aborted and the batch loaded again), not stall or be dead-lettered."""
+  import threading
+  from tests.harness import read_dead_letters, run_cli, start_cli, pipeline_argv
+  from tests.reliability.helpers import assert_users_hold, user_bytes
+  server = make_stream_load_server()
+  topic = kafka_cluster.unique_topic('twopc')
+  ids = list(range(300))
+  kafka_cluster.produce(topic, user_bytes(ids), partition=0)
+  group = f'g-{topic}'
+  argv = pipeline_argv(kafka_cluster, server, [topic], group, str(tmp_path / 'dead'),
+                       table='demo.users', two_phase_commit='true', flush_workers=1,
+                       batch_rows=1000, max_retries=0)
+  stop = threading.Event()
+
+  def hold_the_commit():
+    # Once the BE has the (prepared) load, hold every later FE request: the 2PC commit.
+    while not stop.is_set():
+      if be_load_requests(server, 'demo.users'):
+        server.inject_fault('slow', times=None, node='fe0', delay_secs=HOLD_SECS)
+        return
+      stop.wait(0.002)
+
+  watcher = threading.Thread(target=hold_the_commit, daemon=True)
+  watcher.start()
+  proc = start_cli(argv, log_path=str(tmp_path / 'first.log'))
+  try:
+    wait_for(lambda: any(r['path'].endswith('_stream_load_2pc') for r in server.request_log),
+             'the 2PC commit request', proc=proc)
+  finally:
+    stop.set()
+    proc.kill()
+    proc.wait()
+  server.clear_faults()
+  assert [e['status'] for e in server.loads] == ['Success']  # prepared, never committed
+  assert server.query('SELECT count(*) FROM demo.users') == [(0,)]
+
+  result = run_cli(argv, timeout_secs=400)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert read_dead_letters(str(tmp_path / 'dead')) == [], 'the batch was dead-lettered'
+  assert_users_hold(server, {i: 0 for i in ids})
+  assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
