@@ -79,6 +79,11 @@ def _assert_portable_features(proto):
       payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
       domains.update(spec.time_domain for spec in payload.timer_family_specs.values())
   assert beam_runner_api_pb2.TimeDomain.PROCESSING_TIME in domains
+  # Without --stop_at_end the read is unbounded: runners run the job in streaming mode.
+  read = next(t for t in proto.components.transforms.values()
+              if t.unique_name.endswith('ReadFromKafka/ReadPartitions'))
+  assert [proto.components.pcollections[pcoll].is_bounded for pcoll in read.outputs.values()] == [
+      beam_runner_api_pb2.IsBounded.UNBOUNDED]
 
 
 @pytest.mark.parametrize('environment', [
