@@ -130,3 +130,33 @@ def test_one_fe_down_fails_over_to_the_next_fe(kafka_cluster, make_stream_load_s
   assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
   nodes = {r['node'] for r in server.request_log}
   assert 'fe1' in nodes and 'fe0' not in nodes
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'BUGS.md #3: _WriteBatchesFn._load_rows dead-letters rows after RetriesExhaustedError and '
+    'WriteDeadLetters acks them, so CommitOffsets commits offsets of rows never loaded'))
+def test_an_outage_longer_than_the_retry_budget_commits_no_offset_of_unloaded_rows(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  """DESIGN "Delivery guarantee": offsets are committed only for rows whose load returned
+  Success / Publish Timeout.  When the only BE stays down past every retry, the rows are not in
+  the table, so their offsets must stay uncommitted (the run fails, or keeps retrying) and a
+  restart after the outage loads them."""
+  server = make_stream_load_server()
+  server.inject_fault('be_down', node=0)
+  topic = kafka_cluster.unique_topic('outage')
+  kafka_cluster.produce(topic, event_bytes(range(200)))
+  group = f'g-{topic}'
+  argv = pipeline_argv(kafka_cluster, server, [topic], group, str(tmp_path / 'dead'),
+                       table='demo.events', max_retries=1)
+  try:
+    run_in_process(argv)
+  except Exception:  # pylint: disable=broad-except
+    pass  # failing the run is one correct answer
+  assert server.query('SELECT count(*) FROM demo.events') == [(0,)]
+  committed = kafka_cluster.committed(group, topic)
+  assert all(offset == 0 for offset in committed.values()), (
+      f'offsets {committed} committed for rows that were never loaded; dead letters: '
+      f'{[l["reason"][:80] for l in read_dead_letters(str(tmp_path / "dead"))[:1]]}')
+  server.clear_faults()
+  run_in_process(argv)
+  assert_events_exactly_once(server, list(range(200)))
