@@ -375,13 +375,16 @@ class Loader:
     ctx.write_ms = int((time.monotonic() - write_start) * 1000)
     ctx.txn.apply = apply
     commit_start = time.monotonic()
-    if ctx.two_phase_commit:
-      self.txns.precommit(ctx.txn)
-    else:
-      self.txns.commit(ctx.txn, visible=not publish_timeout)
-      if publish_timeout:
-        ctx.fail('PUBLISH_TIMEOUT', 'transaction commit successfully, BUT data will be visible '
-                 'later')
+    try:
+      if ctx.two_phase_commit:
+        self.txns.precommit(ctx.txn)
+      else:
+        self.txns.commit(ctx.txn, visible=not publish_timeout)
+    except txn_lib.TxnError as e:
+      raise LoadFailed(e.code, e.detail) from e
+    if publish_timeout and not ctx.two_phase_commit:
+      ctx.fail('PUBLISH_TIMEOUT', 'transaction commit successfully, BUT data will be visible '
+               'later')
     ctx.commit_ms = int((time.monotonic() - commit_start) * 1000)
 
   def save_error_log(self, base: str, errors: List[str]) -> str:

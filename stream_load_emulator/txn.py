@@ -76,6 +76,9 @@ class TxnManager:
     self._keep = label_keep_max_secs
     self._clock = clock
     self._lock = threading.Lock()
+    # Serializes state changes that run a write (commit) against aborts; re-entrant because
+    # a 2PC commit goes through commit().
+    self._op_lock = threading.RLock()
     self._by_label: Dict[tuple, Txn] = {}
     self._by_id: Dict[int, Txn] = {}
     self._last_expire = float('-inf')
@@ -129,11 +132,19 @@ class TxnManager:
     self._storage.save_label(txn.db, txn.label, txn.txn_id, txn.table, status, txn.finished)
 
   def commit(self, txn: Txn, visible: bool = True) -> None:
-    """Runs the deferred write and marks the transaction VISIBLE (or COMMITTED)."""
-    if txn.apply is not None:
-      txn.apply()
-    with self._lock:
-      self._finish(txn, VISIBLE if visible else COMMITTED)
+    """Runs the deferred write and marks the transaction VISIBLE (or COMMITTED).
+
+    Raises:
+      TxnError: the transaction was aborted meanwhile (e.g. by a 2PC abort of its label).
+    """
+    with self._op_lock:
+      if txn.status == ABORTED:
+        raise TxnError('transaction [%d] is already aborted, abort reason: %s'
+                       % (txn.txn_id, txn.abort_reason or 'User Abort'))
+      if txn.apply is not None:
+        txn.apply()
+      with self._lock:
+        self._finish(txn, VISIBLE if visible else COMMITTED)
 
   def mark_visible(self, txn: Txn) -> None:
     """COMMITTED -> VISIBLE (publish finished after a Publish Timeout)."""
@@ -142,13 +153,16 @@ class TxnManager:
         self._finish(txn, VISIBLE)
 
   def precommit(self, txn: Txn) -> None:
-    with self._lock:
+    with self._op_lock, self._lock:
+      if txn.status == ABORTED:
+        raise TxnError('transaction [%d] is already aborted, abort reason: %s'
+                       % (txn.txn_id, txn.abort_reason or 'User Abort'))
       txn.status = PRECOMMITTED
       self._storage.save_label(txn.db, txn.label, txn.txn_id, txn.table, PRECOMMITTED,
                                self._clock())
 
   def abort(self, txn: Txn, reason: str) -> None:
-    with self._lock:
+    with self._op_lock, self._lock:
       txn.abort_reason = reason
       self._finish(txn, ABORTED)
 
@@ -174,6 +188,10 @@ class TxnManager:
     Raises:
       TxnError: unknown transaction, or it is not in a state that allows ``operation``.
     """
+    with self._op_lock:  # one 2PC operation at a time: a commit must not run twice
+      return self._operate_2pc(db, operation, txn_id, label)
+
+  def _operate_2pc(self, db, operation, txn_id, label) -> Txn:
     txn = self.find(db, txn_id=txn_id, label=label)
     if txn is None:
       if txn_id is not None:

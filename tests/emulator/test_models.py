@@ -239,3 +239,32 @@ def test_label_running_while_in_flight(make_stream_load_server):
   t.join()
   assert dup['Status'] == 'Label Already Exists' and dup['ExistingJobStatus'] == 'RUNNING'
   assert result['r'].json()['Status'] == 'Success'
+
+
+def test_abort_of_in_flight_load_wins(make_stream_load_server):
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  srv = make_stream_load_server()
+  release = threading.Event()
+
+  def slow_body():
+    yield b'{"id": 1}\n'
+    release.wait(10)
+    yield b'{"id": 2}\n'
+
+  result = {}
+  t = threading.Thread(target=lambda: result.update(r=requests.put(
+      srv.be_urls[0] + '/api/demo/users/_stream_load', data=slow_body(),
+      headers=dict(JL, label='doomed'), auth=AUTH)))
+  t.start()
+  deadline = time.time() + 5
+  while time.time() < deadline and srv.txns.state('demo', 'doomed') != 'PREPARE':
+    time.sleep(0.01)
+  r = requests.put(srv.be_urls[0] + '/api/demo/_stream_load_2pc',
+                   headers={'label': 'doomed', 'txn_operation': 'abort'}, auth=AUTH)
+  assert r.json()['status'] == 'Success'
+  release.set()
+  t.join()
+  res = result['r'].json()
+  assert res['Status'] == 'Fail' and 'is already aborted' in res['Message']
+  assert srv.query('SELECT count(*) FROM demo.users') == [(0,)]
