@@ -46,6 +46,7 @@ __all__ = [
     'ReadFromKafka',
     'ReadKafkaChunks',
     'UnknownTopicError',
+    'build_xlang_chunk_reader',
     'build_xlang_reader',
     'chunk_read_of',
     'request_stop',
@@ -1164,3 +1165,40 @@ def build_xlang_reader(consumer_config: Dict[str, Any],
       expansion_service=expansion_service,
       **kwargs)
   return _XlangReader(read)
+
+
+def _single_record_chunk(record: KafkaRecord) -> KafkaChunk:
+  return KafkaChunk(record.topic, record.partition, record.offset,
+                    record.offset + 1, [record])
+
+
+class _XlangChunkReader(beam.PTransform):
+  def __init__(self, records):
+    super().__init__()
+    self.records = records
+
+  def expand(self, pbegin):
+    return (pbegin
+            | 'ReadRecords' >> self.records
+            | 'ToKafkaChunk' >> beam.Map(_single_record_chunk)
+            .with_output_types(KafkaChunk))
+
+
+def build_xlang_chunk_reader(consumer_config: Dict[str, Any],
+                             topics: Sequence[str],
+                             stop_at_end: bool = False,
+                             **kwargs) -> beam.PTransform:
+  """Like :func:`build_xlang_reader`, but emits one-record ``KafkaChunk``s.
+
+  A drop-in for ``ReadKafkaChunks`` in the pipeline when
+  ``--kafka_reader=xlang``: every chunk holds one record
+  (``[offset, offset + 1)``), so ``chunk_read_of`` and ``CommitOffsets`` work
+  unchanged, at one element per record downstream.  Same arguments and
+  limits as :func:`build_xlang_reader`.
+
+  Raises:
+    KafkaConfigError: ``stop_at_end`` was asked for.
+  """
+  return _XlangChunkReader(
+      build_xlang_reader(consumer_config, topics, stop_at_end=stop_at_end,
+                         **kwargs))

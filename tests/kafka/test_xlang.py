@@ -54,3 +54,18 @@ def test_java_rows_map_to_kafka_records():
                  key=b'k', value=b'v', headers=[header])
   assert kafka._record_from_beam_row(row) == KafkaRecord(
       't', 2, 7, b'k', b'v', 1234, (('h', b'1'),))
+
+
+def test_chunk_reader_wraps_the_record_reader_in_one_record_chunks():
+  reader = kafka.build_xlang_chunk_reader(
+      {'bootstrap.servers': 'broker:9092', 'group.id': 'g'}, ['orders'],
+      expansion_service='localhost:8097')
+  assert isinstance(reader.records.read, JavaReadFromKafka)
+  assert list(_payload_row(reader.records.read).topics) == ['orders']
+  record = KafkaRecord('orders', 1, 41, None, b'v', 5, None)
+  chunk = kafka._single_record_chunk(record)
+  assert (chunk.first_offset, chunk.next_offset, chunk.records) == (41, 42,
+                                                                    [record])
+  with pytest.raises(kafka.KafkaConfigError, match='stop_at_end'):
+    kafka.build_xlang_chunk_reader(
+        {'bootstrap.servers': 'b:1', 'group.id': 'g'}, ['t'], stop_at_end=True)
