@@ -28,7 +28,6 @@ import json
 import logging
 import socket
 import struct
-import threading
 import time
 import urllib.parse
 import zlib
