@@ -8,8 +8,8 @@ moment; ``finish`` runs to completion; ``check`` asserts the delivery guarantee:
 
 * no row lost: every produced event, user and order is in its table;
 * unique-key tables: one row per key, holding the newest version;
-* the duplicate-key table: an event appears more than once only if its offset was not
-  committed when a run was killed, and at most once more per such kill.
+* the duplicate-key table: an event appears more than once only if it was loaded and its
+  offset not committed when a run was killed, and at most once more per such kill.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class CrashScenario:
     self.user_versions: Dict[int, int] = {}
     self.order_versions: Dict[int, int] = {}
     self._events_produced = 0
-    # Ids of events whose offset was not committed when a run was killed, one entry per kill.
+    # Ids of events loaded but not committed when a run was killed, one count per kill.
     self.uncommitted_at_kill: collections.Counter = collections.Counter()
     self.kills: List[str] = []
     self.flags = dict(topic_table_map=f'{self.events_topic}=demo.events,'
@@ -135,20 +135,20 @@ class CrashScenario:
     return start_cli(self.argv(**extra), log_path=log)
 
   def kill(self, proc, phase: str) -> None:
-    """SIGKILLs the CLI and records which event offsets were uncommitted at that moment."""
+    """SIGKILLs the CLI; records which events were loaded but not committed at that moment."""
     if proc.poll() is None:
       os.kill(proc.pid, signal.SIGKILL)
     returncode = proc.wait(timeout=30)
     assert returncode == -signal.SIGKILL, f'the run ended by itself ({returncode}) before the kill'
     self.kills.append(phase)
+    # A load the killed client had already sent may still finish on the server: wait for it.
+    wait_for(lambda: server_is_quiet(self.server), 'the killed run\'s loads to finish')
     committed = self.kafka.committed(self.group, self.events_topic)
+    in_table = event_counts(self.server)
     partitions = self.kafka.num_partitions
     for n, event_id in enumerate(self.event_ids):
-      if n // partitions >= committed.get(n % partitions, 0):
+      if n // partitions >= committed.get(n % partitions, 0) and in_table.get(event_id):
         self.uncommitted_at_kill[event_id] += 1
-    # A load the killed client had already sent may still finish on the server.
-    wait_for(lambda: server_is_quiet(self.server), 'the killed run\'s loads to finish')
-
   def kill_when(self, condition: Callable[[], bool], phase: str, **extra) -> None:
     proc = self.start(**extra)
     try:
