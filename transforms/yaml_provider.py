@@ -16,11 +16,10 @@ records on one by one (YAML steps in between need single rows), so the YAML
 route pays Beam's per-element cost that the CLI avoids with chunks.
 """
 
-from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 import apache_beam as beam
 import orjson
@@ -226,9 +225,10 @@ def _as_bytes(value: Any) -> Optional[bytes]:
 def _chunk_of_message(message: Any) -> KafkaChunk:
   """One record as a one-record chunk: ParseRecords' input and CommitOffsets' unit."""
   offset = int(message.offset)
+  timestamp_ms = getattr(message, 'timestamp_ms', None)
   record = KafkaRecord(message.topic, int(message.partition), offset,
                        _as_bytes(getattr(message, 'key', None)), _as_bytes(message.value),
-                       int(getattr(message, 'timestamp_ms', -1) or -1))
+                       int(timestamp_ms) if timestamp_ms is not None else -1)
   return KafkaChunk(record.topic, record.partition, offset, offset + 1, [record])
 
 
