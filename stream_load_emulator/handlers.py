@@ -6,7 +6,7 @@ https://doris.apache.org/docs/admin-manual/open-api/fe-http/):
 ``{"msg": "Unauthorized", "code": 401, ...}``), requires an ``Expect`` header, and answers
 **307** to a BE with ``user:password@`` in the ``Location`` without reading the body (Doris
 >= 3.1.3); ``PUT /api/{db}/_stream_load_2pc`` is redirected the same way;
-``GET /api/{db}/get_load_state`` and the SQL API ``POST /api/query/default_cluster/{db}``
+``GET /api/{db}/get_load_state``, the table schema ``GET /api/{db}/{tbl}/_schema`` and the SQL API ``POST /api/query/default_cluster/{db}``
 (https://doris.apache.org/docs/admin-manual/open-api/fe-http/query-api) answer on the FE.
 
 BE (``be/src/http/action/stream_load.cpp``, ``stream_load_2pc.cpp``): always HTTP 200 with
@@ -35,6 +35,7 @@ from typing import Any, Dict, Iterator, Optional
 
 from stream_load_emulator import formats
 from stream_load_emulator import load as load_lib
+from stream_load_emulator import schema as schema_lib
 from stream_load_emulator import txn as txn_lib
 
 _LOGGER = logging.getLogger(__name__)
@@ -323,6 +324,8 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     if len(parts) == 4 and parts[:3] == ['api', 'query', 'default_cluster'] and (
         method == 'POST'):
       return self._fe_sql(parts[3])
+    if len(parts) == 4 and parts[0] == 'api' and parts[3] == '_schema' and method == 'GET':
+      return self._fe_schema(parts[1], parts[2])
     if parts[:2] == ['api', 'transaction'] and len(parts) == 3 and (
         self.app.flavor == 'starrocks'):
       return self._sr_transaction(parts[2], method, raw_query)
@@ -397,6 +400,23 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       return self._send_json({'Status': 'OK', 'Message': '', 'Label': label, 'State': state,
                               'state': state})
     return self._send_json(_fe_result('success', 0, state))
+
+  def _fe_schema(self, db, tbl):
+    """Doris's ``TableSchemaAction``: columns and ``keysType`` of one table."""
+    if not self._fe_check_auth():
+      return
+    table = self.app.catalog.table(db, tbl)
+    if table is None:
+      return self._send_json(_fe_result(
+          'Error', 1, 'Table [%s] does not exist in database [%s]' % (tbl, db)))
+    properties = [{'type': c.type_name, 'name': c.name, 'comment': '',
+                   'aggregation_type': c.aggregation or '', 'isKey': 'true' if c.is_key else 'false'}
+                  for c in table.columns]
+    keys_type = {schema_lib.DUPLICATE: 'DUP_KEYS', schema_lib.UNIQUE: 'UNIQUE_KEYS',
+                 schema_lib.AGGREGATE: 'AGG_KEYS', schema_lib.PRIMARY: 'PRIMARY_KEYS'}[
+                     table.keys_type]
+    return self._send_json(_fe_result('success', 0, {'properties': properties,
+                                                     'keysType': keys_type, 'status': 200}))
 
   def _fe_sql(self, db):
     if not self._fe_check_auth():

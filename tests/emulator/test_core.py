@@ -139,3 +139,17 @@ def test_curl_location_trusted(stream_load_server, tmp_path):
   res = json.loads(out.stdout)
   assert res['Status'] == 'Success' and res['NumberLoadedRows'] == 2
   assert stream_load_server.query('SELECT count(*) FROM demo.users') == [(2,)]
+
+
+def test_schema_endpoint_reports_columns_and_key_model(stream_load_server):
+  """Doris's TableSchemaAction: ``GET /api/{db}/{tbl}/_schema``."""
+  import requests  # pylint: disable=import-outside-toplevel
+  url = stream_load_server.fe_url + '/api/demo/%s/_schema'
+  users = requests.get(url % 'users', auth=('root', 'secret')).json()
+  assert users['code'] == 0 and users['data']['keysType'] == 'UNIQUE_KEYS'
+  assert [c['name'] for c in users['data']['properties']][:2] == ['id', 'name']
+  assert requests.get(url % 'events', auth=('root', 'secret')).json()['data']['keysType'] == (
+      'DUP_KEYS')
+  missing = requests.get(url % 'nosuch', auth=('root', 'secret')).json()
+  assert missing['code'] == 1 and 'does not exist' in missing['data']
+  assert requests.get(url % 'users', auth=('root', 'wrong')).json()['code'] == 401
