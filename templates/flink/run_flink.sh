@@ -22,6 +22,7 @@ set -euo pipefail
 
 mode="${1:?usage: run_flink.sh local|remote|uber-jar|portable [flags...]}"
 shift
+cd "$(dirname "$0")/../.."   # the repository root: ./setup.py and the packages
 
 PYTHON="${PYTHON:-python}"
 FLINK_VERSION="${FLINK_VERSION:-1.20}"          # must match the cluster: 1.19 1.20 2.0 2.1 2.2
@@ -55,10 +56,14 @@ flink_flags=(
   --checkpointing_mode=EXACTLY_ONCE
   --min_pause_between_checkpoints=10000
   --finish_bundle_before_checkpointing
+)
+# On a cluster: keep the last checkpoint when the job is cancelled, to restart from it
+# (needs a checkpoint directory in the cluster's Flink configuration, e.g. s3:// or hdfs://).
+cluster_flags=(
   --externalized_checkpoints_enabled
   --retain_externalized_checkpoints_on_cancellation
 )
-[[ -n "${SAVEPOINT_PATH:-}" ]] && flink_flags+=(--savepoint_path="${SAVEPOINT_PATH}")
+[[ -n "${SAVEPOINT_PATH:-}" ]] && cluster_flags+=(--savepoint_path="${SAVEPOINT_PATH}")
 
 environment_flags=(--environment_type="${ENVIRONMENT_TYPE}")
 [[ -n "${ENVIRONMENT_CONFIG}" ]] && environment_flags+=(--environment_config="${ENVIRONMENT_CONFIG}")
@@ -71,17 +76,17 @@ case "$mode" in
   remote)
     exec "$PYTHON" -m pipelines.kafka_to_doris --runner=FlinkRunner \
       --flink_master="${FLINK_MASTER}" "${environment_flags[@]}" --setup_file=./setup.py \
-      "${flink_flags[@]}" "${pipeline_flags[@]}" "$@"
+      "${flink_flags[@]}" "${cluster_flags[@]}" "${pipeline_flags[@]}" "$@"
     ;;
   uber-jar)
     exec "$PYTHON" -m pipelines.kafka_to_doris --runner=FlinkRunner \
       --flink_master="${FLINK_MASTER}" --flink_submit_uber_jar "${environment_flags[@]}" \
-      --setup_file=./setup.py "${flink_flags[@]}" "${pipeline_flags[@]}" "$@"
+      --setup_file=./setup.py "${flink_flags[@]}" "${cluster_flags[@]}" "${pipeline_flags[@]}" "$@"
     ;;
   portable)
     exec "$PYTHON" -m pipelines.kafka_to_doris --runner=PortableRunner \
       --job_endpoint="${JOB_ENDPOINT}" "${environment_flags[@]}" --setup_file=./setup.py \
-      --streaming "${pipeline_flags[@]}" "$@"
+      "${flink_flags[@]}" "${cluster_flags[@]}" "${pipeline_flags[@]}" "$@"
     ;;
   *)
     echo "unknown mode: $mode (local|remote|uber-jar|portable)" >&2

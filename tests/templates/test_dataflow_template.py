@@ -192,5 +192,6 @@ def test_launch_scripts_exist_and_use_the_template_files(script):
     assert 'templates/dataflow/Dockerfile' in text
   else:
     assert 'gcloud dataflow flex-template run' in text
-    for name in REQUIRED_SAMPLES:
-      assert f'{name}=' in text
+    given = set(re.findall(r'[~^]([a-z_]+)=\$', text))
+    assert set(REQUIRED_SAMPLES) <= given
+    assert given <= {p['name'] for p in _load_metadata()['parameters']}, given

@@ -154,3 +154,42 @@ def test_flink_script_uses_only_known_flags():
   for needed in ('flink_master', 'flink_version', 'environment_type', 'checkpointing_interval',
                  'parallelism', 'streaming', 'job_endpoint'):
     assert needed in used, needed
+
+
+def _script_argv(mode, kafka_cluster, topic, **env):
+  """The command line run_flink.sh runs for ``mode`` (with PYTHON=echo)."""
+  import subprocess
+  full_env = dict(os.environ, PYTHON='echo', BOOTSTRAP_SERVERS=kafka_cluster.bootstrap_servers,
+                  TOPICS=topic, GROUP_ID='graph-test', FE_NODES='http://fe-1:8030',
+                  TABLE='demo.events', **env)
+  result = subprocess.run(['bash', os.path.join(FLINK_DIR, 'run_flink.sh'), mode],
+                          capture_output=True, text=True, env=full_env, cwd=REPO_ROOT, timeout=30)
+  assert result.returncode == 0, result.stderr
+  argv = result.stdout.split()
+  assert argv[:2] == ['-m', 'pipelines.kafka_to_doris'], argv
+  return argv[2:]
+
+
+@pytest.mark.parametrize('mode, env', [
+    ('local', {}),
+    ('remote', {'ENVIRONMENT_TYPE': 'DOCKER', 'ENVIRONMENT_CONFIG': 'registry/worker:1'}),
+    ('uber-jar', {'ENVIRONMENT_TYPE': 'EXTERNAL', 'ENVIRONMENT_CONFIG': 'localhost:50000'}),
+    ('portable', {'ENVIRONMENT_TYPE': 'EXTERNAL', 'ENVIRONMENT_CONFIG': 'localhost:50000',
+                  'SAVEPOINT_PATH': 's3://bucket/savepoints/sp-1'}),
+])
+def test_flink_script_command_lines_build_the_graph(kafka_cluster, topic, mode, env):
+  argv = _script_argv(mode, kafka_cluster, topic, **env)
+  options, p, proto, errors = _build(argv + ['--password=unused'])
+  assert errors == []
+  expected_runner = 'PortableRunner' if mode == 'portable' else 'FlinkRunner'
+  assert type(p.runner).__name__ == expected_runner
+  retained = options.get_all_options(retain_unknown_options=True)
+  assert str(retained['checkpointing_interval']) == '60000'
+  assert options.view_as(StandardOptions).streaming
+  if mode == 'local':
+    assert options.view_as(PortableOptions).environment_type == 'LOOPBACK'
+    assert 'externalized_checkpoints_enabled' not in retained
+  else:
+    assert options.view_as(PortableOptions).environment_type == env['ENVIRONMENT_TYPE']
+    assert retained['externalized_checkpoints_enabled'] is True
+  _assert_portable_features(proto)
