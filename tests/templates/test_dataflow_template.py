@@ -151,6 +151,16 @@ def test_dockerfile_uses_the_python_launcher_base_image():
   assert re.match(r'^gcr\.io/dataflow-templates-base/python3\d+-template-launcher-base', base)
 
 
+def test_dockerfile_installs_the_package_with_beams_gcp_extra():
+  with open(DOCKERFILE_PATH, encoding='utf-8') as handle:
+    text = handle.read()
+  run = ' '.join(line for line in text.replace('\\\n', ' ').splitlines()
+                 if line.startswith('RUN '))
+  assert 'pip install' in run
+  assert 'apache-beam[gcp]==${BEAM_VERSION}' in run  # DataflowRunner's client libraries
+  assert '"${WORKDIR}"' in run
+
+
 def test_dockerfile_entry_points_name_files_copied_from_the_repository():
   env, copies, _ = _dockerfile()
   for variable in ('FLEX_TEMPLATE_PYTHON_PY_FILE', 'FLEX_TEMPLATE_PYTHON_SETUP_FILE'):
