@@ -181,3 +181,33 @@ def test_kill_between_two_phase_prepare_and_commit_then_restart_loads_every_row(
   assert read_dead_letters(str(tmp_path / 'dead')) == [], 'the batch was dead-lettered'
   assert_users_hold(server, {i: 0 for i in ids})
   assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
+
+
+def _streaming(argv):
+  return [a for a in argv if a != '--stop_at_end']
+
+
+@pytest.mark.heavy
+@pytest.mark.xfail(strict=True, reason=(
+    'BUGS.md #4: a streaming run (no --stop_at_end) loads rows but never commits their offsets'))
+def test_a_streaming_run_commits_the_offsets_of_loaded_rows_while_it_runs(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  """Without --stop_at_end the pipeline streams until killed; offsets of loaded rows must be
+  committed as it goes, or every crash and restart re-sends everything since the start."""
+  from tests.harness import pipeline_argv, start_cli
+  from tests.reliability.helpers import event_bytes
+  server = make_stream_load_server()
+  topic = kafka_cluster.unique_topic('streaming')
+  kafka_cluster.produce(topic, event_bytes(range(2000)))
+  group = f'g-{topic}'
+  argv = _streaming(pipeline_argv(kafka_cluster, server, [topic], group, str(tmp_path / 'dead'),
+                                  table='demo.events', batch_rows=500, batch_interval_secs=1))
+  proc = start_cli(argv, log_path=str(tmp_path / 'streaming.log'))
+  try:
+    wait_for(lambda: server.query('SELECT count(*) FROM demo.events') == [(2000,)],
+             'every row loaded', proc=proc)
+    wait_for(lambda: kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic),
+             'the offsets of the loaded rows committed', timeout_secs=60, proc=proc)
+  finally:
+    proc.kill()
+    proc.wait()
