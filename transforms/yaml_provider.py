@@ -41,6 +41,7 @@ __all__ = [
     'ReadFromKafkaNative',
     'YamlWriteToStreamLoad',
     'INPUT_FORMATS',
+    'provider_transforms',
 ]
 
 _LOGGER = logging.getLogger(__name__)
