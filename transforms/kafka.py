@@ -706,7 +706,8 @@ class _ReadUnboundedPartitionFn(_ReadPartitionFn):
 # Public read transforms
 
 
-class ReadKafkaChunks(beam.PTransform):
+class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
+                                         beam.PCollection[KafkaChunk]]):
   """Reads Kafka topics as ``KafkaChunk``s of consecutive records.
 
   One restriction per partition (an ``OffsetRange``; its end is
@@ -849,7 +850,8 @@ def _records_of(chunk: KafkaChunk):
     yield window.TimestampedValue(record, _timestamp_of(record.timestamp_ms))
 
 
-class ReadFromKafka(beam.PTransform):
+class ReadFromKafka(beam.PTransform[beam.pvalue.PBegin,
+                                       beam.PCollection[KafkaRecord]]):
   """Reads Kafka topics as single ``KafkaRecord``s.
 
   ``ReadKafkaChunks`` followed by a FlatMap; each record carries its own
@@ -1033,7 +1035,10 @@ def _key_by_partition(item):
   return (item.topic, item.partition), item
 
 
-class CommitOffsets(beam.PTransform):
+class CommitOffsets(beam.PTransform[beam.PCollection[Union[ChunkRead,
+                                                           OffsetAck]],
+                                       beam.PCollection[Tuple[str, int,
+                                                              int]]]):
   """Commits consumer-group offsets once every row before them is finished.
 
   The input is the Flatten of ``ChunkRead``s (one per chunk read; see
