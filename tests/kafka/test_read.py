@@ -1,12 +1,9 @@
 """ReadKafkaChunks / ReadFromKafka on the FnApiRunner against the mock cluster."""
 
 import collections
-import threading
-import time
 import uuid
 
 import apache_beam as beam
-import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to

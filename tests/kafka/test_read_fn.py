@@ -1,6 +1,5 @@
 """The reading DoFn's claim, stop and watermark logic, with a fake consumer."""
 
-import pytest
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners import sdf_utils
