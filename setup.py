@@ -14,11 +14,14 @@ REQUIRED = [
     'sqlglot>=30,<31',
 ]
 
+YAML = ['apache-beam[yaml]>=2.77,<3']  # Beam YAML: jinja2, jsonschema, docstring-parser, pandas
+
 TEST = [
     'pytest>=8,<10',
     'pytest-timeout>=2.3,<3',
     'trustme>=1.1,<2',
-]
+    'wheel>=0.42,<1',  # the packaging test builds a wheel offline
+] + YAML
 
 setuptools.setup(
     name='kafka-beam-stream-load',
@@ -29,5 +32,5 @@ setuptools.setup(
                                                'stream_load_emulator', 'stream_load_emulator.*']),
     package_data={'pipelines': ['*.yaml', 'samples/*'], 'stream_load_emulator': ['*.sql']},
     install_requires=REQUIRED,
-    extras_require={'test': TEST},
+    extras_require={'test': TEST, 'yaml': YAML},
 )

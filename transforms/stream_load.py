@@ -176,7 +176,11 @@ class _WriteBatchesFn(beam.DoFn):
       return
     previous = self._last_job_of_key.get(key) if self._is_ordered(table) else None
     wait_for = previous.future if previous is not None and not previous.future.done() else None
-    future = self._executor.submit(self._load_batch, table, rows, wait_for)
+    # Encode here, on the bundle thread, while up to flush_workers loads are on
+    # the wire: encoding holds the GIL, so doing it in the flush threads would
+    # only make the loads wait for each other's encoding.
+    encoded = encode_rows(rows, as_array=self._config.target != DORIS)
+    future = self._executor.submit(self._load_batch, table, rows, wait_for, encoded)
     job = _Job(key, table, rows, future, time.monotonic())
     self._jobs.append(job)
     self._last_job_of_key[key] = job
@@ -210,14 +214,15 @@ class _WriteBatchesFn(beam.DoFn):
     }
 
   # Runs on a flush thread: encode, load, and report back.
-  def _load_batch(self, table: str, rows: List[Row], wait_for) -> '_BatchReport':
+  def _load_batch(self, table: str, rows: List[Row], wait_for, encoded) -> '_BatchReport':
     if wait_for is not None:
       concurrent.futures.wait([wait_for])
     report = _BatchReport([], [])
-    self._load_rows(table, rows, report, [_MAX_BISECT_LOADS])
+    self._load_rows(table, rows, report, [_MAX_BISECT_LOADS], encoded)
     return report
 
-  def _load_rows(self, table: str, rows: List[Row], report: '_BatchReport', budget: List[int]):
+  def _load_rows(self, table: str, rows: List[Row], report: '_BatchReport', budget: List[int],
+                 encoded=None):
     """Loads ``rows``; on a data-quality failure, splits them to isolate the bad rows.
 
     With Doris's default ``max_filter_ratio`` of 0 one bad row fails the whole
@@ -226,7 +231,8 @@ class _WriteBatchesFn(beam.DoFn):
     as idempotent as the whole), down to the rows the server really rejects,
     within ``_MAX_BISECT_LOADS`` loads per batch.
     """
-    encoded = encode_rows(rows, as_array=self._config.target != DORIS)
+    if encoded is None:
+      encoded = encode_rows(rows, as_array=self._config.target != DORIS)
     if encoded.failed:
       failed_idx = {index for index, _ in encoded.failed}
       report.encode_failures.extend((rows[index], reason) for index, reason in encoded.failed)
