@@ -34,7 +34,7 @@ from transforms.labels import sanitize_label_part
 from transforms.records import ParseRecords, Routing, parse_topic_table_map
 from transforms.stream_load import METRICS_NAMESPACE, WriteToStreamLoad
 from transforms.stream_load_client import StreamLoadConfig
-from transforms.types import LoadResult, OffsetAck
+from transforms.types import KafkaChunk, KafkaRecord, LoadResult, OffsetAck
 
 __all__ = ['build_pipeline', 'run', 'PipelineOutputs', 'ConfigurationError', 'consumer_config_of']
 
@@ -142,6 +142,10 @@ class _Settings:
     return sorted(tables)
 
 
+def _chunk_of_record(record: KafkaRecord) -> KafkaChunk:
+  return KafkaChunk(record.topic, record.partition, record.offset, record.offset + 1, [record])
+
+
 def _acks_of_loads(result: LoadResult):
   for (topic, partition), offsets in result.source_offsets.items():
     yield OffsetAck(topic, partition, offsets)
@@ -200,8 +204,14 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     check_tables(settings.load_config, settings.static_tables())
   from transforms import kafka  # the reader module pulls in confluent-kafka
   if opts.kafka_reader == 'xlang':
-    chunks = p | 'ReadFromKafka' >> kafka.build_xlang_chunk_reader(
-        settings.consumer_config, settings.topics, stop_at_end=opts.stop_at_end)
+    if opts.stop_at_end:
+      raise ConfigurationError('--stop_at_end needs --kafka_reader=native (Beam\'s KafkaIO has no '
+                               'read-to-end mode)')
+    # One record per chunk: KafkaIO hands records one by one; CommitOffsets
+    # still commits only loaded records (KafkaIO's own commit stays off).
+    xlang_config = {k: v for k, v in settings.consumer_config.items()}
+    chunks = (p | 'ReadFromKafka' >> kafka.build_xlang_reader(xlang_config, settings.topics)
+              | 'RecordsToChunks' >> beam.Map(_chunk_of_record))
   else:
     chunks = p | 'ReadFromKafka' >> kafka.ReadKafkaChunks(
         settings.consumer_config, settings.topics, stop_at_end=opts.stop_at_end,

@@ -111,3 +111,11 @@ def test_unreadable_and_invalid_yaml_files(tmp_path):
   bad.write_text('tables: [unclosed')
   with pytest.raises(TableConfigError, match='not valid YAML'):
     load_table_config(str(bad), BatchLimits())
+
+
+def test_xlang_reader_refuses_stop_at_end():
+  import apache_beam as beam
+  from pipelines.kafka_to_doris import build_pipeline
+  options = PipelineOptions(BASE + ['--kafka_reader=xlang', '--stop_at_end'])
+  with pytest.raises(ConfigurationError, match='--stop_at_end needs --kafka_reader=native'):
+    build_pipeline(beam.Pipeline(options=options), options, check_cluster=False)
