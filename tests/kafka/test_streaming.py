@@ -88,3 +88,36 @@ def test_stop_after_secs_ends_an_unbounded_read(kafka_cluster):
     _ = p | kafka.ReadKafkaChunks(kafka_cluster.consumer_config(), [topic],
                                   stop_after_secs=1.5)
   assert 1.5 <= time.monotonic() - started < 20
+
+
+def _ack_all(chunk):
+  yield kafka.OffsetAck(chunk.topic, chunk.partition,
+                        tuple(r.offset for r in chunk.records))
+
+
+def test_offsets_are_committed_while_the_read_runs(kafka_cluster):
+  topic = kafka_cluster.unique_topic()
+  token = f'stop-{uuid.uuid4().hex}'
+  group = f'g-{uuid.uuid4().hex[:8]}'
+  config = kafka_cluster.consumer_config(group)
+  kafka_cluster.produce(topic, values_of(200, 'a'))
+
+  pipeline = beam.Pipeline(runner=FnApiRunner())
+  chunks = pipeline | kafka.ReadKafkaChunks(config, [topic], stop_token=token)
+  _ = ((chunks | 'Reads' >> beam.Map(kafka.chunk_read_of),
+        chunks | 'Acks' >> beam.FlatMap(_ack_all))
+       | beam.Flatten() | kafka.CommitOffsets(config))
+  thread = threading.Thread(target=lambda: pipeline.run().wait_until_finish(),
+                            daemon=True)
+  thread.start()
+  try:
+    _wait_for(lambda: kafka_cluster.committed(group, topic) == {
+        0: 50, 1: 50, 2: 50, 3: 50}, 30, 'the first commits')
+    kafka_cluster.produce(topic, values_of(100, 'b'))
+    _wait_for(lambda: kafka_cluster.committed(group, topic) == {
+        0: 75, 1: 75, 2: 75, 3: 75}, 30, 'commits of records produced later')
+    assert thread.is_alive()
+  finally:
+    kafka.request_stop(token)
+    thread.join(60)
+  assert not thread.is_alive()
