@@ -34,7 +34,7 @@ from transforms.labels import sanitize_label_part
 from transforms.records import ParseRecords, Routing, parse_topic_table_map
 from transforms.stream_load import METRICS_NAMESPACE, WriteToStreamLoad
 from transforms.stream_load_client import StreamLoadConfig
-from transforms.types import KafkaChunk, KafkaRecord, LoadResult, OffsetAck
+from transforms.types import LoadResult, OffsetAck
 
 __all__ = ['build_pipeline', 'run', 'PipelineOutputs', 'ConfigurationError', 'consumer_config_of']
 
@@ -142,10 +142,6 @@ class _Settings:
     return sorted(tables)
 
 
-def _chunk_of_record(record: KafkaRecord) -> KafkaChunk:
-  return KafkaChunk(record.topic, record.partition, record.offset, record.offset + 1, [record])
-
-
 def _acks_of_loads(result: LoadResult):
   for (topic, partition), offsets in result.source_offsets.items():
     yield OffsetAck(topic, partition, offsets)
@@ -209,9 +205,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
                                'read-to-end mode)')
     # One record per chunk: KafkaIO hands records one by one; CommitOffsets
     # still commits only loaded records (KafkaIO's own commit stays off).
-    xlang_config = {k: v for k, v in settings.consumer_config.items()}
-    chunks = (p | 'ReadFromKafka' >> kafka.build_xlang_reader(xlang_config, settings.topics)
-              | 'RecordsToChunks' >> beam.Map(_chunk_of_record))
+    chunks = p | 'ReadFromKafka' >> kafka.build_xlang_chunk_reader(settings.consumer_config,
+                                                                    settings.topics)
   else:
     chunks = p | 'ReadFromKafka' >> kafka.ReadKafkaChunks(
         settings.consumer_config, settings.topics, stop_at_end=opts.stop_at_end,
