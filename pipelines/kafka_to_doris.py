@@ -14,6 +14,7 @@ unbounded splittable DoFn (see the README, "Runners").
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -142,6 +143,10 @@ class _Settings:
     return sorted(tables)
 
 
+def _count_consumed(chunk) -> None:
+  prom.KAFKA_RECORDS_CONSUMED.labels(chunk.topic).inc(len(chunk.records))
+
+
 def _acks_of_loads(result: LoadResult):
   for (topic, partition), offsets in result.source_offsets.items():
     yield OffsetAck(topic, partition, offsets)
@@ -211,6 +216,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     chunks = p | 'ReadFromKafka' >> kafka.ReadKafkaChunks(
         settings.consumer_config, settings.topics, stop_at_end=opts.stop_at_end,
         max_chunk_records=opts.max_chunk_records)
+  if opts.metrics_port:
+    _ = chunks | 'CountConsumed' >> beam.Map(_count_consumed)
   parsed = chunks | 'ParseRecords' >> ParseRecords(
       settings.routing, cdc=opts.cdc_format, target=opts.target,
       sequence_columns=settings.table_config.sequence_columns(),
@@ -321,12 +328,29 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
   return RunSummary(summarize(result), time.monotonic() - started)
 
 
+def help_text() -> str:
+  """``--help``: every flag of the pipeline with its help and default."""
+  parser = argparse.ArgumentParser(
+      prog='python -m pipelines.kafka_to_doris',
+      description='Load Kafka topics into Apache Doris / StarRocks tables with Stream Load.',
+      epilog='Any Apache Beam pipeline option is accepted as well (--runner, --streaming, '
+      '--setup_file, FlinkRunner and DataflowRunner options, ...); --runner defaults to the '
+      'DirectRunner, which runs here on the FnApiRunner. Per-table settings: --table_config '
+      '(see README). The password can come from the STREAM_LOAD_PASSWORD environment variable.')
+  KafkaToDorisOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser.format_help()
+
+
 def run(argv: Optional[Sequence[str]] = None) -> int:
   """The command line: parses ``argv``, runs, prints a summary; returns an exit code."""
+  argv = list(argv) if argv is not None else sys.argv[1:]
+  if '--help' in argv or '-h' in argv:
+    print(help_text())
+    return 0
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                       force=True)
   try:
-    summary = run_pipeline(list(argv) if argv is not None else sys.argv[1:])
+    summary = run_pipeline(argv)
   except (ConfigurationError, PreflightError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

@@ -95,3 +95,21 @@ def test_bad_configuration_fails_at_start_with_a_clear_message(
   assert completed.returncode == 2
   assert message in completed.stderr
   assert 'Traceback' not in completed.stderr
+
+
+def test_prometheus_metrics_are_served(kafka_cluster, stream_load_server, tmp_path):
+  import socket
+  import requests
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    port = probe.getsockname()[1]
+  topic = kafka_cluster.unique_topic('metrics')
+  kafka_cluster.produce(topic, [_event(i, 20) for i in range(120)] + [b'{bad'])
+  run_in_process(pipeline_argv(kafka_cluster, stream_load_server, [topic], f'g-{topic}',
+                               str(tmp_path / 'dead'), table='demo.events', metrics_port=port))
+  text = requests.get(f'http://127.0.0.1:{port}/metrics', timeout=10).text
+  assert 'doris_rows_loaded_total{table="demo.events"}' in text
+  assert f'kafka_records_consumed_total{{topic="{topic}"}} 121.0' in text
+  assert 'doris_stream_load_duration_seconds_count{table="demo.events"}' in text
+  assert 'doris_batch_flush_duration_seconds_count{reason="end_of_input",table="demo.events"}' in text
+  assert 'secret' not in text

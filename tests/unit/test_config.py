@@ -119,3 +119,12 @@ def test_xlang_reader_refuses_stop_at_end():
   options = PipelineOptions(BASE + ['--kafka_reader=xlang', '--stop_at_end'])
   with pytest.raises(ConfigurationError, match='--stop_at_end needs --kafka_reader=native'):
     build_pipeline(beam.Pipeline(options=options), options, check_cluster=False)
+
+
+def test_help_documents_every_flag(capsys):
+  from pipelines.kafka_to_doris import run
+  assert run(['--help']) == 0
+  out = capsys.readouterr().out
+  missing = [spec.name for spec in FLAG_SPECS if f'--{spec.name}' not in out]
+  assert not missing
+  assert 'Default: 10000' in out and 'STREAM_LOAD_PASSWORD' in out
