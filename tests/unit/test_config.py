@@ -127,4 +127,5 @@ def test_help_documents_every_flag(capsys):
   out = capsys.readouterr().out
   missing = [spec.name for spec in FLAG_SPECS if f'--{spec.name}' not in out]
   assert not missing
-  assert 'Default: 10000' in out and 'STREAM_LOAD_PASSWORD' in out
+  flat = ' '.join(out.split())
+  assert 'Default: 10000.' in flat and 'STREAM_LOAD_PASSWORD' in flat
