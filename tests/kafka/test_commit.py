@@ -4,6 +4,7 @@ import collections
 import uuid
 
 import apache_beam as beam
+import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -33,8 +34,12 @@ def _ack_loaded(chunk, failed_partition, first_failed_offset):
     yield OffsetAck(chunk.topic, chunk.partition, offsets)
 
 
+@pytest.mark.parametrize('in_process, flatten', [
+    (None, False),   # the FnApiRunner default: in-process, inputs as a tuple
+    (False, True),   # the portable stateful DoFn behind a Flatten
+])
 def test_commit_stops_before_the_first_unloaded_chunk_and_restart_rereads_tail(
-    kafka_cluster):
+    kafka_cluster, in_process, flatten):
   topic = kafka_cluster.unique_topic()
   values = values_of(1000)  # 250 per partition, round robin
   kafka_cluster.produce(topic, values)
@@ -48,8 +53,8 @@ def test_commit_stops_before_the_first_unloaded_chunk_and_restart_rereads_tail(
     reads = chunks | 'Reads' >> beam.Map(kafka.chunk_read_of)
     _ = reads | 'KeepReads' >> beam.ParDo(_Collect(name + '-reads'))
     acks = chunks | 'Sink' >> beam.FlatMap(_ack_loaded, 0, 120)
-    commits = ((reads, acks) | beam.Flatten()
-               | kafka.CommitOffsets(config))
+    inputs = (reads, acks) | beam.Flatten() if flatten else (reads, acks)
+    commits = inputs | kafka.CommitOffsets(config, in_process=in_process)
     _ = commits | beam.ParDo(_Collect(name))
 
   # Partition 0 lost offsets >= 120: its commit stops at the start of the
@@ -70,7 +75,8 @@ def test_commit_stops_before_the_first_unloaded_chunk_and_restart_rereads_tail(
                 equal_to([(0, o) for o in range(committed[0], 250)]))
 
 
-def test_commit_offsets_from_out_of_order_acks(kafka_cluster):
+@pytest.mark.parametrize('in_process', [True, False])
+def test_commit_offsets_from_out_of_order_acks(kafka_cluster, in_process):
   topic = kafka_cluster.unique_topic()
   kafka_cluster.produce(topic, values_of(40))  # creates the topic
   group = f'g-{uuid.uuid4().hex[:8]}'
@@ -87,7 +93,20 @@ def test_commit_offsets_from_out_of_order_acks(kafka_cluster):
   name = uuid.uuid4().hex
   with beam.Pipeline(runner=FnApiRunner()) as p:
     _ = (p | beam.Create(items, reshuffle=False)
-         | kafka.CommitOffsets(config) | beam.ParDo(_Collect(name)))
+         | kafka.CommitOffsets(config, in_process=in_process)
+         | beam.ParDo(_Collect(name)))
   assert sorted(_SINK.pop(name)) == [(topic, 0, 5), (topic, 0, 10),
                                      (topic, 1, 3)]
   assert kafka_cluster.committed(group, topic) == {0: 10, 1: 3}
+
+
+def test_in_process_commits_are_chosen_only_for_in_process_fnapi_runners():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  assert kafka._runs_in_process(beam.Pipeline(runner=FnApiRunner()))
+  assert kafka._runs_in_process(beam.Pipeline(
+      runner=FnApiRunner(),
+      options=PipelineOptions(direct_running_mode='multi_threading')))
+  assert not kafka._runs_in_process(beam.Pipeline(
+      runner=FnApiRunner(),
+      options=PipelineOptions(direct_running_mode='multi_processing')))
+  assert not kafka._runs_in_process(beam.Pipeline(runner='DirectRunner'))

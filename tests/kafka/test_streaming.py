@@ -104,9 +104,11 @@ def test_offsets_are_committed_while_the_read_runs(kafka_cluster):
 
   pipeline = beam.Pipeline(runner=FnApiRunner())
   chunks = pipeline | kafka.ReadKafkaChunks(config, [topic], stop_token=token)
+  # A tuple, not a Flatten: on the FnApiRunner a Flatten's output would only
+  # be handed on when the read ends (see CommitOffsets).
   _ = ((chunks | 'Reads' >> beam.Map(kafka.chunk_read_of),
         chunks | 'Acks' >> beam.FlatMap(_ack_all))
-       | beam.Flatten() | kafka.CommitOffsets(config))
+       | kafka.CommitOffsets(config))
   thread = threading.Thread(target=lambda: pipeline.run().wait_until_finish(),
                             daemon=True)
   thread.start()
