@@ -723,7 +723,8 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
   Each output chunk holds the records of one partition returned by one
   consume call (at most ``max_chunk_records``), ``first_offset`` is the read
   position before it and ``next_offset`` the position after it, so chunks of
-  a partition are contiguous.  A chunk's timestamp is its newest record's
+  a partition are contiguous (a gap only where transaction markers end a
+  partition).  A chunk's timestamp is its newest record's
   timestamp; the watermark follows record timestamps, and an idle partition's
   watermark follows wall time minus ``IDLE_WATERMARK_LAG_SECS``.
 
