@@ -189,3 +189,33 @@ def test_an_outage_longer_than_the_retry_budget_commits_no_offset_of_unloaded_ro
   server.clear_faults()
   run_in_process(argv)
   assert_events_exactly_once(server, list(range(200)))
+
+
+@pytest.mark.heavy
+@pytest.mark.xfail(strict=True, reason=(
+    'BUGS.md #2 (in-run variant): a failed Doris 2PC commit request makes the retry re-send a '
+    'label that is PRECOMMITTED; _resolve_existing_label waits 60 s for it, then the batch is '
+    'dead-lettered'))
+def test_a_failed_two_phase_commit_request_is_retried_without_losing_the_batch(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  server = make_stream_load_server()
+  stop = threading.Event()
+
+  def fail_the_first_commit_request():
+    # After the first (prepared) BE load, the next FE request is that batch's 2PC commit.
+    while not stop.is_set():
+      if any(r['node'] == 'be0' and r['path'].endswith('_stream_load') for r in server.request_log):
+        server.inject_fault('http_500', times=1, node='fe0')
+        return
+      stop.wait(0.002)
+
+  watcher = threading.Thread(target=fail_the_first_commit_request, daemon=True)
+  watcher.start()
+  try:
+    _, topic, group, dead_dir = _run(kafka_cluster, server, tmp_path, two_phase_commit='true',
+                                     flush_workers=1, max_retries=1, validate_tables='false')
+  finally:
+    stop.set()
+    watcher.join()
+  assert any(r['path'].endswith('_stream_load_2pc') for r in server.request_log)
+  _assert_clean_finish(kafka_cluster, server, topic, group, dead_dir)
