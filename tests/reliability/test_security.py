@@ -210,3 +210,20 @@ def test_tls_without_the_ca_bundle_fails_at_start(kafka_cluster, make_stream_loa
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'SSLError' in result.stderr and 'no FE reachable' in result.stderr
   assert server.loads == []
+
+
+def test_a_pipeline_failure_reports_the_cause_without_the_password(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  server = make_stream_load_server(password=PASSWORD)
+  topic = kafka_cluster.unique_topic('fails')
+  kafka_cluster.produce(topic, [b'{broken'] + event_bytes(range(20)))
+  not_a_directory = tmp_path / 'dead-letters-here'
+  not_a_directory.write_text('a file where the dead-letter directory should be')
+  argv = [a for a in _argv(kafka_cluster, server, topic, tmp_path, table='demo.events')
+          if not a.startswith('--dead_letter_path=')]
+  result = run_cli(argv + [f'--dead_letter_path={not_a_directory}'], timeout_secs=180)
+  assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+  assert 'error: the pipeline failed' in result.stderr
+  assert_no_secret(result.stdout + result.stderr, where='the output of a failed run')
+  # The dead letter could not be written, so nothing was committed: a fixed rerun reads it all.
+  assert kafka_cluster.committed(f'g-{topic}', topic) == {}
