@@ -35,7 +35,7 @@ from transforms.labels import sanitize_label_part
 from transforms.records import ParseRecords, Routing, parse_topic_table_map
 from transforms.stream_load import METRICS_NAMESPACE, WriteToStreamLoad
 from transforms.stream_load_client import StreamLoadConfig
-from transforms.types import LoadResult, OffsetAck
+from transforms.types import LoadResult, acks_of_load_result
 
 __all__ = ['build_pipeline', 'run', 'PipelineOutputs', 'ConfigurationError', 'consumer_config_of']
 
@@ -49,7 +49,10 @@ class ConfigurationError(ValueError):
 
 
 class PipelineOutputs:
-  """The pipeline's named outputs (tests assert on them)."""
+  """The pipeline's named outputs (tests assert on them).
+
+  ``dead_letters`` is a tuple: the parser's and the sink's dead letters.
+  """
 
   def __init__(self, load_results, dead_letters, commits):
     self.load_results = load_results
@@ -147,11 +150,6 @@ def _count_consumed(chunk) -> None:
   prom.KAFKA_RECORDS_CONSUMED.labels(chunk.topic).inc(len(chunk.records))
 
 
-def _acks_of_loads(result: LoadResult):
-  for (topic, partition), offsets in result.source_offsets.items():
-    yield OffsetAck(topic, partition, offsets)
-
-
 class _ProgressFn(beam.DoFn):
   """Logs loaded rows, MB/s and per-table totals every ``interval_secs``."""
 
@@ -233,13 +231,14 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
       max_retries=cfg.max_retries, table_options=settings.table_config.load_options(),
       two_phase_commit=cfg.two_phase_commit, connect_timeout_secs=cfg.connect_timeout_secs,
       load_timeout_secs=cfg.load_timeout_secs, pool_maxsize=cfg.pool_maxsize, verify=cfg.verify)
-  dead_letters = ((parsed.dead_letters, written.dead_letters)
-                  | 'AllDeadLetters' >> beam.Flatten())
+  # No Flatten on the way to CommitOffsets: the FnApiRunner would hold a
+  # multi-input Flatten's output until the read ends, and no offset would be
+  # committed while a streaming run runs (see transforms/KAFKA.md).
+  dead_letters = (parsed.dead_letters, written.dead_letters)
   dead_letter_acks = dead_letters | 'WriteDeadLetters' >> WriteDeadLetters(opts.dead_letter_path)
-  load_acks = written.load_results | 'AckLoadedRows' >> beam.FlatMap(_acks_of_loads)
+  load_acks = written.load_results | 'AckLoadedRows' >> beam.FlatMap(acks_of_load_result)
   _ = written.load_results | 'Progress' >> beam.ParDo(_ProgressFn(opts.progress_interval_secs))
-  commits = ((parsed.chunk_reads, load_acks, dead_letter_acks)
-             | 'AllOffsetEvents' >> beam.Flatten()
+  commits = ((parsed.chunk_reads, load_acks) + dead_letter_acks
              | 'CommitOffsets' >> kafka.CommitOffsets(settings.consumer_config, opts.group_id))
   return PipelineOutputs(written.load_results, dead_letters, commits)
 

@@ -90,6 +90,12 @@ class _WriteDeadLettersFn(beam.DoFn):
 class WriteDeadLetters(beam.PTransform):
   """Writes ``DeadLetter``s as JSON lines under ``path``; emits ``OffsetAck``s.
 
+  Takes one PCollection or a tuple of them; for a tuple it writes each input
+  on its own and returns a tuple of ack PCollections (not flattened: the
+  FnApiRunner holds a multi-input Flatten's output until every input is
+  finished, which in a streaming run would hold the acks -- and so every
+  offset commit after the first bad record -- until the run ends).
+
   Args:
     path: a directory (local or any Beam filesystem, e.g. ``gs://bucket/dl``).
   """
@@ -102,4 +108,8 @@ class WriteDeadLetters(beam.PTransform):
     self._path = path
 
   def expand(self, letters):
-    return letters | 'WriteDeadLetterFiles' >> beam.ParDo(_WriteDeadLettersFn(self._path))
+    if isinstance(letters, beam.PCollection):
+      return letters | 'WriteDeadLetterFiles' >> beam.ParDo(_WriteDeadLettersFn(self._path))
+    return tuple(
+        pcoll | f'WriteDeadLetterFiles{i}' >> beam.ParDo(_WriteDeadLettersFn(self._path))
+        for i, pcoll in enumerate(letters))

@@ -10,9 +10,13 @@ time: the later one starts when the earlier one is done, so updates to one
 key land in Kafka order even with parallel flushes.
 
 Outputs (see ``StreamLoadWriteResult``): one ``LoadResult`` per loaded batch,
-and ``DeadLetter``s for rows that failed for good (stage ``load``) or that the
-server filtered within ``max_filter_ratio`` (stage ``rejected``, for the
-record only: their batch was loaded).
+and ``DeadLetter``s for rows that failed for good through their own fault
+(stage ``load``: rejected by the server, not encodable, or routed to a table
+that does not exist) or that the server filtered within ``max_filter_ratio``
+(stage ``rejected``, for the record only: their batch was loaded).  A cluster
+fault that outlasts every retry (all BEs down, credentials refused) never
+dead-letters good rows: it fails the bundle with ``StreamLoadUnavailableError``,
+so no offset moves past the rows and a restart loads them.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from transforms.stream_load_client import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT
                                            DEFAULT_POOL_MAXSIZE, DORIS, DORIS_DELETE_SIGN,
                                            STARROCKS_OP, LoadOutcome, StreamLoadClient,
                                            StreamLoadConfig, TableLoadOptions)
-from transforms.stream_load_errors import DataQualityError, PermanentLoadError
+from transforms.stream_load_errors import (DataQualityError, PermanentLoadError,
+                                           StreamLoadUnavailableError, TableNotFoundError)
 from transforms.types import DeadLetter, LoadResult, Row, offsets_of
 
 __all__ = ['WriteToStreamLoad', 'StreamLoadWriteResult', 'METRICS_NAMESPACE', 'DEAD_LETTER_TAG']
@@ -256,10 +261,21 @@ class _WriteBatchesFn(beam.DoFn):
       prom.LOAD_FAILURES.labels(table).inc()
       report.pieces.append((rows, None, error))
       return
-    except PermanentLoadError as error:
+    except TableNotFoundError as error:
+      # The rows' own fault (routed to a table that does not exist): dead letters.
       prom.LOAD_FAILURES.labels(table).inc()
       report.pieces.append((rows, None, error))
       return
+    except PermanentLoadError as error:
+      # The cluster's fault (down past every retry, credentials refused): the rows
+      # are fine and must not be dead-lettered -- their offsets would be committed
+      # and they would never load.  Fail the bundle: nothing is acknowledged, a
+      # bounded run exits non-zero, a runner retries the bundle, a restart
+      # re-reads the rows.
+      prom.LOAD_FAILURES.labels(table).inc()
+      raise StreamLoadUnavailableError(
+          f'{table}: cannot load {len(rows)} rows, the cluster is not usable: {error}',
+          table=table, label=error.label, status=error.status) from error
     prom.observe_load(table, outcome.load_ms / 1000.0, outcome.loaded_rows, outcome.filtered_rows,
                       outcome.load_bytes)
     report.pieces.append((rows, outcome, None))

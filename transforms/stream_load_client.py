@@ -77,6 +77,10 @@ STATUS_PUBLISH_TIMEOUT = 'Publish Timeout'
 STATUS_LABEL_EXISTS = 'Label Already Exists'
 STATUS_FAIL = 'Fail'
 LOADED_STATUSES = (STATUS_SUCCESS, STATUS_PUBLISH_TIMEOUT)
+# ExistingJobStatus / get_load_state values.
+_LOADED_JOB_STATES = ('FINISHED', 'VISIBLE', 'COMMITTED')
+_PREPARED_JOB_STATES = ('PRECOMMITTED', 'PREPARED')
+_LABEL_EXISTS_STATUSES = (STATUS_LABEL_EXISTS, 'LABEL_ALREADY_EXISTS')  # Doris, StarRocks txn API
 
 DORIS = 'doris'
 STARROCKS = 'starrocks'
@@ -548,7 +552,7 @@ class StreamLoadClient:
       if outcome.filtered_rows and result.get('ErrorURL'):
         outcome.rejected = self._fetch_error_log(result['ErrorURL'])
       return outcome
-    if status == STATUS_LABEL_EXISTS:
+    if status in _LABEL_EXISTS_STATUSES:
       return self._resolve_existing_label(result, table, label, rows, fe, db, be)
     if status in ('OK',):  # StarRocks transaction API answers
       return LoadOutcome(table=table, label=label, status=STATUS_SUCCESS, txn_id=txn_id,
@@ -567,10 +571,22 @@ class StreamLoadClient:
 
   def _resolve_existing_label(self, result: dict, table: str, label: str, rows: Optional[int],
                               fe: str, db: str, be: str) -> LoadOutcome:
+    """An earlier attempt (or run) used this label: find out what became of it.
+
+    Labels are derived from the batch's rows, so whatever holds the label holds
+    these rows: FINISHED/VISIBLE/COMMITTED means loaded; PRECOMMITTED (a 2PC
+    load prepared by a run that died before committing) is committed now; a
+    RUNNING load is waited for; ABORTED/UNKNOWN frees the label for a re-send.
+    """
     existing = (result.get('ExistingJobStatus') or '').upper()
-    if existing != 'FINISHED':
-      state = self._wait_for_label(fe, db, table, label)
-      if state not in ('VISIBLE', 'COMMITTED'):
+    if existing not in _LOADED_JOB_STATES:
+      state = existing if existing in _PREPARED_JOB_STATES else self._wait_for_label(
+          fe, db, table, label)
+      if state in _PREPARED_JOB_STATES:
+        _LOGGER.warning('stream load label %s of %s was prepared but never committed (an earlier '
+                        'run stopped between prepare and commit); committing it now', label, table)
+        self._commit_prepared(db, table, label)
+      elif state not in _LOADED_JOB_STATES:
         # ABORTED / UNKNOWN: the label is free again; resend it.
         raise RetryableLoadError(f'{table}: earlier load with label {label} ended {state}; resending',
                                  table=table, label=label, status=STATUS_LABEL_EXISTS,
@@ -581,6 +597,13 @@ class StreamLoadClient:
                        txn_id=result.get('TxnId'), loaded_rows=rows or 0, filtered_rows=0,
                        load_bytes=0, load_ms=0.0, attempts=0,
                        message=str(result.get('Message') or ''), be=_host_of(be))
+
+  def _commit_prepared(self, db: str, table: str, label: str) -> None:
+    if self._config.target == STARROCKS:
+      _, tbl = split_table(table)
+      self._starrocks_call('commit', {'label': label, 'db': db, 'table': tbl}, table, label)
+    else:
+      self.commit_doris_transaction(db, None, table=table, label=label)
 
   def get_load_state(self, db: str, label: str, fe: Optional[str] = None) -> str:
     """The state of a label: PREPARE, COMMITTED, VISIBLE, ABORTED or UNKNOWN."""
@@ -609,7 +632,7 @@ class StreamLoadClient:
     deadline = self._clock() + self._config.label_state_timeout_secs
     while True:
       state = self.get_load_state(db, label, fe)
-      if state in ('VISIBLE', 'COMMITTED', 'ABORTED', 'UNKNOWN'):
+      if state in _LOADED_JOB_STATES + _PREPARED_JOB_STATES + ('ABORTED', 'UNKNOWN'):
         return state
       if self._clock() >= deadline:
         raise RetryableLoadError(f'{table}: label {label} still {state} after '
@@ -656,11 +679,15 @@ class StreamLoadClient:
 
   # ------------------------------------------------------- two-phase commit
 
-  def commit_doris_transaction(self, db: str, txn_id: int, *, table: str = '', label: str = '',
-                               operation: str = 'commit') -> None:
-    """Commits (or aborts) a Doris 2PC transaction through the FE."""
+  def commit_doris_transaction(self, db: str, txn_id: Optional[int], *, table: str = '',
+                               label: str = '', operation: str = 'commit') -> None:
+    """Commits (or aborts) a Doris 2PC transaction through the FE, by id or else by label."""
     path = f'/api/{urllib.parse.quote(db)}/_stream_load_2pc'
-    headers = {'txn_id': str(txn_id), 'txn_operation': operation, 'Expect': '100-continue'}
+    headers = {'txn_operation': operation, 'Expect': '100-continue'}
+    if txn_id is not None:
+      headers['txn_id'] = str(txn_id)
+    else:
+      headers['label'] = label
     be, _ = self._resolve_be(path, headers, table or db, label)
     try:
       response = self._session.put(be + path, headers=headers, data=b'', auth=self._auth,
@@ -681,29 +708,46 @@ class StreamLoadClient:
 
   def _starrocks_transaction(self, db: str, tbl: str, payload: bytes, label: str,
                              headers: Dict[str, str], rows: Optional[int]) -> LoadOutcome:
-    """begin -> load -> prepare -> commit through StarRocks' transaction API."""
+    """begin -> load -> prepare -> commit through StarRocks' transaction API.
+
+    Anything failing before ``prepare`` rolls the transaction back, so the
+    label is free for the retry.  A ``begin`` that finds the label taken
+    resolves it: an earlier attempt's transaction that never got its data is
+    rolled back and re-sent; a PREPARED one (our rows, by construction of the
+    label) is committed; a finished one counts as loaded.
+    """
     table = f'{db}.{tbl}'
+    fe = self._config.fe_nodes[0]
     txn_headers = {'label': label, 'db': db, 'table': tbl}
     begin = self._starrocks_call('begin', txn_headers, table, label)
-    if begin.get('Status') == STATUS_LABEL_EXISTS:
-      return self._resolve_existing_label(begin, table, label, rows, self._config.fe_nodes[0], db,
-                                          self._config.fe_nodes[0])
+    if begin.get('Status') in _LABEL_EXISTS_STATUSES:
+      existing = (begin.get('ExistingJobStatus') or '').upper()
+      if existing not in _LOADED_JOB_STATES + _PREPARED_JOB_STATES:
+        self._starrocks_call('rollback', txn_headers, table, label, check=False)
+        raise RetryableLoadError(f'{table}: label {label} held by an unfinished transaction '
+                                 f'({existing or "unknown"}); rolled back, resending', table=table,
+                                 label=label, status=STATUS_LABEL_EXISTS, response=begin)
+      return self._resolve_existing_label(begin, table, label, rows, fe, db, fe)
     load_headers = dict(headers)
     load_headers.update(txn_headers)
-    be, _ = self._resolve_be('/api/transaction/load', load_headers, table, label)
     try:
-      response = self._session.put(be + '/api/transaction/load', data=payload, headers=load_headers,
-                                   auth=self._auth, allow_redirects=False, timeout=self._timeout())
-    except requests.RequestException as error:
+      be, _ = self._resolve_be('/api/transaction/load', load_headers, table, label)
+      try:
+        response = self._session.put(be + '/api/transaction/load', data=payload,
+                                     headers=load_headers, auth=self._auth,
+                                     allow_redirects=False, timeout=self._timeout())
+      except requests.RequestException as error:
+        raise RetryableLoadError(f'{table}: transaction load failed: {type(error).__name__}',
+                                 table=table, label=label, status='connection error') from None
+      result = self._parse_load_response(response, table, label, be)
+      if result.get('Status') not in ('OK', STATUS_SUCCESS):
+        raise classify_failure(str(result.get('Message', '')), table=table, label=label,
+                               status=str(result.get('Status')), response=result)
+      self._starrocks_call('prepare', txn_headers, table, label)
+    except StreamLoadError:
       self._starrocks_call('rollback', txn_headers, table, label, check=False)
-      raise RetryableLoadError(f'{table}: transaction load failed: {type(error).__name__}',
-                               table=table, label=label, status='connection error') from None
-    result = self._parse_load_response(response, table, label, be)
-    if result.get('Status') not in ('OK', STATUS_SUCCESS):
-      self._starrocks_call('rollback', txn_headers, table, label, check=False)
-      raise classify_failure(str(result.get('Message', '')), table=table, label=label,
-                             status=str(result.get('Status')), response=result)
-    self._starrocks_call('prepare', txn_headers, table, label)
+      raise
+    # Prepared: from here a failure leaves a PREPARED label the retry commits.
     commit = self._starrocks_call('commit', txn_headers, table, label)
     return LoadOutcome(table=table, label=label, status=STATUS_SUCCESS,
                        txn_id=commit.get('TxnId') or begin.get('TxnId'),
@@ -724,7 +768,7 @@ class StreamLoadClient:
         continue
       body = _json_or_none(response) or {}
       status = body.get('Status')
-      if not check or status in ('OK', STATUS_SUCCESS, STATUS_LABEL_EXISTS):
+      if not check or status in ('OK', STATUS_SUCCESS) + _LABEL_EXISTS_STATUSES:
         return body
       if operation == 'commit' and 'visible' in str(body.get('Message', '')).lower():
         return body

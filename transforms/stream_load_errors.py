@@ -19,6 +19,7 @@ __all__ = [
     'TableNotFoundError',
     'DataQualityError',
     'RetriesExhaustedError',
+    'StreamLoadUnavailableError',
 ]
 
 
@@ -72,3 +73,11 @@ class DataQualityError(PermanentLoadError):
 
 class RetriesExhaustedError(PermanentLoadError):
   """A retryable failure persisted through ``max_retries`` attempts."""
+
+
+class StreamLoadUnavailableError(StreamLoadError):
+  """The sink gives up on a bundle: the cluster stayed unusable through every retry.
+
+  Raised from the DoFn (not dead-lettered), so the bundle fails and nothing
+  after it -- offsets included -- is committed.
+  """

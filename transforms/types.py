@@ -113,6 +113,12 @@ def offsets_of(rows: Sequence[Row]) -> Dict[Tuple[str, int], Tuple[int, ...]]:
   return {tp: tuple(offsets) for tp, offsets in grouped.items()}
 
 
+def acks_of_load_result(result: LoadResult):
+  """The ``OffsetAck``s of a loaded batch: one unit per row, per partition."""
+  for (topic, partition), offsets in result.source_offsets.items():
+    yield OffsetAck(topic, partition, offsets)
+
+
 class RowBatch(list):
   """Type hint for a list of ``Row``s that travels between stages as one pickle.
 

@@ -31,7 +31,8 @@ from transforms.dead_letters import WriteDeadLetters
 from transforms.labels import sanitize_label_part
 from transforms.records import ParseRecords, Routing
 from transforms.stream_load import WriteToStreamLoad as _WriteToStreamLoad
-from transforms.types import DeadLetter, KafkaChunk, KafkaRecord, LoadResult, OffsetAck, Row
+from transforms.types import (DeadLetter, KafkaChunk, KafkaRecord, LoadResult, OffsetAck, Row,
+                              acks_of_load_result)
 
 __all__ = [
     'CommitRow',
@@ -281,11 +282,6 @@ def _dead_letter_row(letter: DeadLetter) -> DeadLetterRow:
                        letter.table, letter.payload)
 
 
-def _acks_of_loads(result: LoadResult):
-  for (topic, partition), offsets in result.source_offsets.items():
-    yield OffsetAck(topic, partition, offsets)
-
-
 def _ack_of_dead_letter(letter: DeadLetter):
   if letter.topic is not None and letter.offset is not None:
     yield OffsetAck(letter.topic, letter.partition, (letter.offset,))
@@ -449,26 +445,29 @@ class YamlWriteToStreamLoad(beam.PTransform):
                | 'KeyByTable' >> KeyByTable(table_limits)
                | 'BatchPerTable' >> BatchPerTable(self._default_limits, table_limits)
                | 'WriteToStreamLoad' >> self._write)
-    dead_letters = ((parsed[ParseRecords.DEAD_LETTERS], written.dead_letters)
-                    | 'AllDeadLetters' >> beam.Flatten())
+    dead_letter_sources = (parsed[ParseRecords.DEAD_LETTERS], written.dead_letters)
     outputs = {
         'load_results': written.load_results
                         | 'LoadResultRows' >> beam.Map(_load_result_row).with_output_types(
                             LoadResultRow),
-        'dead_letters': dead_letters
+        'dead_letters': dead_letter_sources
+                        | 'AllDeadLetters' >> beam.Flatten()
                         | 'DeadLetterRows' >> beam.Map(_dead_letter_row).with_output_types(
                             DeadLetterRow),
     }
+    # Acks travel to CommitOffsets without a Flatten, as in the main pipeline: the
+    # FnApiRunner would hold a multi-input Flatten's output until the read ends.
     if self._dead_letter_path:
-      dead_letter_acks = dead_letters | 'WriteDeadLetters' >> WriteDeadLetters(
+      dead_letter_acks = dead_letter_sources | 'WriteDeadLetters' >> WriteDeadLetters(
           self._dead_letter_path)
     else:
-      dead_letter_acks = dead_letters | 'AckDeadLetters' >> beam.FlatMap(_ack_of_dead_letter)
+      dead_letter_acks = tuple(
+          letters | f'AckDeadLetters{i}' >> beam.FlatMap(_ack_of_dead_letter)
+          for i, letters in enumerate(dead_letter_sources))
     if chunk_reads is not None and self._commit_config is not None:
       from transforms.kafka import CommitOffsets
-      load_acks = written.load_results | 'AckLoadedRows' >> beam.FlatMap(_acks_of_loads)
-      commits = ((chunk_reads, load_acks, dead_letter_acks)
-                 | 'AllOffsetEvents' >> beam.Flatten()
+      load_acks = written.load_results | 'AckLoadedRows' >> beam.FlatMap(acks_of_load_result)
+      commits = ((chunk_reads, load_acks) + tuple(dead_letter_acks)
                  | 'CommitOffsets' >> CommitOffsets(self._commit_config))
       outputs['commits'] = commits | 'CommitRows' >> beam.Map(
           lambda commit: CommitRow(*commit)).with_output_types(CommitRow)

@@ -180,3 +180,29 @@ def test_invalid_label_is_refused_before_sending(stream_load_server):
     with pytest.raises(ValueError, match='label'):
       client.load('demo.users', b'{}', 'bad label!', rows=1)
   assert not stream_load_server.request_log
+
+
+def test_a_prepared_but_uncommitted_label_is_committed_on_resend(stream_load_server):
+  """A run that died between 2PC prepare and commit: the re-sent batch commits the prepared load."""
+  body = _users(15).body
+  import requests as plain
+  base = {'label': 'label-orphan', 'format': 'json', 'read_json_by_line': 'true',
+          'two_phase_commit': 'true', 'Expect': '100-continue'}
+  loc = plain.put(stream_load_server.fe_url + '/api/demo/users/_stream_load', headers=base,
+                  auth=('root', PASSWORD), allow_redirects=False).headers['Location']
+  prepared = plain.put(loc, data=body, headers=base, auth=('root', PASSWORD)).json()
+  assert prepared['Status'] == 'Success' and _count(stream_load_server) == 0
+  with _client(stream_load_server, two_phase_commit=True) as client:
+    outcome = client.load('demo.users', body, 'label-orphan', rows=15)
+  assert outcome.status == 'Label Already Exists'
+  assert _count(stream_load_server) == 15
+
+
+def test_starrocks_transaction_survives_a_be_error_and_a_stale_label(make_stream_load_server):
+  server = make_stream_load_server(flavor='starrocks')
+  server.inject_fault('http_503', times=2)
+  with _client(server, target='starrocks', two_phase_commit=True) as client:
+    body = encode_dicts(({'id': i, 'name': f'n{i}'} for i in range(9)), as_array=True).body
+    outcome = client.load('demo.users', body, 'label-sr-fault', rows=9)
+  assert outcome.status in ('Success', 'Label Already Exists')
+  assert _count(server) == 9

@@ -6,6 +6,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.stream_load import WriteToStreamLoad
+from transforms.stream_load_errors import StreamLoadUnavailableError
 from transforms.types import Row
 
 PASSWORD = 'secret'
@@ -89,17 +90,27 @@ def test_unknown_table_goes_to_dead_letters_with_the_reason(stream_load_server):
   assert len(dead) == 3 and all('TableNotFoundError' in d.reason for d in dead)
 
 
-def test_wrong_password_dead_letters_without_leaking_it(stream_load_server):
+def test_wrong_password_fails_the_bundle_without_leaking_it(stream_load_server):
   rows = [_row('demo.users', {'id': 1}, 1)]
   _OUT.clear()
-  with beam.Pipeline(runner=FnApiRunner()) as p:
-    result = (p | beam.Create([(('demo.users', 0), rows)])
-              | WriteToStreamLoad(stream_load_server.fe_urls, 'root', 'hunter2-wrong',
-                                  max_retries=1, backoff_initial_secs=0.01))
-    _ = result.dead_letters | beam.ParDo(_Collect('dead'))
-  dead = _OUT['dead']
-  assert len(dead) == 1 and 'AuthenticationError' in dead[0].reason
-  assert 'hunter2' not in dead[0].reason
+  with pytest.raises(StreamLoadUnavailableError) as info:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+      result = (p | beam.Create([(('demo.users', 0), rows)])
+                | WriteToStreamLoad(stream_load_server.fe_urls, 'root', 'hunter2-wrong',
+                                    max_retries=1, backoff_initial_secs=0.01))
+      _ = result.dead_letters | beam.ParDo(_Collect('dead'))
+  assert 'authentication failed' in str(info.value)
+  assert 'hunter2' not in str(info.value)
+  assert not _OUT.get('dead'), 'good rows must not be dead-lettered for a cluster fault'
+
+
+def test_a_cluster_down_past_every_retry_fails_instead_of_dead_lettering(make_stream_load_server):
+  server = make_stream_load_server()
+  server.inject_fault('be_down', node=0)
+  rows = [_row('demo.events', {'event_id': i}, i) for i in range(5)]
+  with pytest.raises(StreamLoadUnavailableError, match='gave up after 2 attempts'):
+    _write(server, [(('demo.events', 0), rows)], max_retries=1)
+  assert not _OUT.get('dead') and not _OUT.get('results')
 
 
 def test_updates_to_one_key_land_in_order_with_parallel_flushes(stream_load_server):
