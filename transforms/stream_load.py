@@ -21,10 +21,11 @@ so no offset moves past the rows and a restart loads them.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
-import time
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+import threading
+from typing import Any, Deque, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import orjson
@@ -55,6 +56,8 @@ DEFAULT_FLUSH_WORKERS = 4
 DEFAULT_LABEL_PREFIX = 'beam'
 _MAX_DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 _MAX_BISECT_LOADS = 64
+# Batches a worker holds (in flight or waiting behind their key) before the bundle waits.
+_QUEUED_JOBS_PER_WORKER = 4
 
 
 class StreamLoadWriteResult:
@@ -114,15 +117,60 @@ class _BatchReport(NamedTuple):
 
 
 class _Job:
-  """One batch on its way: what is needed to report it when done."""
-  __slots__ = ('key', 'table', 'rows', 'future', 'started')
+  """One batch on its way: what is needed to load it and to report it when done."""
+  __slots__ = ('key', 'table', 'rows', 'encoded', 'future')
 
-  def __init__(self, key, table, rows, future, started):
+  def __init__(self, key, table, rows, encoded):
     self.key = key
     self.table = table
     self.rows = rows
-    self.future = future
-    self.started = started
+    self.encoded = encoded
+    self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+class _Scheduler:
+  """Runs load jobs on a thread pool, one at a time per ordered key.
+
+  A job whose key already has a load in flight waits in that key's queue --
+  not on a pool thread -- and starts when its predecessor ends, so a slow
+  table never blocks the loads of the others.
+  """
+
+  def __init__(self, executor: concurrent.futures.ThreadPoolExecutor, run):
+    self._executor = executor
+    self._run = run
+    self._lock = threading.Lock()
+    self._busy_keys: Dict[Any, Deque[_Job]] = {}
+
+  def submit(self, job: _Job, ordered: bool) -> None:
+    if ordered:
+      with self._lock:
+        queue = self._busy_keys.get(job.key)
+        if queue is not None:
+          queue.append(job)
+          return
+        self._busy_keys[job.key] = collections.deque()
+    self._start(job, ordered)
+
+  def _start(self, job: _Job, ordered: bool) -> None:
+    future = self._executor.submit(self._run, job)
+    future.add_done_callback(lambda done: self._finished(job, ordered, done))
+
+  def _finished(self, job: _Job, ordered: bool, done: concurrent.futures.Future) -> None:
+    error = done.exception()
+    if error is not None:
+      job.future.set_exception(error)
+    else:
+      job.future.set_result(done.result())
+    if not ordered:
+      return
+    with self._lock:
+      queue = self._busy_keys[job.key]
+      following = queue.popleft() if queue else None
+      if following is None:
+        del self._busy_keys[job.key]
+    if following is not None:
+      self._start(following, ordered)
 
 
 class _WriteBatchesFn(beam.DoFn):
@@ -155,6 +203,7 @@ class _WriteBatchesFn(beam.DoFn):
     self._ordered: Dict[str, bool] = {}
     self._executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=self._flush_workers, thread_name_prefix='stream-load')
+    self._scheduler = _Scheduler(self._executor, self._run_job)
 
   def _is_ordered(self, table: str) -> bool:
     """Whether batches of ``table`` (per key) must load one after another."""
@@ -171,7 +220,6 @@ class _WriteBatchesFn(beam.DoFn):
 
   def start_bundle(self):
     self._jobs: List[_Job] = []
-    self._last_job_of_key: Dict[Any, _Job] = {}
 
   def process(self, element):
     key, batch = element
@@ -179,23 +227,31 @@ class _WriteBatchesFn(beam.DoFn):
     rows = _as_rows(table, batch)
     if not rows:
       return
-    previous = self._last_job_of_key.get(key) if self._is_ordered(table) else None
-    wait_for = previous.future if previous is not None and not previous.future.done() else None
     # Encode here, on the bundle thread, while up to flush_workers loads are on
     # the wire: encoding holds the GIL, so doing it in the flush threads would
     # only make the loads wait for each other's encoding.
-    encoded = encode_rows(rows, as_array=self._config.target != DORIS)
-    future = self._executor.submit(self._load_batch, table, rows, wait_for, encoded)
-    job = _Job(key, table, rows, future, time.monotonic())
+    job = _Job(key, table, rows, encode_rows(rows, as_array=self._config.target != DORIS))
+    self._scheduler.submit(job, self._is_ordered(table))
     self._jobs.append(job)
-    self._last_job_of_key[key] = job
-    # Back-pressure: at most flush_workers loads in flight (plus one queued).
-    while len(self._jobs) > self._flush_workers:
-      yield from self._harvest(self._jobs.pop(0), windowed=False)
+    # Back-pressure: report finished loads; hold the bundle while too many wait.
+    yield from self._harvest_done(block_above=self._flush_workers * _QUEUED_JOBS_PER_WORKER)
+
+  def _harvest_done(self, block_above: int):
+    while True:
+      pending = []
+      for job in self._jobs:
+        if job.future.done():
+          yield from self._harvest(job, windowed=False)
+        else:
+          pending.append(job)
+      self._jobs = pending
+      if len(self._jobs) <= block_above:
+        return
+      concurrent.futures.wait([job.future for job in self._jobs],
+                              return_when=concurrent.futures.FIRST_COMPLETED)
 
   def finish_bundle(self):
     jobs, self._jobs = self._jobs, []
-    self._last_job_of_key = {}
     for job in jobs:
       yield from self._harvest(job, windowed=True)
 
@@ -219,11 +275,10 @@ class _WriteBatchesFn(beam.DoFn):
     }
 
   # Runs on a flush thread: encode, load, and report back.
-  def _load_batch(self, table: str, rows: List[Row], wait_for, encoded) -> '_BatchReport':
-    if wait_for is not None:
-      concurrent.futures.wait([wait_for])
+  def _run_job(self, job: _Job) -> '_BatchReport':
     report = _BatchReport([], [])
-    self._load_rows(table, rows, report, [_MAX_BISECT_LOADS], encoded)
+    self._load_rows(job.table, job.rows, report, [_MAX_BISECT_LOADS], job.encoded)
+    job.encoded = None  # the body is sent: let it go before the bundle ends
     return report
 
   def _load_rows(self, table: str, rows: List[Row], report: '_BatchReport', budget: List[int],
