@@ -37,6 +37,7 @@ from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms import prom
 from transforms.types import ChunkRead, KafkaChunk, KafkaRecord, OffsetAck
 
 __all__ = [
@@ -653,6 +654,7 @@ class _ReadPartitionFn(beam.DoFn):
           cached.next_offset = position
           yield self._output(records, first_offset, watermark_estimator)
           self._bundle_records += len(records)
+          _report_lag(cached.consumer, topic, partition, position)
         if end_offset > position:
           # Only non-data offsets (transaction markers) before the end.
           position = end_offset
@@ -688,6 +690,17 @@ class _ReadPartitionFn(beam.DoFn):
     if current is None or timestamp > current:
       watermark_estimator.set_watermark(timestamp)
     return window.TimestampedValue(chunk, timestamp)
+
+
+def _report_lag(consumer, topic: str, partition: int, position: int) -> None:
+  """Sets the Prometheus lag gauge from the high watermark of the last fetch (no request)."""
+  from confluent_kafka import KafkaException, TopicPartition
+  try:
+    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+  except KafkaException:
+    return
+  if high is not None and high >= 0:
+    prom.KAFKA_LAG.labels(topic, str(partition)).set(max(0, high - position))
 
 
 class _ReadUnboundedPartitionFn(_ReadPartitionFn):

@@ -58,6 +58,9 @@ class _FakeConsumer:
       return _Msg(self.end, err=KafkaError(KafkaError._PARTITION_EOF))
     return None
 
+  def get_watermark_offsets(self, tp, cached=False):
+    return 0, self.end
+
   def consume(self, n, timeout):
     out = []
     while len(out) < n:
