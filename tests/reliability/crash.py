@@ -123,16 +123,18 @@ class CrashScenario:
 
   # -- runs --------------------------------------------------------------------------------
 
-  def argv(self, **extra) -> List[str]:
+  def argv(self, streaming: bool = False, **extra) -> List[str]:
+    """The CLI flags: a bounded run, or with ``streaming`` one that runs until killed."""
     flags = dict(self.flags)
     flags.update(extra)
-    return pipeline_argv(self.kafka, self.server,
+    argv = pipeline_argv(self.kafka, self.server,
                          [self.events_topic, self.users_topic, self.orders_topic], self.group,
                          self.dead_dir, **flags)
+    return [a for a in argv if a != '--stop_at_end'] if streaming else argv
 
-  def start(self, **extra):
+  def start(self, streaming: bool = False, **extra):
     log = os.path.join(self.tmp_path, f'run-{len(self.kills)}.log')
-    return start_cli(self.argv(**extra), log_path=log)
+    return start_cli(self.argv(streaming, **extra), log_path=log)
 
   def kill(self, proc, phase: str) -> None:
     """SIGKILLs the CLI; records which events were loaded but not committed at that moment."""

@@ -16,8 +16,8 @@ import pytest
 import orjson
 
 from tests.harness import pipeline_argv, run_cli, start_cli
-from tests.reliability.crash import (CrashScenario, be_load_requests, fe_load_requests,
-                                     loaded_rows, server_is_quiet, wait_for)
+from tests.reliability.crash import (WAIT_SECS, CrashScenario, be_load_requests,
+                                     fe_load_requests, loaded_rows, server_is_quiet, wait_for)
 from tests.reliability.helpers import assert_users_hold, event, event_counts, user
 
 HOLD_SECS = 3.0  # how long a held request waits on the server; the kill comes before it ends
@@ -145,11 +145,13 @@ def test_many_random_kills_with_server_faults_and_new_data_between_runs(
   print('seed', seed, 'kills', scenario.kills, scenario.check())
 
 
-def _kill_randomly(scenario, rng, kills):
+def _kill_randomly(scenario, rng, kills, streaming=False):
   """Kills the CLI ``kills`` times at a seeded random point of its run.
 
   The point is either a random moment after the start-up checks (reading, parsing, batching or
-  the first loads) or a random number of load requests into the run plus a random delay.
+  the first loads) or a random number of load requests into the run plus a random delay.  A
+  bounded run may finish first (a valid point too); a streaming run that has loaded everything
+  before the point is killed while idle.
   """
   server = scenario.server
   for _ in range(kills):
@@ -157,21 +159,43 @@ def _kill_randomly(scenario, rng, kills):
     loads_before = len(fe_load_requests(server))
     after_loads = rng.choice([0, rng.randrange(1, 12)])
     delay = rng.random() * (0.8 if not after_loads else 0.2)
-    proc = scenario.start()
+    proc = scenario.start(streaming=streaming)
     if after_loads:
       condition = lambda: len(fe_load_requests(server)) >= loads_before + after_loads
     else:
       condition = lambda: len([r for r in server.request_log
                                if r['path'].endswith('/_schema')]) > schema_checks
     try:
-      wait_for(lambda: condition() or proc.poll() is not None, 'the kill point')
+      try:
+        wait_for(lambda: condition() or proc.poll() is not None, 'the kill point',
+                 timeout_secs=20 if streaming else WAIT_SECS)
+      except AssertionError:
+        if not streaming:
+          raise
       if proc.poll() is None:
         time.sleep(delay)  # a random moment, not a synchronisation
     finally:
       if proc.poll() is None:
         scenario.kill(proc, f'{after_loads} load requests + {delay:.2f}s into the run')
       else:  # the run finished first: a complete run is a valid point too
-        assert proc.returncode == 0
+        assert proc.returncode == 0 and not streaming
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize('seed', [4, 5])
+def test_random_kills_of_streaming_runs_with_new_data_in_between(
+    kafka_cluster, make_stream_load_server, tmp_path, seed):
+  """Streaming runs commit as they go, so each crash may re-send only what was loaded and not
+  yet committed; new records arrive between the runs."""
+  rng = random.Random(seed)
+  server = make_stream_load_server()
+  scenario = CrashScenario(kafka_cluster, server, tmp_path, n_events=4000,
+                           batch_interval_secs=1)
+  for _ in range(3):
+    _kill_randomly(scenario, rng, kills=3, streaming=True)
+    scenario.produce(2000, 400, 0)
+  scenario.finish()
+  print('seed', seed, 'kills', scenario.kills, scenario.check())
 
 
 def test_kill_between_two_phase_prepare_and_commit_then_restart_loads_every_row(
