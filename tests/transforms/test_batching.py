@@ -5,8 +5,8 @@ import logging
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import timestamp
 
@@ -42,7 +42,7 @@ def _summaries(batches):
 def test_each_table_flushes_on_its_own_limits(caplog):
   caplog.set_level(logging.INFO, logger='transforms.batching')
   small, big = 'demo.small', 'demo.big'
-  stream = (TestStream()
+  stream = (BeamTestStream()
             .add_elements([(small, _rows(small, 3))])
             .add_elements([(big, _rows(big, 10))])
             .advance_processing_time(10)
@@ -51,7 +51,7 @@ def test_each_table_flushes_on_its_own_limits(caplog):
   limits = {small: BatchLimits(rows=100, interval_secs=5),
             big: BatchLimits(rows=4, interval_secs=1000)}
   _COLLECTED.clear()
-  with TestPipeline(options=StandardOptions(streaming=True)) as p:
+  with BeamTestPipeline(options=StandardOptions(streaming=True)) as p:
     batches = (p | stream | KeyByTable(limits)
                | BatchPerTable(BatchLimits(), limits, clock=_FakeClock(timestamp.Timestamp(0))))
     # The end-of-input flush comes when the global window closes, after any
@@ -70,7 +70,7 @@ def test_byte_limit_and_column_change_split_batches(caplog):
   table = 'demo.t'
   rows = _rows(table, 5, size=99)                                  # 100 bytes each with newline
   rows += [Row(table, {'id': 9, 'extra': 1}, 'upsert', 'topic', 0, 5, 10)]
-  with TestPipeline() as p:
+  with BeamTestPipeline() as p:
     batches = (p | beam.Create([(table, rows)]) | KeyByTable()
                | BatchPerTable(BatchLimits(rows=1000, bytes=250)))
     assert_that(_summaries(batches), equal_to([
@@ -81,7 +81,7 @@ def test_byte_limit_and_column_change_split_batches(caplog):
 
 def test_end_of_input_flushes_everything():
   tables = [f'demo.t{i}' for i in range(5)]
-  with TestPipeline() as p:
+  with BeamTestPipeline() as p:
     batches = (p | beam.Create([(t, _rows(t, 7)) for t in tables]) | KeyByTable()
                | BatchPerTable(BatchLimits(rows=5)))
     assert_that(batches | beam.Map(lambda kv: len(kv[1])) | beam.CombineGlobally(sum),
@@ -95,7 +95,7 @@ def test_sharding_keeps_each_key_on_one_shard():
   for row in rows:
     shards.setdefault(row.fields['id'], set()).add(_shard_of(row, ('id',), 4))
   assert all(len(s) == 1 for s in shards.values())
-  with TestPipeline() as p:
+  with BeamTestPipeline() as p:
     keyed = p | beam.Create([('demo.hot', rows)]) | KeyByTable(limits)
     assert_that(keyed | beam.Map(lambda kv: kv[0][1]) | beam.Distinct()
                 | beam.combiners.Count.Globally(), equal_to([len({min(s) for s in shards.values()})]))
