@@ -34,7 +34,7 @@ import itertools
 import logging
 import os
 import uuid
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
