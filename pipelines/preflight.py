@@ -9,8 +9,9 @@ questions in one request per table.
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
-from typing import Iterable, List
+from typing import Iterable, List, Optional, Tuple
 
 import orjson
 import requests
@@ -19,6 +20,8 @@ from transforms.stream_load_client import StreamLoadConfig, split_table
 
 __all__ = ['PreflightError', 'check_tables']
 
+_LOGGER = logging.getLogger(__name__)
+
 
 class PreflightError(RuntimeError):
   """The cluster or a table is not usable; the message says which and why."""
@@ -26,6 +29,10 @@ class PreflightError(RuntimeError):
 
 def check_tables(config: StreamLoadConfig, tables: Iterable[str]) -> None:
   """Checks that some FE answers and that each table exists.
+
+  A table counts as missing only on a definite answer (the FE says so); an
+  FE that has neither endpoint is reachable but cannot tell, and the run
+  goes on with a warning (a missing table then shows up as dead letters).
 
   Raises:
     PreflightError: no FE reachable, credentials refused, or a table missing.
@@ -40,22 +47,20 @@ def check_tables(config: StreamLoadConfig, tables: Iterable[str]) -> None:
     fe_errors: List[str] = []
     for fe in config.fe_nodes:
       try:
-        missing = []
+        missing, unknown = [], []
         for table in tables:
-          db, tbl = split_table(table)
-          url = f'{fe}/api/{urllib.parse.quote(db)}/{urllib.parse.quote(tbl)}/_schema'
-          response = session.get(url, auth=auth, timeout=timeout, allow_redirects=False)
-          if response.status_code == 404:
-            # An FE without the schema endpoint: ask its SQL API instead.
-            response = session.post(f'{fe}/api/query/default_cluster/{urllib.parse.quote(db)}',
-                                    json={'stmt': f'SELECT * FROM `{tbl}` LIMIT 0'}, auth=auth,
-                                    timeout=timeout, allow_redirects=False)
-          if not _table_found(response, fe, table):
-            missing.append(table)
+          found, detail = _ask_fe(session, fe, table, auth, timeout)
+          if found is False:
+            missing.append(f'{table} ({detail})' if detail else table)
+          elif found is None:
+            unknown.append(table)
         if missing:
           raise PreflightError(f'table(s) not found on {_host(fe)}: {", ".join(missing)} '
                                '(check --table / --topic_table_map / --table_config, and that '
                                'the tables were created)')
+        if unknown:
+          _LOGGER.warning('could not check that %s exist: %s answers neither the schema nor the '
+                          'SQL API', ', '.join(unknown), _host(fe))
         return
       except requests.RequestException as error:
         fe_errors.append(f'{_host(fe)}: {type(error).__name__}')
@@ -64,23 +69,35 @@ def check_tables(config: StreamLoadConfig, tables: Iterable[str]) -> None:
     session.close()
 
 
-def _table_found(response: requests.Response, fe: str, table: str) -> bool:
+def _ask_fe(session, fe: str, table: str, auth, timeout) -> Tuple[Optional[bool], str]:
+  """(True | False | None for "cannot tell", the FE's message)."""
+  db, tbl = split_table(table)
+  url = f'{fe}/api/{urllib.parse.quote(db)}/{urllib.parse.quote(tbl)}/_schema'
+  found, detail = _table_found(session.get(url, auth=auth, timeout=timeout,
+                                           allow_redirects=False), fe)
+  if found is None:
+    # An FE without the schema endpoint: ask its SQL API instead.
+    response = session.post(f'{fe}/api/query/default_cluster/{urllib.parse.quote(db)}',
+                            json={'stmt': f'SELECT * FROM `{tbl}` LIMIT 0'}, auth=auth,
+                            timeout=timeout, allow_redirects=False)
+    found, detail = _table_found(response, fe)
+  return found, detail
+
+
+def _table_found(response: requests.Response, fe: str) -> Tuple[Optional[bool], str]:
   if response.status_code in (401, 403):
     raise PreflightError(f'{_host(fe)} refused the credentials (--user/--password)')
   try:
     body = orjson.loads(response.content)
   except orjson.JSONDecodeError:
     body = None
-  if isinstance(body, dict):
-    if body.get('code') == 401 or str(body.get('msg', '')).lower() == 'unauthorized':
-      raise PreflightError(f'{_host(fe)} refused the credentials (--user/--password)')
-    if body.get('code') == 0 and response.status_code == 200:
-      return True
-    return False
-  if response.status_code == 404:
-    return False
-  raise PreflightError(f'{_host(fe)} answered HTTP {response.status_code} to the schema request '
-                       f'for {table}')
+  if not isinstance(body, dict) or response.status_code != 200 or body.get('code') == 404:
+    return None, ''  # no such endpoint, or an FE in trouble: cannot tell
+  if body.get('code') == 401 or str(body.get('msg', '')).lower() == 'unauthorized':
+    raise PreflightError(f'{_host(fe)} refused the credentials (--user/--password)')
+  if body.get('code') == 0:
+    return True, ''
+  return False, str(body.get('data') or body.get('msg') or '')[:200]
 
 
 def _host(url: str) -> str:

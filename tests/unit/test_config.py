@@ -129,3 +129,31 @@ def test_help_documents_every_flag(capsys):
   assert not missing
   flat = ' '.join(out.split())
   assert 'Default: 10000.' in flat and 'STREAM_LOAD_PASSWORD' in flat
+
+
+def test_preflight_reports_missing_tables_and_tolerates_fes_without_the_endpoints():
+  import http.server
+  import threading
+  from pipelines.preflight import PreflightError, check_tables
+  from transforms.stream_load_client import StreamLoadConfig
+
+  class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+      self.send_response(404)
+      self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+      pass
+
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    config = StreamLoadConfig(fe_nodes=(f'http://127.0.0.1:{server.server_port}',), user='root')
+    check_tables(config, ['db.t'])  # cannot tell: a warning, not a failure
+  finally:
+    server.shutdown()
+  with pytest.raises(PreflightError, match='no FE reachable'):
+    check_tables(StreamLoadConfig(fe_nodes=('http://127.0.0.1:1',), user='root',
+                                  connect_timeout_secs=1), ['db.t'])
