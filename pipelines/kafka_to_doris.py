@@ -181,6 +181,25 @@ class _ProgressFn(beam.DoFn):
                    ', '.join(f'{t}={n}' for t, n in sorted(self._rows.items())))
 
 
+def _read_chunks(p, kafka, settings: '_Settings', opts):
+  """The Kafka read step: native chunks, or Beam's Java KafkaIO as one-record chunks."""
+  if opts.kafka_reader == 'xlang':
+    if opts.stop_at_end:
+      raise ConfigurationError('--stop_at_end needs --kafka_reader=native (Beam\'s KafkaIO has no '
+                               'read-to-end mode)')
+    # One record per chunk: KafkaIO hands records one by one; CommitOffsets
+    # still commits only loaded records (KafkaIO's own commit stays off).
+    chunks = p | 'ReadFromKafka' >> kafka.build_xlang_chunk_reader(settings.consumer_config,
+                                                                    settings.topics)
+  else:
+    chunks = p | 'ReadFromKafka' >> kafka.ReadKafkaChunks(
+        settings.consumer_config, settings.topics, stop_at_end=opts.stop_at_end,
+        max_chunk_records=opts.max_chunk_records)
+  if opts.metrics_port:
+    _ = chunks | 'CountConsumed' >> beam.Map(_count_consumed)
+  return chunks
+
+
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
                    check_cluster: Optional[bool] = None) -> PipelineOutputs:
   """Adds the whole Kafka -> Stream Load graph to ``p``.
@@ -202,20 +221,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   if check_cluster if check_cluster is not None else opts.validate_tables:
     check_tables(settings.load_config, settings.static_tables())
   from transforms import kafka  # the reader module pulls in confluent-kafka
-  if opts.kafka_reader == 'xlang':
-    if opts.stop_at_end:
-      raise ConfigurationError('--stop_at_end needs --kafka_reader=native (Beam\'s KafkaIO has no '
-                               'read-to-end mode)')
-    # One record per chunk: KafkaIO hands records one by one; CommitOffsets
-    # still commits only loaded records (KafkaIO's own commit stays off).
-    chunks = p | 'ReadFromKafka' >> kafka.build_xlang_chunk_reader(settings.consumer_config,
-                                                                    settings.topics)
-  else:
-    chunks = p | 'ReadFromKafka' >> kafka.ReadKafkaChunks(
-        settings.consumer_config, settings.topics, stop_at_end=opts.stop_at_end,
-        max_chunk_records=opts.max_chunk_records)
-  if opts.metrics_port:
-    _ = chunks | 'CountConsumed' >> beam.Map(_count_consumed)
+  try:
+    chunks = _read_chunks(p, kafka, settings, opts)
+  except kafka.KafkaSourceError as error:
+    # Found while the graph is built: the flags are wrong, nothing has run.
+    raise ConfigurationError(f'Kafka (--bootstrap_servers={opts.bootstrap_servers}, '
+                             f'--topics={opts.topics}): {error}') from None
   parsed = chunks | 'ParseRecords' >> ParseRecords(
       settings.routing, cdc=opts.cdc_format, target=opts.target,
       sequence_columns=settings.table_config.sequence_columns(),

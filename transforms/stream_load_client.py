@@ -167,11 +167,12 @@ class StreamLoadConfig:
       raise ValueError(f'--max_retries: must be >= 0, got {self.max_retries}')
     for name in ('connect_timeout_secs', 'load_timeout_secs', 'backoff_max_secs'):
       if getattr(self, name) <= 0:
-        raise ValueError(f'{name}: must be > 0, got {getattr(self, name)}')
+        raise ValueError(f'--{name}: must be > 0, got {getattr(self, name)}')
     if self.backoff_initial_secs < 0:
       raise ValueError(f'backoff_initial_secs: must be >= 0, got {self.backoff_initial_secs}')
-    if self.pool_connections < 1 or self.pool_maxsize < 1:
-      raise ValueError('pool_connections and pool_maxsize must be >= 1')
+    for name in ('pool_connections', 'pool_maxsize'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'--{name}: must be >= 1, got {getattr(self, name)}')
 
   def __repr__(self):
     # The password never reaches a log line through repr().
