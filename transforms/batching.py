@@ -38,7 +38,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, CombiningValueStateS
                                               ReadModifyWriteStateSpec, TimerSpec, on_timer)
 
 from transforms import prom
-from transforms.types import Row, RowBatch
+from transforms.types import Row, RowBatch, column_names, fields_of, slim
 
 __all__ = [
     'BatchLimits',
@@ -100,7 +100,7 @@ class BatchLimits:
 
 def _shard_of(row: Row, key_columns: Sequence[str], shards: int) -> int:
   if key_columns:
-    fields = row.fields
+    fields = fields_of(row)
     key = '\x1f'.join(str(fields.get(column)) for column in key_columns)
   else:
     # No key: any spread keeps correctness; partition keeps each one's order.
@@ -117,17 +117,20 @@ class _KeyByTableFn(beam.DoFn):
     table, rows = element
     limits = self._limits.get(table)
     if limits is None or limits.shards == 1:
-      yield (table, 0), rows
+      yield (table, 0), [slim(row) for row in rows]
       return
     by_shard: Dict[int, List[Row]] = {}
     for row in rows:
-      by_shard.setdefault(_shard_of(row, limits.key_columns, limits.shards), []).append(row)
+      by_shard.setdefault(_shard_of(row, limits.key_columns, limits.shards), []).append(slim(row))
     for shard, shard_rows in by_shard.items():
       yield (table, shard), shard_rows
 
 
 class KeyByTable(beam.PTransform):
   """``(table, [Row])`` chunks -> ``((table, shard), [Row])`` keyed chunks.
+
+  Rows leave slim (``transforms.types.slim``): from here on a row that has
+  its Kafka bytes travels without the parsed dict.
 
   A table with ``shards > 1`` in its limits is spread over that many keys by a
   hash of its key columns, so one busy table is batched and loaded by many
@@ -164,7 +167,7 @@ class _SumFn(CombineFn):
 
 
 def _columns_of(row: Row) -> Tuple[str, ...]:
-  return tuple(sorted(row.fields))
+  return column_names(row)
 
 
 def _seconds(value) -> float:

@@ -44,7 +44,7 @@ from transforms.stream_load_client import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT
                                            StreamLoadConfig, TableLoadOptions)
 from transforms.stream_load_errors import (DataQualityError, PermanentLoadError,
                                            StreamLoadUnavailableError, TableNotFoundError)
-from transforms.types import DeadLetter, LoadResult, Row, offsets_of
+from transforms.types import DeadLetter, LoadResult, Row, fields_of, offsets_of
 
 __all__ = ['WriteToStreamLoad', 'StreamLoadWriteResult', 'METRICS_NAMESPACE', 'DEAD_LETTER_TAG']
 
@@ -343,7 +343,7 @@ class _WriteBatchesFn(beam.DoFn):
     options = self._table_options.get(row.table)
     if options is not None and options.columns:
       return {}
-    fields = row.fields
+    fields = fields_of(row)
     if DORIS_DELETE_SIGN in fields and self._config.target == DORIS:
       return {'hidden_columns': DORIS_DELETE_SIGN}
     if STARROCKS_OP in fields and self._config.target != DORIS:
