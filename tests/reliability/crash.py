@@ -136,12 +136,17 @@ class CrashScenario:
     log = os.path.join(self.tmp_path, f'run-{len(self.kills)}.log')
     return start_cli(self.argv(streaming, **extra), log_path=log)
 
-  def kill(self, proc, phase: str) -> None:
-    """SIGKILLs the CLI; records which events were loaded but not committed at that moment."""
+  def kill(self, proc, phase: str) -> bool:
+    """SIGKILLs the CLI; records which events were loaded but not committed at that moment.
+
+    Returns False (and records nothing) when the run had finished by itself just before.
+    """
     if proc.poll() is None:
       os.kill(proc.pid, signal.SIGKILL)
     returncode = proc.wait(timeout=30)
-    assert returncode == -signal.SIGKILL, f'the run ended by itself ({returncode}) before the kill'
+    if returncode == 0:
+      return False  # it won the race: a complete run, everything committed
+    assert returncode == -signal.SIGKILL, f'the run failed ({returncode}) before the kill'
     self.kills.append(phase)
     # A load the killed client had already sent may still finish on the server: wait for it.
     wait_for(lambda: server_is_quiet(self.server), 'the killed run\'s loads to finish')
@@ -151,12 +156,15 @@ class CrashScenario:
     for n, event_id in enumerate(self.event_ids):
       if n // partitions >= committed.get(n % partitions, 0) and in_table.get(event_id):
         self.uncommitted_at_kill[event_id] += 1
+    return True
+
   def kill_when(self, condition: Callable[[], bool], phase: str, **extra) -> None:
     proc = self.start(**extra)
     try:
       wait_for(condition, phase, proc=proc)
     finally:
-      self.kill(proc, phase)
+      killed = self.kill(proc, phase)
+    assert killed, f'the run finished before the kill point: {phase}'
 
   def finish(self, **extra):
     """Runs to completion; returns the CompletedProcess."""
