@@ -12,7 +12,8 @@ import orjson
 from tests.harness import pipeline_argv, read_dead_letters, run_in_process
 from tests.reliability.helpers import assert_users_hold, event, event_tuple, events_in_table, user
 
-MAX_RECORD_BYTES = 4096
+MAX_RECORD_BYTES = 600 * 1024
+HUGE_FIELD_BYTES = 500 * 1024  # a STRING field, under MAX_RECORD_BYTES
 
 
 def _routed_event(i, **overrides):
@@ -43,7 +44,8 @@ def test_each_bad_record_is_dead_lettered_with_its_reason_and_the_rest_loads_onc
   topic, empty_topic = kafka_cluster.unique_topic('bad'), kafka_cluster.unique_topic('empty')
   good_ids = list(range(600))
   values = [_routed_event(i) for i in good_ids]
-  values.append(orjson.dumps(dict(event(HUGE_BUT_VALID_ID, payload_size=3500), table='demo.events')))
+  huge_event = dict(event(HUGE_BUT_VALID_ID, payload_size=HUGE_FIELD_BYTES), table='demo.events')
+  values.append(orjson.dumps(huge_event))
   # Bad records spread between the good ones, so they share batches with good rows.
   for n, (value, _, _) in enumerate(BAD_RECORDS):
     values.insert(37 * n + 5, value)
@@ -64,7 +66,7 @@ def test_each_bad_record_is_dead_lettered_with_its_reason_and_the_rest_loads_onc
       event_tuple(event(i)) for i in good_ids]
   huge = stream_load_server.query(
       f'SELECT length(payload) FROM demo.events WHERE event_id = {HUGE_BUT_VALID_ID}')
-  assert huge == [(len(event(HUGE_BUT_VALID_ID, payload_size=3500)['payload']),)]
+  assert huge == [(len(event(HUGE_BUT_VALID_ID, payload_size=HUGE_FIELD_BYTES)['payload']),)]
 
   # produce() spreads records round robin: record n is at partition n % 4, offset n // 4.
   partitions = kafka_cluster.num_partitions

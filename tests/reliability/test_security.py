@@ -190,12 +190,15 @@ def test_tls_with_a_ca_bundle_loads_every_row_once(kafka_cluster, make_stream_lo
   server = make_stream_load_server(password=PASSWORD, tls_cert=cert_path, tls_key=key_path)
   assert all(url.startswith('https://') for url in server.fe_urls + server.be_urls)
   topic = kafka_cluster.unique_topic('tls')
-  kafka_cluster.produce(topic, event_bytes(range(500)))
+  # One row the server rejects: its error log is fetched over https too.
+  kafka_cluster.produce(topic, event_bytes(range(500)) + [orjson.dumps({'event_id': 'x'})])
   result = run_cli(_argv(kafka_cluster, server, topic, tmp_path, table='demo.events',
                          batch_rows=100, ca_bundle=ca_path), timeout_secs=180)
   assert result.returncode == 0, result.stderr[-3000:]
   assert_events_exactly_once(server, list(range(500)))
   assert {r['node'] for r in server.request_log} >= {'fe0', 'be0'}
+  letters = read_dead_letters(str(tmp_path / 'dead'))
+  assert len(letters) == 1 and 'event_id' in letters[0]['reason']  # the fetched error log
   assert_no_secret(result.stdout + result.stderr, where='the CLI output')
 
 
@@ -210,6 +213,20 @@ def test_tls_without_the_ca_bundle_fails_at_start(kafka_cluster, make_stream_loa
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'SSLError' in result.stderr and 'no FE reachable' in result.stderr
   assert server.loads == []
+
+
+def test_the_password_can_come_from_the_environment_instead_of_the_command_line(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  server = make_stream_load_server(password=PASSWORD)
+  topic = kafka_cluster.unique_topic('envpw')
+  kafka_cluster.produce(topic, event_bytes(range(50)))
+  argv = [a for a in _argv(kafka_cluster, server, topic, tmp_path, table='demo.events')
+          if not a.startswith('--password')]
+  assert_no_secret(' '.join(argv), where='the command line')
+  result = run_cli(argv, env={'STREAM_LOAD_PASSWORD': PASSWORD}, timeout_secs=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert_events_exactly_once(server, list(range(50)))
+  assert_no_secret(result.stdout + result.stderr, where='the CLI output')
 
 
 def test_a_pipeline_failure_reports_the_cause_without_the_password(
