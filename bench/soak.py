@@ -44,8 +44,9 @@ import orjson
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from pipelines.local_kafka import KafkaCluster  # noqa: E402  pylint: disable=wrong-import-position
-from stream_load_emulator import StreamLoadServer  # noqa: E402  pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from pipelines.local_kafka import KafkaCluster  # noqa: E402
+from stream_load_emulator import StreamLoadServer  # noqa: E402
 
 SCHEMA = os.path.join(REPO_ROOT, 'pipelines', 'samples', 'demo_schema.sql')
 PASSWORD = 'soak-secret'
@@ -127,7 +128,8 @@ class Producer(threading.Thread):
           uid = self.rng.randrange(5000)
           version = self.user_versions.get(uid, -1) + 1
           self.user_versions[uid] = version
-          users.append(orjson.dumps({'id': uid, 'name': f'u{uid}-v{version}', 'age': version % 100}))
+          users.append(orjson.dumps({'id': uid, 'name': f'u{uid}-v{version}',
+                                     'age': version % 100}))
           user_keys.append(str(uid).encode())
       # Events round robin (every partition busy); users keyed, so one user's versions stay in
       # Kafka order within one partition.
@@ -282,8 +284,8 @@ def main(argv=None) -> int:
   print()
   print(f'runs: {dict(stats)}; faults injected: {faults.injected}; drain exit code: {drain}')
   print(f'events (demo.events, duplicate key): produced {produced_events}, loaded '
-        f'{distinct_events} distinct in {event_rows} rows, duplicated {event_rows - distinct_events}'
-        f', missing {missing_events}')
+        f'{distinct_events} distinct in {event_rows} rows, duplicated '
+        f'{event_rows - distinct_events}, missing {missing_events}')
   print(f'users  (demo.users, unique key): {len(producer.user_versions)} keys produced, '
         f'{distinct_users} in table, duplicated {user_rows - distinct_users}, missing '
         f'{missing_users}, not at their newest version {stale_users}')
@@ -294,8 +296,9 @@ def main(argv=None) -> int:
     print(f'producer failed: {producer.error!r}')
   server.stop()
   kafka.close()
-  ok = (missing_events == 0 and dead_records == producer.bad and missing_users == 0 and user_rows == distinct_users and
-        stale_users == 0 and producer.error is None and drain == 0)
+  ok = (missing_events == 0 and dead_records == producer.bad and missing_users == 0 and
+        user_rows == distinct_users and stale_users == 0 and producer.error is None and
+        drain == 0)
   print('soak: OK' if ok else 'soak: FAILED')
   return 0 if ok else 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 from decimal import Decimal
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence
 
 import orjson
 

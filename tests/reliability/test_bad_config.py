@@ -64,19 +64,19 @@ CASES = {
         lambda t, port: dict(table='demo.events', max_record_bytes=0), ['--max_record_bytes', '0']),
     'unknown topic': (
         lambda t, port: dict(table='demo.events', topics='no-such-topic-anywhere'),
-        ['no-such-topic-anywhere']),
+        ['--topics', 'no-such-topic-anywhere']),
     'unreachable Kafka': (
         lambda t, port: dict(table='demo.events', bootstrap_servers=f'127.0.0.1:{port}'),
-        ['127.0.0.1:']),
+        ['--bootstrap_servers', '127.0.0.1:']),
+    'negative load timeout': (
+        lambda t, port: dict(table='demo.events', load_timeout_secs=-1),
+        ['--load_timeout_secs', '-1']),
+    'negative pool size': (
+        lambda t, port: dict(table='demo.events', pool_maxsize=-1), ['--pool_maxsize', '-1']),
 }
-OPEN_BUG = pytest.mark.xfail(strict=True, reason=(
-    'BUGS.md #6: run() maps only ConfigurationError/PreflightError to exit 2; the Kafka '
-    'source\'s start-up checks (UnknownTopicError, KafkaUnreachableError) exit 1'))
-CASE_PARAMS = [pytest.param(name, marks=OPEN_BUG) if name in ('unknown topic', 'unreachable Kafka')
-               else name for name in sorted(CASES)]
 
 
-@pytest.mark.parametrize('case', CASE_PARAMS)
+@pytest.mark.parametrize('case', sorted(CASES))
 def test_bad_configuration_fails_at_start_with_a_clear_message_and_exit_code_2(
     kafka_cluster, stream_load_server, topic_with_records, tmp_path, case):
   make_flags, expected_words = CASES[case]

@@ -4,21 +4,24 @@ once (newest version), and that the duplicate-key table has duplicates only for 
 loaded but not committed at a crash (see ``crash.CrashScenario.check``).
 
 Faults of the local Stream Load server hold the run at the point to kill: a slow FE holds the
-first load (rows read and batched, nothing loaded), a slow BE holds a load open (mid-load), and
-a slow BE on one table holds the run after the other tables' loads and before any offset commit.
+first load (rows read and batched, nothing loaded), a slow BE holds a load open (mid-load), a
+table whose loads keep failing holds every offset commit while the other tables load (after
+load, before commit), and a held FE stops a two-phase load between prepare and commit.
+Streaming runs (no --stop_at_end) are killed at random points too (heavy).
 """
 
 import random
+import threading
 import time
 
+import orjson
 import pytest
 
-import orjson
-
-from tests.harness import pipeline_argv, run_cli, start_cli
+from tests.harness import pipeline_argv, read_dead_letters, run_cli, start_cli
 from tests.reliability.crash import (WAIT_SECS, CrashScenario, be_load_requests,
                                      fe_load_requests, loaded_rows, server_is_quiet, wait_for)
-from tests.reliability.helpers import assert_users_hold, event, event_counts, user
+from tests.reliability.helpers import (assert_users_hold, event, event_bytes, event_counts, user,
+                                        user_bytes)
 
 HOLD_SECS = 3.0  # how long a held request waits on the server; the kill comes before it ends
 
@@ -203,9 +206,6 @@ def test_kill_between_two_phase_prepare_and_commit_then_restart_loads_every_row(
   """With --two_phase_commit a crash can leave a PRECOMMITTED transaction holding the batch's
   label.  The restart re-sends that label; the rows must end up in the table (the dangling
   transaction committed, or aborted and the batch loaded again), not stall or be dead-lettered."""
-  import threading
-  from tests.harness import read_dead_letters, run_cli, start_cli, pipeline_argv
-  from tests.reliability.helpers import assert_users_hold, user_bytes
   server = make_stream_load_server()
   topic = kafka_cluster.unique_topic('twopc')
   ids = list(range(300))
@@ -253,8 +253,6 @@ def test_a_streaming_run_commits_the_offsets_of_loaded_rows_while_it_runs(
     kafka_cluster, make_stream_load_server, tmp_path):
   """Without --stop_at_end the pipeline streams until killed; offsets of loaded rows must be
   committed as it goes, or every crash and restart re-sends everything since the start."""
-  from tests.harness import pipeline_argv, start_cli
-  from tests.reliability.helpers import event_bytes
   server = make_stream_load_server()
   topic = kafka_cluster.unique_topic('streaming')
   kafka_cluster.produce(topic, event_bytes(range(2000)))

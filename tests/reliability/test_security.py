@@ -19,6 +19,8 @@ import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, run_in_process
 from tests.reliability.helpers import assert_events_exactly_once, event_bytes
+from transforms.stream_load_client import StreamLoadClient, StreamLoadConfig
+from transforms.stream_load_errors import StreamLoadError
 
 # Distinctive, and with characters that need quoting in a URL (the FE's redirect carries it).
 PASSWORD = 'Zq7-pa55w0rd:with@odd#chars'
@@ -111,8 +113,6 @@ def _exception_texts(error):
 
 
 def test_the_password_is_not_in_the_text_of_load_exceptions(make_stream_load_server):
-  from transforms.stream_load_client import StreamLoadClient, StreamLoadConfig
-  from transforms.stream_load_errors import StreamLoadError
   server = make_stream_load_server(password=PASSWORD, num_bes=1)
   body = b'{"event_id": 1}\n'
   config = StreamLoadConfig(fe_nodes=tuple(server.fe_urls), user=USER, password=PASSWORD,
@@ -177,7 +177,8 @@ def tls_files(tmp_path_factory):
   ca = trustme.CA()
   cert = ca.issue_cert('127.0.0.1', 'localhost')
   directory = tmp_path_factory.mktemp('tls')
-  ca_path, cert_path, key_path = (str(directory / name) for name in ('ca.pem', 'cert.pem', 'key.pem'))
+  ca_path, cert_path, key_path = (str(directory / name)
+                                  for name in ('ca.pem', 'cert.pem', 'key.pem'))
   ca.cert_pem.write_to_path(ca_path)
   cert.cert_chain_pems[0].write_to_path(cert_path)
   cert.private_key_pem.write_to_path(key_path)
