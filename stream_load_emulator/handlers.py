@@ -563,7 +563,12 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
   def _read_load_body(self, ctx, h, length, chunked, reset):
     """Reads (and un-gzips) the body; returns ``(bytes or None, counted rows)``."""
     start = time.monotonic()
-    gz = h.get('compress_type').lower() in ('gz', 'gzip')
+    # Doris: ``compress_type: gz``; StarRocks (3.2.7+): ``compression: gzip`` or
+    # ``Content-Encoding: gzip`` (it does not read compress_type).
+    if self.app.flavor == 'starrocks':
+      gz = 'gzip' in (h.get('compression').lower(), h.get('content-encoding').lower())
+    else:
+      gz = h.get('compress_type').lower() in ('gz', 'gzip')
     inflater = _Inflater() if gz else None
     counter = None
     if self.app.count_only:

@@ -279,7 +279,8 @@ class Loader:
     fmt = self.format_of(h)
     if fmt is None:
       raise LoadFailed('INTERNAL_ERROR', 'unknown data format, format=%s' % h.get('format'))
-    compress = h.get('compress_type').lower()
+    compress = h.get('compress_type').lower() if self.flavor == 'doris' else (
+        h.get('compression').lower())
     if compress and compress not in ('gz', 'gzip'):
       raise LoadFailed('INTERNAL_ERROR', 'unknown compress type, compress_type=%s'
                        % h.get('compress_type'))

@@ -57,7 +57,13 @@ class _WriteDeadLettersFn(beam.DoFn):
     self._written = Metrics.counter('kafka_to_doris', 'dead_letters_written')
 
   def setup(self):
-    FileSystems.mkdirs(self._path) if not FileSystems.exists(self._path) else None
+    if not FileSystems.exists(self._path):
+      try:
+        FileSystems.mkdirs(self._path)
+      except IOError:
+        # Another writer (the parser's and the sink's share the directory) made it first.
+        if not FileSystems.exists(self._path):
+          raise
 
   def start_bundle(self):
     self._letters: List[DeadLetter] = []

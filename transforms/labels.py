@@ -1,9 +1,15 @@
 """Deterministic Stream Load labels.
 
-A label is derived from the batch's identity -- the target table and the
-Kafka offsets of the rows it holds -- so a retried batch (a retried bundle, a
-lost response) re-sends the same label and Doris answers ``Label Already
-Exists`` instead of loading the rows twice.  Labels follow Doris's rule
+A label is derived from the batch's identity -- the target table, the Kafka
+offsets of the rows it holds and the body it sends -- so a retried batch (a
+retried bundle, a lost response, the same records re-read after a crash and
+batched the same way) re-sends the same label and Doris answers ``Label
+Already Exists`` instead of loading the rows twice.  The body is part of the
+identity because offsets alone do not tell batches apart: one Kafka record
+can become several rows (a JSON array, a Canal ``data`` list, a key change),
+which may land in different shards or batch halves with the same offsets;
+and a recreated topic reuses offsets.  The body is deterministic for the
+same records (the Kafka bytes as they are, or orjson of the same dict).  Labels follow Doris's rule
 ``^[-_A-Za-z0-9:]{1,128}$`` (see Doris's ``LabelName`` check and the Stream
 Load manual, "label" header).
 """
@@ -35,18 +41,17 @@ def sanitize_label_part(text: str) -> str:
 
 def _identity_digest(table: str, source_offsets: Optional[Dict[Tuple[str, int], Tuple[int, ...]]],
                      body: Optional[bytes]) -> str:
+  if not source_offsets and body is None:
+    raise ValueError('a label needs the source offsets or the body of the batch')
   digest = hashlib.blake2b(digest_size=_HASH_CHARS // 2)
   digest.update(table.encode())
-  if source_offsets:
-    for (topic, partition) in sorted(source_offsets):
-      offsets = source_offsets[(topic, partition)]
-      digest.update(b'\x00%s\x00%d\x00' % (topic.encode(), partition))
-      digest.update(array('q', offsets).tobytes())
-  elif body is not None:
+  for (topic, partition) in sorted(source_offsets or {}):
+    offsets = source_offsets[(topic, partition)]
+    digest.update(b'\x00%s\x00%d\x00' % (topic.encode(), partition))
+    digest.update(array('q', offsets).tobytes())
+  if body is not None:
     digest.update(b'\x01')
     digest.update(body)
-  else:
-    raise ValueError('a label needs the source offsets or the body of the batch')
   return digest.hexdigest()
 
 
@@ -59,10 +64,8 @@ def make_label(prefix: str, table: str,
     prefix: the configured label prefix (``--label_prefix``).
     table: ``db.tbl``.
     source_offsets: (topic, partition) -> offsets of the rows in the batch.
-      When given, the label depends on these only (not on the encoding), so the
-      same Kafka records always get the same label.
-    body: used for the identity when there are no source offsets (a client
-      used without Kafka).
+    body: the (uncompressed) body; with the offsets it tells apart batches
+      whose rows came from the same records.
 
   Returns:
     ``{prefix}-{db}-{tbl}-{32 hex chars}``, shortened to 128 characters by

@@ -44,7 +44,7 @@ from transforms.stream_load_client import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT
                                            StreamLoadConfig, TableLoadOptions)
 from transforms.stream_load_errors import (DataQualityError, PermanentLoadError,
                                            StreamLoadUnavailableError, TableNotFoundError)
-from transforms.types import DeadLetter, LoadResult, Row, fields_of, offsets_of
+from transforms.types import DeadLetter, LoadResult, Row, column_names, offsets_of
 
 __all__ = ['WriteToStreamLoad', 'StreamLoadWriteResult', 'METRICS_NAMESPACE', 'DEAD_LETTER_TAG']
 
@@ -166,9 +166,17 @@ class _Scheduler:
       return
     with self._lock:
       queue = self._busy_keys[job.key]
-      following = queue.popleft() if queue else None
-      if following is None:
+      if error is not None:
+        # The bundle fails: loading the key's later batches now would let the
+        # failed (older) batch, re-sent after a restart, overwrite them.
+        abandoned, following = list(queue), None
         del self._busy_keys[job.key]
+      else:
+        abandoned, following = [], queue.popleft() if queue else None
+        if following is None:
+          del self._busy_keys[job.key]
+    for waiting in abandoned:
+      waiting.future.set_exception(error)
     if following is not None:
       self._start(following, ordered)
 
@@ -300,7 +308,7 @@ class _WriteBatchesFn(beam.DoFn):
       if not rows:
         return
     label = make_label(self._label_prefix_for(table), table, offsets_of(rows), body=encoded.body)
-    extra = self._special_column_headers(rows[0])
+    extra = self._special_column_headers(table, rows)
     budget[0] -= 1
     try:
       outcome = self._client.load(table, encoded.body, label, rows=encoded.rows,
@@ -339,16 +347,25 @@ class _WriteBatchesFn(beam.DoFn):
     options = self._table_options.get(table)
     return (options.label_prefix if options is not None else None) or self._label_prefix
 
-  def _special_column_headers(self, row: Row) -> Dict[str, str]:
-    options = self._table_options.get(row.table)
+  def _special_column_headers(self, table: str, rows: List[Row]) -> Dict[str, str]:
+    """Headers for the hidden delete columns, looking at every row of the batch.
+
+    Doris: ``hidden_columns: __DORIS_DELETE_SIGN__`` when any row carries it
+    (rows without it default to 0, an upsert).  StarRocks: a ``columns``
+    list with ``__op`` and every column any row has.
+    """
+    options = self._table_options.get(table)
     if options is not None and options.columns:
       return {}
-    fields = fields_of(row)
-    if DORIS_DELETE_SIGN in fields and self._config.target == DORIS:
+    marker = DORIS_DELETE_SIGN if self._config.target == DORIS else STARROCKS_OP
+    seen: Dict[str, None] = {}
+    for row in rows:
+      seen.update(dict.fromkeys(column_names(row)))
+    if marker not in seen:
+      return {}
+    if self._config.target == DORIS:
       return {'hidden_columns': DORIS_DELETE_SIGN}
-    if STARROCKS_OP in fields and self._config.target != DORIS:
-      return {'columns': ','.join(f'`{name}`' for name in fields)}
-    return {}
+    return {'columns': ','.join(f'`{name}`' for name in seen)}
 
   def _harvest(self, job: _Job, windowed: bool):
     report: _BatchReport = job.future.result()

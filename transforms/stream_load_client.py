@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -95,10 +96,15 @@ _RETRYABLE_FRAGMENTS = (
     'mem_limit_exceeded', 'memory exceed', 'rpc', 'try again', 'publish', 'too many tablet',
     'connection', 'broken pipe', 'cancelled', 'internal error', 'leader', 'not master',
 )
-_AUTH_FRAGMENTS = ('no valid basic authorization', 'access denied', 'unauthorized', 'password',
-                   'authentication')
-_TABLE_FRAGMENTS = ('unknown table', 'unknown database', 'does not exist', 'not exist',
-                    'table not found', 'unknown db')
+# Only the servers' own authentication texts: a data error that merely quotes a
+# column called "password" must not stop the pipeline.
+_AUTH_FRAGMENTS = ('no valid basic authorization', 'access denied for user', 'unauthorized',
+                   'need auth information', 'authentication failed')
+_TABLE_FRAGMENTS = ('unknown table', 'unknown database', 'table not found', 'unknown db',
+                    'database not found')
+# "Table [t] does not exist", "table [db.t] does not exist in database [db]" --
+# but not a tablet, partition or backend that does not exist (cluster trouble).
+_TABLE_MISSING = re.compile(r"\b(table|database|db)\b[^,;]{0,80}\b(does not|doesn't|not) exists?\b")
 _DATA_FRAGMENTS = ('too many filtered rows', 'data_quality_error', 'data quality', 'filtered rows')
 
 
@@ -290,12 +296,13 @@ def classify_failure(message: str, *, table: str, label: str, status: str,
   """
   text = (message or '').lower()
   kwargs = dict(table=table, label=label, status=status, response=response)
-  if _contains_any(text, _AUTH_FRAGMENTS):
-    return AuthenticationError(f'{table}: authentication failed: {message}', **kwargs)
-  if _contains_any(text, _TABLE_FRAGMENTS):
-    return TableNotFoundError(f'{table}: table or database not found: {message}', **kwargs)
   if _contains_any(text, _DATA_FRAGMENTS):
     return DataQualityError(f'{table}: rows rejected beyond max_filter_ratio: {message}', **kwargs)
+  if _contains_any(text, _AUTH_FRAGMENTS):
+    return AuthenticationError(f'{table}: authentication failed: {message}', **kwargs)
+  if _contains_any(text, _TABLE_FRAGMENTS) or (
+      _TABLE_MISSING.search(text) and not re.search(r'\b(tablet|partition|backend)\b', text)):
+    return TableNotFoundError(f'{table}: table or database not found: {message}', **kwargs)
   if _contains_any(text, _RETRYABLE_FRAGMENTS):
     return RetryableLoadError(f'{table}: retryable failure: {message}', **kwargs)
   # An unknown failure: retried (same label, so safe), then dead-lettered.
@@ -390,7 +397,11 @@ class StreamLoadClient:
     payload = body
     if self._config.compression == 'gzip':
       payload = gzip_body(body)
-      headers['compress_type'] = 'gz'
+      # Doris reads compress_type; StarRocks (3.2.7+) reads compression.
+      if self._config.target == DORIS:
+        headers['compress_type'] = 'gz'
+      else:
+        headers['compression'] = 'gzip'
     started = self._clock()
     attempts = 0
 

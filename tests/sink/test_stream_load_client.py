@@ -206,3 +206,14 @@ def test_starrocks_transaction_survives_a_be_error_and_a_stale_label(make_stream
     outcome = client.load('demo.users', body, 'label-sr-fault', rows=9)
   assert outcome.status in ('Success', 'Label Already Exists')
   assert _count(server) == 9
+
+
+def test_gzip_for_starrocks_uses_its_compression_header(make_stream_load_server):
+  server = make_stream_load_server(flavor='starrocks')
+  with _client(server, target='starrocks', compression='gzip') as client:
+    body = encode_dicts(({'id': i, 'name': f'n{i}'} for i in range(50)), as_array=True).body
+    outcome = client.load('demo.users', body, 'label-sr-gzip', rows=50)
+  assert outcome.loaded_rows == 50
+  headers = server.loads[-1]['headers']
+  assert headers.get('compression') == 'gzip' and 'compress_type' not in headers
+  assert _count(server) == 50

@@ -130,3 +130,36 @@ def test_configuration_is_validated_at_construction():
     WriteToStreamLoad('http://fe:8030', 'root', label_prefix='bad prefix')
   with pytest.raises(ValueError, match='--fe_nodes'):
     WriteToStreamLoad('', 'root')
+
+
+def test_rows_of_one_record_loaded_in_separate_batches_all_land(stream_load_server):
+  # A JSON array or a Canal data list: several rows share one Kafka offset.
+  first = [_row('demo.users', {'id': 1, 'name': 'a'}, 5)]
+  second = [_row('demo.users', {'id': 2, 'name': 'b'}, 5)]
+  results, dead = _write(stream_load_server, [(('demo.users', 0), first),
+                                              (('demo.users', 1), second)])
+  assert not dead and len({r.label for r in results}) == 2
+  assert _count(stream_load_server, 'demo.users') == 2
+
+
+def test_a_failed_batch_stops_the_later_batches_of_its_key(make_stream_load_server):
+  # If batch 1 of a key fails for good, batch 2 must not load: after a restart
+  # batch 1 would be re-sent and overwrite the newer values.
+  server = make_stream_load_server()
+  server.inject_fault('slow', times=1, delay_secs=0.5)
+  server.inject_fault('http_503', times=None)
+  first = [_row('demo.users', {'id': 7, 'name': 'old'}, 1)]
+  second = [_row('demo.users', {'id': 7, 'name': 'new'}, 2)]
+  with pytest.raises(StreamLoadUnavailableError):
+    _write(server, [(('demo.users', 0), first), (('demo.users', 0), second)], max_retries=1)
+  assert not [load for load in server.loads if load['status'] == 'Success']
+  assert len({load['label'] for load in server.loads if load['label']}) <= 1
+
+
+def test_a_batch_mixing_upserts_and_deletes_sends_the_delete_sign_header(stream_load_server):
+  # With split_on_column_change off, a delete may come after rows without the sign.
+  rows = [_row('demo.users', {'id': 1, 'name': 'a'}, 1), _row('demo.users', {'id': 2, 'name': 'b'}, 2),
+          _row('demo.users', {'id': 1, '__DORIS_DELETE_SIGN__': 1}, 3)]
+  _write(stream_load_server, [(('demo.users', 0), rows)])
+  assert stream_load_server.loads[-1]['headers'].get('hidden_columns') == '__DORIS_DELETE_SIGN__'
+  assert stream_load_server.query('SELECT id FROM demo.users') == [(2,)]

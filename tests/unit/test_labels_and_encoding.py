@@ -68,3 +68,12 @@ def test_gzip_body_round_trips():
   body = b'{"a":1}\n' * 1000
   assert gzip.decompress(gzip_body(body)) == body
   assert len(gzip_body(body)) < len(body) / 10
+
+
+def test_rows_of_one_record_in_different_batches_get_different_labels():
+  # One Kafka record (offset 5) became two rows that landed in two batches.
+  offsets = {('t', 0): (5,)}
+  assert make_label('p', 'db.t', offsets, body=b'{"id":1}') != make_label(
+      'p', 'db.t', offsets, body=b'{"id":2}')
+  assert make_label('p', 'db.t', offsets, body=b'{"id":1}') == make_label(
+      'p', 'db.t', dict(offsets), body=b'{"id":1}')

@@ -71,3 +71,15 @@ def test_split_table():
   for bad in ('t', 'db.', '.t', 'a.b.c'):
     with pytest.raises(ValueError):
       split_table(bad)
+
+
+@pytest.mark.parametrize('message, expected', [
+    ('[DATA_QUALITY_ERROR]too many filtered rows; column password is too long', DataQualityError),
+    ('tablet 10086 does not exist', RetryableLoadError),
+    ('partition p1 does not exist', RetryableLoadError),
+    ('errCode = 2, detailMessage = Table [nosuch] does not exist in database [demo]',
+     TableNotFoundError),
+    ('Need auth information.', AuthenticationError),
+])
+def test_classify_failure_does_not_overreach(message, expected):
+  assert type(classify_failure(message, table='db.t', label='l', status='Fail')) is expected
