@@ -236,8 +236,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
              | 'KeyByTable' >> KeyByTable(table_limits)
              | 'BatchPerTable' >> BatchPerTable(settings.default_limits, table_limits))
   cfg = settings.load_config
+  # With --password_file the workers read the password themselves: it is not
+  # pickled into the pipeline.
   written = batches | 'WriteToStreamLoad' >> WriteToStreamLoad(
-      cfg.fe_nodes, cfg.user, cfg.password, target=cfg.target, flush_workers=opts.flush_workers,
+      cfg.fe_nodes, cfg.user, '' if opts.password_file and opts.password is None else cfg.password,
+      password_file=opts.password_file if opts.password is None else None,
+      target=cfg.target, flush_workers=opts.flush_workers,
       label_prefix=settings.label_prefix, compression=cfg.compression,
       max_retries=cfg.max_retries, table_options=settings.table_config.load_options(),
       two_phase_commit=cfg.two_phase_commit, connect_timeout_secs=cfg.connect_timeout_secs,
@@ -346,7 +350,8 @@ def help_text() -> str:
       epilog='Any Apache Beam pipeline option is accepted as well (--runner, --streaming, '
       '--setup_file, FlinkRunner and DataflowRunner options, ...); --runner defaults to the '
       'DirectRunner, which runs here on the FnApiRunner. Per-table settings: --table_config '
-      '(see README). The password can come from the STREAM_LOAD_PASSWORD environment variable.')
+      '(see README). The password can come from --password_file or the STREAM_LOAD_PASSWORD '
+      'environment variable instead of --password.')
   KafkaToDorisOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   return parser.format_help()
 

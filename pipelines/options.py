@@ -15,7 +15,8 @@ from typing import Any, Callable, List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FlagSpec', 'str_to_bool', 'PASSWORD_ENV_VAR']
+__all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FlagSpec', 'str_to_bool', 'PASSWORD_ENV_VAR',
+           'read_password_file']
 
 PASSWORD_ENV_VAR = 'STREAM_LOAD_PASSWORD'
 
@@ -86,6 +87,11 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('password', str, None,
              f'Stream Load password (default: the {PASSWORD_ENV_VAR} environment variable, '
              'else empty). Never logged.', r'^.*$', secret=True),
+    FlagSpec('password_file', str, '',
+             'File holding the Stream Load password (a local path, or any Beam filesystem path '
+             'such as gs://...), read by each worker when it starts: keeps the password out of '
+             'the pipeline options, which runners display, and out of the process list.',
+             r'^.*$'),
     FlagSpec('target', str, 'doris', 'doris or starrocks.', r'^(doris|starrocks)$',
              choices=['doris', 'starrocks']),
     FlagSpec('ca_bundle', str, '',
@@ -169,11 +175,23 @@ class KafkaToDorisOptions(PipelineOptions):
           raise
 
   def resolved_password(self) -> str:
-    """The password from the flag, else the environment, else empty."""
-    password = self.view_as(KafkaToDorisOptions).password
-    if password is None:
-      password = os.environ.get(PASSWORD_ENV_VAR, '')
-    return password
+    """The password from the flag, else ``--password_file``, else the environment, else empty."""
+    opts = self.view_as(KafkaToDorisOptions)
+    if opts.password is not None:
+      return opts.password
+    if opts.password_file:
+      return read_password_file(opts.password_file)
+    return os.environ.get(PASSWORD_ENV_VAR, '')
+
+
+def read_password_file(path: str) -> str:
+  """The password in ``path`` (any Beam filesystem), without its trailing newline."""
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  try:
+    with FileSystems.open(path) as handle:
+      return handle.read().decode('utf-8').rstrip('\r\n')
+  except (IOError, OSError) as error:
+    raise ValueError(f'--password_file: cannot read {path}: {type(error).__name__}') from None
 
 
 def _help_with_default(spec: FlagSpec) -> str:

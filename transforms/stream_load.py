@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 from typing import Any, Deque, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
@@ -185,8 +186,10 @@ class _WriteBatchesFn(beam.DoFn):
   """Loads batches with up to ``flush_workers`` loads in flight."""
 
   def __init__(self, config: StreamLoadConfig, flush_workers: int, label_prefix: str,
-               table_options: Mapping[str, TableLoadOptions], client_factory=None):
+               table_options: Mapping[str, TableLoadOptions], client_factory=None,
+               password_file: Optional[str] = None):
     self._config = config
+    self._password_file = password_file
     self._flush_workers = flush_workers
     self._label_prefix = label_prefix
     self._table_options = dict(table_options)
@@ -207,6 +210,11 @@ class _WriteBatchesFn(beam.DoFn):
 
   def setup(self):
     factory = self._client_factory or StreamLoadClient
+    if self._password_file:
+      # Read on the worker: the password never travels with the pipeline.
+      from pipelines.options import read_password_file  # pylint: disable=import-outside-toplevel
+      self._config = dataclasses.replace(self._config,
+                                         password=read_password_file(self._password_file))
     self._client = factory(self._config)
     self._ordered: Dict[str, bool] = {}
     self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -444,6 +452,9 @@ class WriteToStreamLoad(beam.PTransform):
     fe_nodes: FE URLs (list or comma-separated string).
     user: Stream Load user.
     password: its password.
+    password_file: or a file holding it (any Beam filesystem path), read by
+      each worker in ``setup()``, so the password is not pickled with the
+      pipeline; it wins over ``password``.
     target: ``doris`` or ``starrocks``.
     flush_workers: loads in flight per worker (seed 000: 4).
     label_prefix: first part of every label; keep it stable across restarts
@@ -468,7 +479,7 @@ class WriteToStreamLoad(beam.PTransform):
                pool_connections: int = DEFAULT_POOL_CONNECTIONS,
                pool_maxsize: int = DEFAULT_POOL_MAXSIZE, verify: Any = True,
                backoff_initial_secs: float = 0.5, backoff_max_secs: float = 30.0,
-               client_factory=None):
+               client_factory=None, password_file: Optional[str] = None):
     super().__init__()
     if isinstance(fe_nodes, str):
       fe_nodes = [node for node in fe_nodes.split(',') if node.strip()]
@@ -489,6 +500,7 @@ class WriteToStreamLoad(beam.PTransform):
       if not isinstance(options, TableLoadOptions):
         raise ValueError(f'table_options[{table!r}] must be a TableLoadOptions')
     self._client_factory = client_factory
+    self._password_file = password_file
 
   @property
   def config(self) -> StreamLoadConfig:
@@ -497,5 +509,5 @@ class WriteToStreamLoad(beam.PTransform):
   def expand(self, batches):
     outputs = batches | 'LoadBatches' >> beam.ParDo(
         _WriteBatchesFn(self._config, self._flush_workers, self._label_prefix, self._table_options,
-                        self._client_factory)).with_outputs(DEAD_LETTER_TAG, main='load_results')
+                        self._client_factory, self._password_file)).with_outputs(DEAD_LETTER_TAG, main='load_results')
     return StreamLoadWriteResult(outputs.load_results, outputs[DEAD_LETTER_TAG])

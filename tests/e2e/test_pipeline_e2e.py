@@ -123,3 +123,37 @@ def test_prometheus_metrics_are_served(kafka_cluster, stream_load_server, tmp_pa
   assert any(name == 'doris_batch_flush_duration_seconds_count' and ('table', 'demo.events') in labels
              for name, labels in samples)
   assert 'secret' not in text
+
+
+def test_password_file_keeps_the_password_out_of_the_pipeline(kafka_cluster, stream_load_server,
+                                                              tmp_path):
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipelines.kafka_to_doris import build_pipeline
+  topic = kafka_cluster.unique_topic('pwfile')
+  kafka_cluster.produce(topic, [_event(i, 10) for i in range(50)])
+  secret_file = tmp_path / 'password'
+  secret_file.write_text('secret\n')
+  argv = [a for a in pipeline_argv(kafka_cluster, stream_load_server, [topic], f'g-{topic}',
+                                   str(tmp_path / 'dead'), table='demo.events')
+          if not a.startswith('--password=')] + [f'--password_file={secret_file}']
+  summary = run_in_process(argv)
+  assert summary.totals['rows_loaded'] == 50
+  options = PipelineOptions(argv)
+  p = beam.Pipeline(options=options)
+  build_pipeline(p, options, check_cluster=False)
+  from transforms.stream_load import _WriteBatchesFn
+  sinks = []
+
+  class _FindSink(beam.pipeline.PipelineVisitor):
+    def visit_transform(self, node):
+      fn = getattr(node.transform, 'fn', None)
+      if isinstance(fn, _WriteBatchesFn):
+        sinks.append(fn)
+
+  p.visit(_FindSink())
+  assert len(sinks) == 1
+  assert sinks[0]._config.password == '' and sinks[0]._password_file == str(secret_file)
+  bad = argv[:-1] + [f'--password_file={tmp_path / "missing"}']
+  completed = run_cli(bad, timeout_secs=60)
+  assert completed.returncode == 2 and '--password_file' in completed.stderr
