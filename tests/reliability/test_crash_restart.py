@@ -94,8 +94,9 @@ def test_kill_after_loads_before_the_offset_commit_then_restart_keeps_unique_tab
   finally:
     proc.kill()
     proc.wait()
+  killed_at = time.monotonic()
   server.clear_faults()
-  wait_for(lambda: server_is_quiet(server), 'the held loads to finish')
+  wait_for(lambda: server_is_quiet(server, killed_at), 'the held loads to finish')
   # Loaded, and not committed: exactly the window the design allows re-sending.
   assert kafka_cluster.committed(group, topic) == {}
   loads_before_restart = len(server.loads)
