@@ -530,7 +530,9 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     reset = app.faults.take('reset_mid_body', 'be', self.index, ctx.db, ctx.table)
     try:
       body, counted = self._read_load_body(ctx, h, length, chunked, reset)
-    except ClientGone as e:
+    except (ClientGone, OSError) as e:
+      # EOF, or a reset (ConnectionResetError): the client is gone either way;
+      # abort so the label is free again, as Doris does when the load dies.
       loader.abort(ctx, 'client gone: %s' % e)
       app.record_load(ctx, ctx.db, ctx.table, 'Reset' if reset else 'Client Gone',
                       self._public_headers(), self.index)
