@@ -10,8 +10,6 @@ import base64
 import socket
 import struct
 
-import pytest
-
 from tests.reliability.crash import wait_for
 
 
@@ -29,10 +27,6 @@ def _reset_mid_body(server, label):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'BUGS.md #8: stream_load_emulator handlers._be_load_body catches ClientGone only; a '
-    'ConnectionResetError while reading the body skips loader.abort(), the transaction stays '
-    'PREPARE and the label RUNNING forever'))
 def test_a_load_whose_client_resets_mid_body_is_aborted_and_frees_its_label(stream_load_server):
   server = stream_load_server
   _reset_mid_body(server, 'reset-client-1')
