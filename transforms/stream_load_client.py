@@ -341,6 +341,7 @@ class StreamLoadClient:
     self._auth = (config.user, config.password)
     self._fe_cycle = itertools.cycle(range(len(config.fe_nodes)))
     self._fe_lock = threading.Lock()
+    self._warned_plain_be = False
 
   @staticmethod
   def _new_session(config: StreamLoadConfig) -> requests.Session:
@@ -490,6 +491,11 @@ class StreamLoadClient:
         if be is None:
           raise PermanentLoadError(f'{table}: FE {_host_of(fe)} redirected to an unusable location',
                                    table=table, label=label, status='redirect')
+        if fe.startswith('https:') and be.startswith('http:') and not self._warned_plain_be:
+          self._warned_plain_be = True
+          _LOGGER.warning('FE %s (https) redirects loads to BE %s over plain http: the '
+                          'credentials and rows cross the network unencrypted; enable TLS on '
+                          'the BEs (enable_https) to avoid it', _host_of(fe), _host_of(be))
         return be, fe
       if response.status_code >= 500:
         errors.append(f'{_host_of(fe)}: HTTP {response.status_code}')
