@@ -83,3 +83,24 @@ def test_split_table():
 ])
 def test_classify_failure_does_not_overreach(message, expected):
   assert type(classify_failure(message, table='db.t', label='l', status='Fail')) is expected
+
+
+def test_an_https_fe_redirecting_to_a_plain_http_be_is_warned_about(caplog):
+  import requests
+  from transforms.stream_load_client import StreamLoadClient
+
+  class _Session:
+    def request(self, method, url, **kwargs):
+      response = requests.Response()
+      response.status_code = 307
+      response.headers['Location'] = 'http://root:pw@be1:8040/api/db/t/_stream_load'
+      return response
+
+    def close(self):
+      pass
+
+  client = StreamLoadClient(StreamLoadConfig(fe_nodes=('https://fe1:8030',), user='root',
+                                             password='pw'), session=_Session())
+  be, fe = client._resolve_be('/api/db/t/_stream_load', {}, 'db.t', 'l')
+  assert (be, fe) == ('http://be1:8040', 'https://fe1:8030')
+  assert 'plain http' in caplog.text and 'pw' not in caplog.text
