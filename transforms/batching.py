@@ -38,7 +38,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, CombiningValueStateS
                                               ReadModifyWriteStateSpec, TimerSpec, on_timer)
 
 from transforms import prom
-from transforms.types import Row, RowBatch, column_names, fields_of, slim
+from transforms.types import Row, RowBatch, column_names, fields_of, slim, table_of_key
 
 __all__ = [
     'BatchLimits',
@@ -212,7 +212,7 @@ class _BatchRowsFn(beam.DoFn):
               buffering_timer=beam.DoFn.TimerParam(BUFFERING_TIMER),
               end_of_window_timer=beam.DoFn.TimerParam(END_OF_WINDOW_TIMER)):
     key, chunk = element
-    table = key[0] if isinstance(key, tuple) else key
+    table = table_of_key(key)
     limits = self._limits_for(table)
     end_of_window_timer.set(window.end)
     count = count_state.read()
@@ -223,13 +223,13 @@ class _BatchRowsFn(beam.DoFn):
       if limits.split_on_column_change:
         row_columns = _columns_of(row)
         if row_columns != columns:
-          if count or pending:
-            yield self._flush(key, table, limits, COLUMNS_CHANGED, pending, count, size,
+          if count:
+            yield self._flush(key, table, limits, COLUMNS_CHANGED, pending, size,
                               rows_state, count_state, size_state, started_state, buffering_timer)
             pending, count, size = [], 0, 0
           columns = row_columns
           columns_state.write(columns)
-      if not count and not pending:
+      if not count:
         self._start_batch(limits, started_state, buffering_timer)
       pending.append(row)
       count += 1
@@ -237,7 +237,7 @@ class _BatchRowsFn(beam.DoFn):
       reason = (ROWS_THRESHOLD if count >= limits.rows else
                 SIZE_THRESHOLD if size >= limits.bytes else None)
       if reason:
-        yield self._flush(key, table, limits, reason, pending, count, size, rows_state,
+        yield self._flush(key, table, limits, reason, pending, size, rows_state,
                           count_state, size_state, started_state, buffering_timer)
         pending, count, size = [], 0, 0
     if pending:
@@ -252,8 +252,8 @@ class _BatchRowsFn(beam.DoFn):
     started_state.write(now)
     buffering_timer.set(now + limits.interval_secs)
 
-  def _flush(self, key, table, limits: BatchLimits, reason: str, pending: List[Row], count: int,
-             size: int, rows_state, count_state, size_state, started_state, buffering_timer):
+  def _flush(self, key, table, limits: BatchLimits, reason: str, pending: List[Row], size: int,
+             rows_state, count_state, size_state, started_state, buffering_timer):
     rows: List[Row] = []
     for stored in rows_state.read():
       rows.extend(pickle.loads(stored))
@@ -280,11 +280,10 @@ class _BatchRowsFn(beam.DoFn):
 
   def _flush_stored(self, key, reason, rows_state, count_state, size_state, started_state,
                     buffering_timer):
-    count = count_state.read()
-    if not count:
+    if not count_state.read():
       return
-    table = key[0] if isinstance(key, tuple) else key
-    yield self._flush(key, table, self._limits_for(table), reason, [], count, size_state.read(),
+    table = table_of_key(key)
+    yield self._flush(key, table, self._limits_for(table), reason, [], size_state.read(),
                       rows_state, count_state, size_state, started_state, buffering_timer)
 
   @on_timer(BUFFERING_TIMER)

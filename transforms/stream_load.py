@@ -45,7 +45,7 @@ from transforms.stream_load_client import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT
                                            StreamLoadConfig, TableLoadOptions)
 from transforms.stream_load_errors import (DataQualityError, PermanentLoadError,
                                            StreamLoadUnavailableError, TableNotFoundError)
-from transforms.types import DeadLetter, LoadResult, Row, column_names, offsets_of
+from transforms.types import DeadLetter, LoadResult, Row, column_names, offsets_of, table_of_key
 
 __all__ = ['WriteToStreamLoad', 'StreamLoadWriteResult', 'METRICS_NAMESPACE', 'DEAD_LETTER_TAG']
 
@@ -75,10 +75,6 @@ class StreamLoadWriteResult:
 
   def __getitem__(self, tag: str) -> beam.PCollection:
     return {'load_results': self.load_results, DEAD_LETTER_TAG: self.dead_letters}[tag]
-
-
-def _table_of(key: Any) -> str:
-  return key[0] if isinstance(key, tuple) else key
 
 
 def _row_payload(row: Any) -> bytes:
@@ -239,7 +235,7 @@ class _WriteBatchesFn(beam.DoFn):
 
   def process(self, element):
     key, batch = element
-    table = _table_of(key)
+    table = table_of_key(key)
     rows = _as_rows(table, batch)
     if not rows:
       return

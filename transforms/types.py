@@ -83,6 +83,11 @@ class Row(NamedTuple):
   columns: Optional[Tuple[str, ...]] = None
 
 
+def table_of_key(key) -> str:
+  """``db.tbl`` from a batching key: ``(table, shard)`` or a bare table name."""
+  return key[0] if isinstance(key, tuple) else key
+
+
 def column_names(row: Row) -> Tuple[str, ...]:
   """The row's sorted column names (slim rows carry them)."""
   return row.columns if row.fields is None else tuple(sorted(row.fields))
