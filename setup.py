@@ -1,4 +1,10 @@
-"""Kafka -> Apache Beam -> Doris/StarRocks Stream Load."""
+"""Kafka -> Apache Beam -> Doris/StarRocks Stream Load.
+
+The product is two packages: ``transforms`` (the IO pieces) and ``pipelines``
+(the front ends).  ``stream_load_emulator`` (the local Stream Load server) and
+``devtools`` (the demo, a local Kafka) are development tools: they are not
+installed, and what they need beyond the product is in the ``dev`` extra.
+"""
 
 import setuptools
 
@@ -11,26 +17,31 @@ REQUIRED = [
     'orjson>=3.10,<4',
     'PyYAML>=6,<7',
     'prometheus-client>=0.20,<1',
-    'sqlglot>=30,<31',
 ]
 
 YAML = ['apache-beam[yaml]>=2.77,<3']  # Beam YAML: jinja2, jsonschema, docstring-parser, pandas
+
+DEV = [
+    'sqlglot>=30,<31',  # the local Stream Load server's SQL
+    'pyarrow>=14',      # the local server reads Arrow bodies
+]
 
 TEST = [
     'pytest>=8,<10',
     'pytest-timeout>=2.3,<3',
     'trustme>=1.1,<2',
     'wheel>=0.42,<1',  # the packaging test builds a wheel offline
-] + YAML
+    'import-linter>=2,<3',  # the layering contract (tests/test_layers.py)
+] + YAML + DEV
 
 setuptools.setup(
     name='kafka-beam-stream-load',
-    version='0.1.0',
+    version='0.2.0',
     description='Load Kafka into Apache Doris and StarRocks with Apache Beam and Stream Load',
     python_requires='>=3.10',
-    packages=setuptools.find_packages(include=['transforms', 'transforms.*', 'pipelines', 'pipelines.*',
-                                               'stream_load_emulator', 'stream_load_emulator.*']),
-    package_data={'pipelines': ['*.yaml', 'samples/*'], 'stream_load_emulator': ['*.sql']},
+    packages=setuptools.find_packages(include=['transforms', 'transforms.*', 'pipelines',
+                                               'pipelines.*']),
+    package_data={'pipelines': ['samples/*']},
     install_requires=REQUIRED,
-    extras_require={'test': TEST, 'yaml': YAML},
+    extras_require={'test': TEST, 'yaml': YAML, 'dev': DEV},
 )

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.sink_bench import PASSWORD, emulator  # pylint: disable=wrong-import-position
 from pipelines.kafka_to_doris import run_pipeline  # pylint: disable=wrong-import-position
-from pipelines.local_kafka import KafkaCluster  # pylint: disable=wrong-import-position
+from devtools.local_kafka import KafkaCluster  # pylint: disable=wrong-import-position
 
 TABLES = ['bench.orders', 'bench.events', 'bench.users', 'bench.items']
 TOPICS_PER_TABLE = 2

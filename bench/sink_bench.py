@@ -39,7 +39,7 @@ import requests
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transforms.stream_load import _WriteBatchesFn  # pylint: disable=wrong-import-position
-from transforms.stream_load_client import StreamLoadConfig  # pylint: disable=wrong-import-position
+from transforms.stream_load import StreamLoadConfig  # pylint: disable=wrong-import-position
 from transforms.types import Row  # pylint: disable=wrong-import-position
 
 SEED_ROWS = 22_838

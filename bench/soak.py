@@ -45,7 +45,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 # pylint: disable=wrong-import-position
-from pipelines.local_kafka import KafkaCluster  # noqa: E402
+from devtools.local_kafka import KafkaCluster  # noqa: E402
 from stream_load_emulator import StreamLoadServer  # noqa: E402
 
 SCHEMA = os.path.join(REPO_ROOT, 'pipelines', 'samples', 'demo_schema.sql')

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from typing import Any, Callable, List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FlagSpec', 'str_to_bool', 'PASSWORD_ENV_VAR',
-           'read_password_file']
+from transforms.delivery.journal import DEFAULT_JOURNAL_TOPIC
+from transforms.stream_load.config import PASSWORD_ENV_VAR
 
-PASSWORD_ENV_VAR = 'STREAM_LOAD_PASSWORD'
+__all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FlagSpec', 'str_to_bool', 'EXACTLY_ONCE',
+           'AT_LEAST_ONCE']
+
+EXACTLY_ONCE = 'exactly_once'
+AT_LEAST_ONCE = 'at_least_once'
 
 
 def str_to_bool(value: Any) -> bool:
@@ -133,6 +136,19 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('max_retries', int, 5, 'Retries of a retryable load failure.', _NONNEG_INT),
     FlagSpec('two_phase_commit', str_to_bool, False,
              'Use two-phase commit (Doris 2PC / StarRocks transaction API).', _BOOL, is_bool=True),
+    FlagSpec('delivery_guarantee', str, EXACTLY_ONCE,
+             'exactly_once: every row is loaded once, for every table model, across crashes and '
+             'restarts (each batch is written ahead to --journal_topic before its load); '
+             'at_least_once: after a crash, rows loaded but not yet committed may load again '
+             '(unique/primary-key tables absorb them, duplicate-key tables keep both).',
+             r'^(exactly_once|at_least_once)$', choices=[EXACTLY_ONCE, AT_LEAST_ONCE]),
+    FlagSpec('journal_topic', str, DEFAULT_JOURNAL_TOPIC,
+             'Kafka topic of the load journal (exactly_once): compacted, keyed by label, shared '
+             'by jobs (entries carry their --group_id). Created if missing.',
+             r'^[A-Za-z0-9._-]+$'),
+    FlagSpec('max_pending_bytes', int, 0,
+             'Most bytes all open batches of a worker may hold together; past it the largest is '
+             'flushed (reason memory_limit). 0: --flush_workers x --batch_bytes.', _NONNEG_INT),
     FlagSpec('load_timeout_secs', float, 600.0, 'Timeout of one Stream Load.', _NUMBER),
     FlagSpec('connect_timeout_secs', float, 10.0, 'HTTP connect timeout.', _NUMBER),
     FlagSpec('pool_maxsize', int, 50, 'HTTP connections kept per host.', _INT),
@@ -173,25 +189,6 @@ class KafkaToDorisOptions(PipelineOptions):
         # (default localhost:9092); the flag is shared, its value is the same.
         if spec.name not in _DEFINED_BY_BEAM:
           raise
-
-  def resolved_password(self) -> str:
-    """The password from the flag, else ``--password_file``, else the environment, else empty."""
-    opts = self.view_as(KafkaToDorisOptions)
-    if opts.password is not None:
-      return opts.password
-    if opts.password_file:
-      return read_password_file(opts.password_file)
-    return os.environ.get(PASSWORD_ENV_VAR, '')
-
-
-def read_password_file(path: str) -> str:
-  """The password in ``path`` (any Beam filesystem), without its trailing newline."""
-  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-  try:
-    with FileSystems.open(path) as handle:
-      return handle.read().decode('utf-8').rstrip('\r\n')
-  except (IOError, OSError) as error:
-    raise ValueError(f'--password_file: cannot read {path}: {type(error).__name__}') from None
 
 
 def _help_with_default(spec: FlagSpec) -> str:

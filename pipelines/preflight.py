@@ -16,7 +16,7 @@ from typing import Iterable, List, Optional, Tuple
 import orjson
 import requests
 
-from transforms.stream_load_client import StreamLoadConfig, split_table
+from transforms.stream_load.config import StreamLoadConfig, split_table
 
 __all__ = ['PreflightError', 'check_tables']
 
@@ -41,6 +41,7 @@ def check_tables(config: StreamLoadConfig, tables: Iterable[str]) -> None:
   session = requests.Session()
   session.trust_env = False
   session.verify = config.verify
+  config = config.resolved()
   auth = (config.user, config.password)
   timeout = (config.connect_timeout_secs, max(10.0, config.connect_timeout_secs))
   try:

@@ -30,7 +30,7 @@ from typing import Any, Dict, Mapping, Optional
 import yaml
 
 from transforms.batching import BatchLimits
-from transforms.stream_load_client import TableLoadOptions
+from transforms.stream_load.config import TableLoadOptions
 
 __all__ = ['TableConfig', 'TableSettings', 'load_table_config', 'parse_table_config']
 

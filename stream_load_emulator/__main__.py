@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 
+from stream_load_emulator import load as load_lib
 from stream_load_emulator.cost import CostModel
 from stream_load_emulator.load import MIB
 from stream_load_emulator.server import DEFAULT_LABEL_KEEP_MAX_SECS
@@ -54,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                  help='how long finished labels are remembered (Doris: 43200)')
   p.add_argument('--max-body-mb', type=int, default=10240,
                  help='largest body a BE accepts, MiB (Doris streaming_load_max_mb)')
+  p.add_argument('--group-commit-interval-ms', type=float,
+                 default=load_lib.DEFAULT_GROUP_COMMIT_INTERVAL_MS,
+                 help='Doris group commit interval for tables without the '
+                 'group_commit_interval_ms property (Doris: 10000)')
+  p.add_argument('--group-commit-data-bytes', type=int,
+                 default=load_lib.DEFAULT_GROUP_COMMIT_DATA_BYTES,
+                 help='Doris group commit size limit for tables without the '
+                 'group_commit_data_bytes property (Doris docs: 64 MB)')
   p.add_argument('--tls-cert', default=None, help='PEM certificate: serve HTTPS')
   p.add_argument('--tls-key', default=None, help='PEM private key for --tls-cert')
   p.add_argument('--log-level', default='INFO')
@@ -85,7 +94,9 @@ def main(argv=None) -> int:
       num_fes=_num(args.num_fes, args.fe_port), num_bes=_num(args.num_bes, args.be_port),
       fe_ports=args.fe_port, be_ports=args.be_port, count_only=args.count_only,
       cost_model=cost, label_keep_max_secs=args.label_keep_max_secs,
-      max_body_bytes=args.max_body_mb * MIB, tls_cert=args.tls_cert, tls_key=args.tls_key)
+      max_body_bytes=args.max_body_mb * MIB, tls_cert=args.tls_cert, tls_key=args.tls_key,
+      group_commit_interval_ms=args.group_commit_interval_ms,
+      group_commit_data_bytes=args.group_commit_data_bytes)
   stop = threading.Event()
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, lambda *_: stop.set())

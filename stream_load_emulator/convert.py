@@ -47,6 +47,10 @@ _BOOL_TYPES = frozenset({'BOOLEAN', 'BOOL'})
 def sqlite_type(column: Column) -> str:
   """The declared SQLite type; DECIMAL columns get a declared type the reader converts."""
   t = column.type_name
+  if t == 'LARGEINT':
+    # BLOB affinity (no "INT" in the name): 64-bit values stay integers and wider ones stay
+    # their exact decimal text; INTEGER affinity would turn the text into a lossy REAL.
+    return 'DORIS_WIDE_BLOB'
   if t in _INT_RANGES or t in _BOOL_TYPES:
     return 'INTEGER'
   if t in _FLOAT_TYPES:

@@ -14,6 +14,15 @@ Kinds and where they fire (``node`` picks one FE/BE by index, or ``'fe0'``/``'be
   than limit`` error.
 - ``be_down`` / ``fe_down``: the node's listening socket is closed (connection refused) and its
   open connections dropped until the fault is cleared.
+- ``response_lost``: the BE reads the whole body and commits the load (rows stored, label
+  VISIBLE), then closes the connection without sending any HTTP response (a lost answer: the
+  client cannot tell whether the load happened).
+- ``reset_after_body``: the same, but the connection is reset (RST) instead of closed.
+
+The two after-commit kinds model what Doris's label mechanism exists for
+(https://doris.apache.org/docs/data-operate/transaction#label-mechanism): a client that
+retries with the same label gets ``Label Already Exists`` / ``ExistingJobStatus`` ``FINISHED``
+and no duplicate rows; one that retries with a fresh label loads the rows twice.
 
 ``times`` counts how many requests the fault affects (``None``: until cleared; the two
 ``*_down`` kinds always last until cleared); ``table``
@@ -25,7 +34,9 @@ import threading
 from typing import Any, Dict, List, Optional, Union
 
 KINDS = ('http_500', 'http_503', 'reset_mid_body', 'slow', 'publish_timeout',
-         'too_many_versions', 'txn_limit', 'be_down', 'fe_down')
+         'too_many_versions', 'txn_limit', 'be_down', 'fe_down', 'response_lost',
+         'reset_after_body')
+AFTER_COMMIT_KINDS = ('response_lost', 'reset_after_body')
 DEFAULT_SLOW_SECS = 2.0
 
 

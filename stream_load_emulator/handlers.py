@@ -17,8 +17,9 @@ StarRocks flavour (https://docs.starrocks.io/docs/loading/StreamLoad/ and
 https://docs.starrocks.io/docs/loading/Stream_Load_transaction_interface/):
 ``/api/transaction/begin|load|prepare|commit|rollback``.
 
-Every node also serves ``/_emulator/faults`` (GET list, POST add, DELETE clear) and
-``/_emulator/loads`` for tests that run the server in a subprocess.
+Every node also serves ``/_emulator/faults`` (GET list, POST add, DELETE clear),
+``/_emulator/loads``, ``/_emulator/group_commits`` (GET the merged commits) and
+``POST /_emulator/group_commits/flush`` for tests that run the server in a subprocess.
 """
 
 import base64
@@ -33,6 +34,7 @@ import urllib.parse
 import zlib
 from typing import Any, Dict, Iterator, Optional
 
+from stream_load_emulator import faults as faults_lib
 from stream_load_emulator import formats
 from stream_load_emulator import load as load_lib
 from stream_load_emulator import schema as schema_lib
@@ -308,6 +310,11 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
         return self._send_json({'ok': True}, close=not self.server_running())
     if parts == ['loads'] and method == 'GET':
       return self._send(200, json.dumps(self.app.loads, default=str).encode())
+    if parts == ['group_commits'] and method == 'GET':
+      return self._send(200, json.dumps(self.app.group_commits, default=str).encode())
+    if parts == ['group_commits', 'flush'] and method in ('POST', 'PUT'):
+      self._read_small_body()
+      return self._send_json({'ok': True, 'flushed': self.app.flush_group_commits()})
     return self._not_found()
 
   # --- FE -----------------------------------------------------------------------------------
@@ -512,7 +519,7 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
             'ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = current running txns on '
             'db %d is %d, larger than limit %d' % (app.db_id(ctx.db), app.max_running_txn,
                                                    app.max_running_txn))
-      loader.on_header(ctx, h, length)
+      loader.on_header(ctx, h, length, chunked)
     except load_lib.LoadFailed as e:
       ctx.fail(e.code, e.msg)
       loader.abort(ctx, e.msg)
@@ -542,6 +549,12 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       ctx.fail('INTERNAL_ERROR', 'Failed to decompress gzip data: %s' % e)
       loader.abort(ctx, ctx.message)
       return self._be_reply(ctx, h, read_body=True)
+    # Faults after the commit: the whole body is in; the load will commit, the answer is lost.
+    lost = None
+    for kind in faults_lib.AFTER_COMMIT_KINDS:
+      if app.faults.take(kind, 'be', self.index, ctx.db, ctx.table):
+        lost = kind
+        break
     try:
       if app.faults.take('too_many_versions', 'be', self.index, ctx.db, ctx.table):
         raise load_lib.LoadFailed(
@@ -551,7 +564,7 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
             'larger value.' % (app.db_id(ctx.db) * 100 + 17))
       publish = app.faults.take('publish_timeout', 'be', self.index, ctx.db, ctx.table)
       loader.run(ctx, h, body, counted, self.server.base_url, publish_timeout=bool(publish))
-      if publish:
+      if publish and ctx.txn is not None:
         app.make_visible_later(ctx.txn, publish.delay_secs)
     except load_lib.LoadFailed as e:
       ctx.fail(e.code, e.msg)
@@ -560,7 +573,31 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       _LOGGER.exception('load %s failed', ctx.label)
       ctx.fail('INTERNAL_ERROR', 'emulator error: %r' % e)
       loader.abort(ctx, ctx.message)
+    if lost is not None:
+      return self._lose_reply(ctx, lost)
     return self._be_reply(ctx, h, read_body=True)
+
+  def _lose_reply(self, ctx, kind: str) -> None:
+    """``response_lost`` / ``reset_after_body``: the load is done (committed, unless it
+    failed on its own), but the client gets no answer: a clean close (FIN) or a reset."""
+    ctx.load_ms = int((time.monotonic() - ctx.start) * 1000)
+    body = ctx.to_json(self.app.flavor)
+    status = 'Response Lost' if kind == 'response_lost' else 'Reset After Body'
+    self.app.record_load(ctx, ctx.db, ctx.table, status, self._public_headers(), self.index,
+                         response=json.loads(body))
+    if kind == 'reset_after_body':
+      self._reset_connection()
+      return
+    self.close_connection = True
+    try:
+      self.wfile.flush()
+      self.connection.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+      pass
+    try:
+      self.connection.close()
+    except OSError:
+      pass
 
   def _read_load_body(self, ctx, h, length, chunked, reset):
     """Reads (and un-gzips) the body; returns ``(bytes or None, counted rows)``."""
@@ -573,12 +610,13 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       gz = h.get('compress_type').lower() in ('gz', 'gzip')
     inflater = _Inflater() if gz else None
     counter = None
+    fmt = load_lib.Loader.format_of(h, self.app.flavor)
     if self.app.count_only:
-      counter = _LineCounter(b'\n' if load_lib.Loader.format_of(h) == 'json' else
-                             formats.decode_separator(
-                                 h.get('line_delimiter'), '\n').encode())
-      if load_lib.Loader.format_of(h) == 'json' and not h.flag('read_json_by_line'):
-        counter = None  # a JSON document or array: parse it once below
+      delimiter = h.get('line_delimiter' if self.app.flavor == 'doris' else 'row_delimiter')
+      counter = _LineCounter(b'\n' if fmt == 'json' else
+                             formats.separator_bytes(delimiter, b'\n'))
+      if fmt == 'arrow' or (fmt == 'json' and not h.flag('read_json_by_line')):
+        counter = None  # a JSON document or array / an Arrow stream: parse it once below
     chunks = []
     received = 0
     limit = None
@@ -605,9 +643,11 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     ctx.receive_bytes = received
     ctx.read_ms = int((time.monotonic() - start) * 1000)
     if counter is not None:
-      return None, counter.total(load_lib.skip_lines(h))
+      return None, counter.total(load_lib.skip_lines(h, self.app.flavor))
     body = b''.join(chunks)
-    if self.app.count_only:  # JSON document in count-only mode
+    if self.app.count_only:  # JSON document or Arrow stream in count-only mode
+      if fmt == 'arrow':
+        return None, formats.count_arrow_rows(body)
       return None, formats.count_rows(body, 'json', False, '\n', 0)
     return body, 0
 

@@ -18,12 +18,13 @@ import re
 import sqlite3
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import sqlglot
 
 from stream_load_emulator import convert
 from stream_load_emulator import formats
+from stream_load_emulator import groupcommit
 from stream_load_emulator import schema as schema_lib
 from stream_load_emulator import storage as storage_lib
 from stream_load_emulator import txn as txn_lib
@@ -51,7 +52,13 @@ class LoadContext:
   label: str = ''
   comment: str = ''
   two_phase_commit: bool = False
-  group_commit: bool = False
+  group_commit: bool = False  # Doris group commit (sync_mode / async_mode)
+  group_commit_mode: str = ''
+  merge_commit: bool = False  # StarRocks merge commit (enable_merge_commit: true)
+  merge_commit_async: bool = False
+  request_id: str = ''  # StarRocks merge commit: the caller's label (or a generated one)
+  wait_finish_ms: int = 0
+  left_merge_ms: int = 0
   txn_id: int = -1
   code: str = 'OK'  # OK, PUBLISH_TIMEOUT, LABEL_ALREADY_EXISTS, or an error code
   message: str = ''
@@ -90,9 +97,13 @@ class LoadContext:
 
     StarRocks's BE writes the same object without ``Comment``/``TwoPhaseCommit``, with
     ``StreamLoadPlanTimeMs`` for ``StreamLoadPutTimeMs`` and messages without the
-    ``[CODE]`` prefix.
+    ``[CODE]`` prefix. A Doris group commit load has ``GroupCommit: true`` instead of
+    ``TwoPhaseCommit`` and no ``BeginTxnTimeMs`` / ``CommitAndPublishTimeMs``
+    (``be/src/runtime/stream_load/stream_load_context.cpp``).
     """
     doris = flavor == 'doris'
+    if self.merge_commit and not doris:
+      return self._merge_commit_dict()
     d: Dict[str, Any] = {'TxnId': self.txn_id, 'Label': self.label}
     if doris:
       d['Comment'] = self.comment
@@ -126,6 +137,18 @@ class LoadContext:
       d['ErrorURL'] = self.error_url
     return d
 
+  def _merge_commit_dict(self) -> Dict[str, Any]:
+    """StarRocks merge commit: ``Label`` is the merged transaction's, the caller's label is
+    ``RequestId``, and no row counters (StarRocks ``StreamLoadContext::to_json`` with
+    ``enable_batch_write``, as its ``stream_load_test.cpp`` ``merge_commit_response``
+    expects)."""
+    return {'TxnId': self.txn_id, 'Label': self.label, 'Status': self.status,
+            'Message': 'OK' if self.code == 'OK' else self.message,
+            'RequestId': self.request_id, 'LoadBytes': self.receive_bytes,
+            'LoadTimeMs': self.load_ms, 'ReadDataTimeMs': self.read_ms, 'PendingTimeMs': 0,
+            'WaitPlanTimeMs': self.put_ms, 'WriteDataTimeMs': self.write_ms,
+            'WaitFinishTimeMs': self.wait_finish_ms, 'LeftMergeTimeMs': self.left_merge_ms}
+
   def to_json(self, flavor: str = 'doris') -> bytes:
     # rapidjson's PrettyWriter: 4-space indent, then the BE appends a newline.
     return (json.dumps(self.to_dict(flavor), indent=4, ensure_ascii=False) + '\n').encode()
@@ -147,6 +170,9 @@ class Headers:
 
   def __contains__(self, name):
     return name.lower() in self._d
+
+  def items(self):
+    return self._d.items()
 
 
 def _split_top_level(text: str, sep: str = ',') -> List[str]:
@@ -230,9 +256,14 @@ def max_filter_ratio(h: Headers) -> float:
   return float(m.group(0)) if m else 0.0
 
 
-def skip_lines(h: Headers) -> int:
+def skip_lines(h: Headers, flavor: str = 'doris') -> int:
   """Header lines to skip: csv_with_names(_and_types) skip their 1 (2) lines, ignoring
-  ``skip_lines``, as Doris does."""
+  ``skip_lines``, as Doris does; StarRocks reads ``skip_header``."""
+  if flavor == 'starrocks':
+    try:
+      return max(int(h.get('skip_header') or 0), 0)
+    except ValueError:
+      return 0
   fmt = h.get('format').lower()
   if fmt == 'csv_with_names':
     return 1
@@ -244,13 +275,39 @@ def skip_lines(h: Headers) -> int:
     return 0
 
 
+GROUP_COMMIT_MODES = ('sync_mode', 'async_mode', 'off_mode')
+# be.conf group_commit_memory_rows_for_max_filter_ratio: max_filter_ratio is only checked for
+# group commit loads of at most this many rows (Doris group commit manual, "Limitations").
+GROUP_COMMIT_MEMORY_ROWS_FOR_MAX_FILTER_RATIO = 10000
+# Doris table property defaults (group commit manual: 10 s, 64 MB; current master's
+# Config.group_commit_data_bytes_default_value is 134217728).
+DEFAULT_GROUP_COMMIT_INTERVAL_MS = 10000
+DEFAULT_GROUP_COMMIT_DATA_BYTES = 64 * MIB
+# Headers that are not load parameters (left out of StarRocks's "homogeneous" merge key).
+_TRANSPORT_HEADERS = frozenset({
+    'authorization', 'label', 'content-length', 'transfer-encoding', 'expect', 'host',
+    'user-agent', 'accept', 'accept-encoding', 'connection', 'content-type', 'keep-alive'})
+
+
+def _parse_bool(value: str) -> Optional[bool]:
+  v = value.strip().lower()
+  if v in ('true', '1'):
+    return True
+  if v in ('false', '0'):
+    return False
+  return None
+
+
 class Loader:
   """Runs loads against a catalog, storage and transaction manager (one per server)."""
 
   def __init__(self, catalog: schema_lib.Catalog, storage: storage_lib.Storage,
                txns: txn_lib.TxnManager, flavor: str = 'doris',
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, count_only: bool = False,
-               max_error_logs: int = 1000):
+               max_error_logs: int = 1000,
+               group_commit_interval_ms: Optional[float] = None,
+               group_commit_data_bytes: Optional[int] = None,
+               on_group_commit=None):
     self.catalog = catalog
     self.storage = storage
     self.txns = txns
@@ -259,24 +316,30 @@ class Loader:
     self.count_only = count_only
     self.error_logs: Dict[str, str] = {}
     self._max_error_logs = max_error_logs
+    self.group_commit_interval_ms = (DEFAULT_GROUP_COMMIT_INTERVAL_MS
+                                     if group_commit_interval_ms is None
+                                     else group_commit_interval_ms)
+    self.group_commit_data_bytes = (DEFAULT_GROUP_COMMIT_DATA_BYTES
+                                    if group_commit_data_bytes is None
+                                    else group_commit_data_bytes)
+    self.group_commit = groupcommit.GroupCommitManager(txns, storage, count_only,
+                                                       on_commit=on_group_commit)
 
   # --- phase 1: headers, before the body ----------------------------------------------------
 
-  def on_header(self, ctx: LoadContext, h: Headers, content_length: Optional[int]) -> None:
+  def on_header(self, ctx: LoadContext, h: Headers, content_length: Optional[int],
+                chunked: bool = False) -> None:
     """Validates headers and begins the transaction; sets ``ctx`` to Fail on errors."""
     ctx.label = h.get('label')
     ctx.comment = h.get('comment')
-    gc = h.get('group_commit').lower()
     ctx.two_phase_commit = h.get('two_phase_commit') == 'true'
-    if gc and gc not in ('off_mode', 'false'):
-      ctx.group_commit = True
-      if ctx.label:
-        raise LoadFailed('INTERNAL_ERROR', 'label and group_commit can\'t be set at the same '
-                         'time')
-      ctx.label = 'group_commit_%s' % uuid.uuid4().hex
-    elif not ctx.label:
+    if self.flavor == 'doris':
+      self._group_commit_header(ctx, h, content_length, chunked)
+    else:
+      self._merge_commit_header(ctx, h)
+    if not ctx.label and not ctx.group_commit and not ctx.merge_commit:
       ctx.label = str(uuid.uuid4())
-    fmt = self.format_of(h)
+    fmt = self.format_of(h, self.flavor)
     if fmt is None:
       raise LoadFailed('INTERNAL_ERROR', 'unknown data format, format=%s' % h.get('format'))
     compress = h.get('compress_type').lower() if self.flavor == 'doris' else (
@@ -300,6 +363,11 @@ class Loader:
         raise LoadFailed('INVALID_ARGUMENT', 'Invalid timeout format, stoi') from e
     begin = time.monotonic()
     self._check_table(ctx)
+    if ctx.group_commit or ctx.merge_commit:
+      # No transaction of its own: the load joins the table's open merged transaction
+      # (stream_load.cpp: ``if (!ctx->group_commit) begin_txn``).
+      self._check_headers(h, self.flavor)
+      return
     if not schema_lib.LABEL_RE.match(ctx.label):
       raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = Label format '
                        'error. regex: ^[-_A-Za-z0-9:]{1,128}$, label: %s' % ctx.label)
@@ -312,7 +380,63 @@ class Loader:
       raise LoadFailed(e.code, e.detail) from e
     ctx.txn_id = ctx.txn.txn_id
     ctx.begin_txn_ms = int((time.monotonic() - begin) * 1000)
-    self._check_headers(h)
+    self._check_headers(h, self.flavor)
+
+  @staticmethod
+  def _group_commit_header(ctx: LoadContext, h: Headers, content_length: Optional[int],
+                           chunked: bool) -> None:
+    """Doris 2.1+ ``StreamLoadAction::_handle_group_commit`` / ``_can_group_commit``."""
+    mode = h.get('group_commit')
+    if not mode:
+      return
+    if mode.lower() not in GROUP_COMMIT_MODES:
+      raise LoadFailed('INVALID_ARGUMENT',
+                       'group_commit can only be [async_mode, sync_mode, off_mode]')
+    mode = mode.lower()
+    if mode == 'off_mode' or (not content_length and not chunked):
+      return  # off_mode, or an empty body: an ordinary load
+    if chunked:
+      ctx.label = ''  # "allow chunked stream load in flink": the label is dropped
+    update_mode = h.get('unique_key_update_mode').upper()
+    if (h.flag('partial_columns') or h.get('partitions') or h.get('temporary_partitions') or
+        ctx.two_phase_commit or update_mode in ('UPDATE_FIXED_COLUMNS',
+                                                'UPDATE_FLEXIBLE_COLUMNS')):
+      return  # these fall back to an ordinary load (no error)
+    if ctx.label:
+      raise LoadFailed('INVALID_ARGUMENT', 'label and group_commit can\'t be set at the same '
+                       'time')
+    ctx.group_commit = True
+    ctx.group_commit_mode = mode
+
+  @staticmethod
+  def _merge_commit_header(ctx: LoadContext, h: Headers) -> None:
+    """StarRocks ``enable_merge_commit`` (stream_load.cpp ``_on_header``; the interval and
+    parallel checks are ``BatchWriteMgr.getOrCreateJob``'s)."""
+    value = h.get('enable_merge_commit')
+    if not value:
+      return
+    enabled = _parse_bool(value)
+    if enabled is None:
+      raise LoadFailed('INVALID_ARGUMENT', 'Invalid parameter enable_merge_commit. The value '
+                       'must be bool type, but is %s' % value)
+    if not enabled:
+      return
+    ctx.merge_commit = True
+    # "The server automatically generates labels for transactions. They will be ignored if
+    # specified." The caller's label comes back as RequestId.
+    ctx.request_id = ctx.label or str(uuid.uuid4())
+    ctx.label = ''
+    ctx.merge_commit_async = bool(_parse_bool(h.get('merge_commit_async') or 'false'))
+    for header, what in (('merge_commit_interval_ms', 'interval'),
+                         ('merge_commit_parallel', 'parallel')):
+      raw = h.get(header)
+      try:
+        number = int(raw)
+      except ValueError:
+        number = None
+      if number is None or number <= 0:
+        raise LoadFailed('INVALID_ARGUMENT', 'Batch write %s must be set positive, but is %s'
+                         % (what, raw or 'null'))
 
   def _check_table(self, ctx: LoadContext) -> schema_lib.Table:
     if ctx.db not in self.catalog.databases:
@@ -325,19 +449,34 @@ class Loader:
     return table
 
   @staticmethod
-  def format_of(h: Headers) -> Optional[str]:
+  def format_of(h: Headers, flavor: str = 'doris') -> Optional[str]:
     fmt = h.get('format', 'csv').lower() or 'csv'
     if fmt in ('csv', 'csv_with_names', 'csv_with_names_and_types', 'hive_text'):
       return 'csv'
     if fmt == 'json':
       return 'json'
+    if fmt == 'arrow' and flavor == 'doris':
+      return 'arrow'  # Doris >= 2.1 (apache/doris#26709, #28098)
     return None
 
   @staticmethod
-  def _check_headers(h: Headers) -> None:
+  def _check_headers(h: Headers, flavor: str = 'doris') -> None:
     strict = h.get('strict_mode').lower()
     if strict and strict not in ('true', 'false'):
       raise LoadFailed('INVALID_ARGUMENT', 'Invalid strict mode format. Must be bool type')
+    for name in ('enclose', 'escape'):
+      # stream_load.cpp _process_put: "enclose must be single-char, actually is {}"
+      if h.get(name) and len(h.get(name).encode('utf-8')) != 1:
+        raise LoadFailed('INVALID_ARGUMENT', '%s must be single-char, actually is %s'
+                         % (name, h.get(name)))
+    delimiter = 'line_delimiter' if flavor == 'doris' else 'row_delimiter'
+    for name in ('column_separator', delimiter):
+      if h.get(name):
+        try:
+          formats.convert_separator(h.get(name))
+        except formats.SeparatorError as e:
+          raise LoadFailed('ANALYSIS_ERROR', 'TStatus: errCode = 2, detailMessage = %s'
+                           % e) from e
     merge = h.get('merge_type').upper()
     if merge:
       if merge not in ('APPEND', 'DELETE', 'MERGE'):
@@ -358,6 +497,8 @@ class Loader:
   def run(self, ctx: LoadContext, h: Headers, body: Optional[bytes], counted_rows: int,
           error_log_base: str, publish_timeout: bool = False) -> None:
     """Reads ``body`` (or takes ``counted_rows`` in count-only mode), writes, commits."""
+    if ctx.group_commit or ctx.merge_commit:
+      return self._run_merged(ctx, h, body, counted_rows, error_log_base)
     table = self.catalog.table(ctx.db, ctx.table)
     write_start = time.monotonic()
     if body is None:
@@ -387,6 +528,67 @@ class Loader:
       ctx.fail('PUBLISH_TIMEOUT', 'transaction commit successfully, BUT data will be visible '
                'later')
     ctx.commit_ms = int((time.monotonic() - commit_start) * 1000)
+    return None
+
+  def _run_merged(self, ctx: LoadContext, h: Headers, body: Optional[bytes],
+                  counted_rows: int, error_log_base: str) -> None:
+    """Group commit (Doris) / merge commit (StarRocks): the rows join the table's open
+    merged transaction; sync callers wait for its commit, async ones return at once (Doris:
+    after the WAL write)."""
+    table = self.catalog.table(ctx.db, ctx.table)
+    write_start = time.monotonic()
+    ops, partial, seq_table = None, False, table
+    if body is None:
+      ctx.total_rows = ctx.loaded_rows = counted_rows
+    else:
+      ops, partial, seq_table, errors = self.parse_rows(ctx, table, h, body)
+      if self.count_only:
+        ops = None
+      if ctx.filtered_rows:
+        ctx.error_url = self.save_error_log(error_log_base, errors)
+    ratio = max_filter_ratio(h)
+    selected = ctx.total_rows - ctx.unselected_rows
+    if (ctx.group_commit and ctx.filtered_rows > 0 and selected > 0 and
+        ctx.total_rows <= GROUP_COMMIT_MEMORY_ROWS_FOR_MAX_FILTER_RATIO and
+        ctx.filtered_rows / selected > ratio):
+      raise LoadFailed('DATA_QUALITY_ERROR', 'too many filtered rows')
+    member = groupcommit.Member(ops=ops, table=seq_table, partial=partial,
+                                total=ctx.total_rows, loaded=ctx.loaded_rows,
+                                filtered=ctx.filtered_rows, unselected=ctx.unselected_rows,
+                                nbytes=ctx.receive_bytes, max_filter_ratio=ratio,
+                                request=ctx.request_id)
+    if ctx.group_commit:
+      props = table.properties
+      interval_ms = float(props.get('group_commit_interval_ms') or
+                          self.group_commit_interval_ms)
+      data_bytes = int(props.get('group_commit_data_bytes') or self.group_commit_data_bytes)
+      key = ('group_commit', ctx.db, ctx.table)
+      batch = self.group_commit.join(key, ctx.db, ctx.table, member, interval_ms, data_bytes,
+                                     groupcommit.doris_label, 'group_commit')
+      sync = ctx.group_commit_mode == 'sync_mode'
+    else:
+      params = tuple(sorted((k.lower(), v) for k, v in h.items()
+                            if k.lower() not in _TRANSPORT_HEADERS))
+      key = ('merge_commit', ctx.db, ctx.table, params)
+      batch = self.group_commit.join(
+          key, ctx.db, ctx.table, member, float(h.get('merge_commit_interval_ms')), None,
+          groupcommit.starrocks_label, 'merge_commit', validate=groupcommit.data_quality)
+      sync = not ctx.merge_commit_async
+    ctx.label, ctx.txn_id = batch.label, batch.txn_id
+    ctx.left_merge_ms = int(max(batch.deadline - time.monotonic(), 0) * 1000)
+    ctx.write_ms = int((time.monotonic() - write_start) * 1000)
+    if not sync:
+      return None
+    wait_start = time.monotonic()
+    timeout = float(h.get('timeout')) if h.get('timeout').isdigit() else 600.0
+    if not batch.done.wait(max(timeout, batch.interval_ms / 1000.0 * 2)):
+      raise LoadFailed('TIMEOUT', 'wait for the merged commit of %s timed out' % batch.label)
+    ctx.wait_finish_ms = int((time.monotonic() - wait_start) * 1000)
+    if self.flavor == 'doris':
+      ctx.write_ms += ctx.wait_finish_ms  # the doc's sync example: WriteDataTimeMs ~ interval
+    if batch.error is not None:
+      raise LoadFailed(*batch.error)
+    return None
 
   def save_error_log(self, base: str, errors: List[str]) -> str:
     hi, lo = uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
@@ -398,17 +600,34 @@ class Loader:
     return '%s/api/_load_error_log?file=%s' % (base, name)
 
   def _reader(self, h: Headers):
-    fmt = self.format_of(h)
+    fmt = self.format_of(h, self.flavor)
     if fmt == 'json':
       try:
         return formats.JsonReader(h.flag('read_json_by_line'), h.flag('strip_outer_array'),
                                   h.get('jsonpaths') or None, h.get('json_root') or None)
       except ValueError as e:
         raise LoadFailed('INVALID_ARGUMENT', str(e)) from e
-    return formats.CsvReader(
-        formats.decode_separator(h.get('column_separator'), '\t'),
-        formats.decode_separator(h.get('line_delimiter'), '\n'),
-        h.get('enclose'), h.get('escape'), h.flag('trim_double_quotes'), skip_lines(h))
+    if fmt == 'arrow':
+      return None
+
+    def separator(name: str, default: bytes) -> bytes:
+      return formats.convert_separator(h.get(name)) if h.get(name) else default
+    enclose = h.get('enclose').encode('utf-8')[0] if h.get('enclose') else None
+    escape = h.get('escape').encode('utf-8')[0] if h.get('escape') else None
+    if self.flavor == 'starrocks':
+      return formats.StarRocksCsvReader(separator('column_separator', b'\t'),
+                                        separator('row_delimiter', b'\n'), enclose, escape,
+                                        skip_lines(h, 'starrocks'), h.flag('trim_space'))
+    return formats.CsvReader(separator('column_separator', b'\t'),
+                             separator('line_delimiter', b'\n'), enclose, escape,
+                             h.flag('trim_double_quotes'), skip_lines(h))
+
+  def _err(self, reason: str, src: str) -> str:
+    """One error-log line: Doris ``RuntimeState::append_error_msg_to_file`` writes
+    ``Reason: <why>. src line [<row>]; ``, StarRocks ``Error: <why>. Row: <row>``."""
+    if self.flavor == 'starrocks':
+      return 'Error: %s. Row: %s\n' % (reason, src)
+    return 'Reason: %s. src line [%s]; \n' % (reason, src)
 
   def parse_rows(self, ctx: LoadContext, table: schema_lib.Table, h: Headers, body: bytes):
     """Parses, maps, converts and filters rows into ``ctx``'s counters.
@@ -418,6 +637,7 @@ class Loader:
       ``(UPSERT|DELETE, column names, values)`` in load order.
     """
     reader = self._reader(h)
+    fmt = self.format_of(h, self.flavor)
     strict = h.flag('strict_mode')
     partial = h.flag('partial_columns') or (
         self.flavor == 'starrocks' and h.get('partial_update').lower() == 'true')
@@ -446,7 +666,7 @@ class Loader:
     converters = {c.name: convert.make_converter(c) for c in table.columns}
     if partial:
       named = {n.lower() for n in plain_names} | {n.lower() for n, _ in exprs}
-      if not h.get('columns') and self.format_of(h) == 'json':
+      if not h.get('columns') and fmt in ('json', 'arrow'):
         named = None  # decided per row by the JSON keys (first row wins, as Doris plans once)
       dest_cols = None if named is None else [
           c for c in table.columns if c.is_key or c.name.lower() in named]
@@ -461,13 +681,17 @@ class Loader:
     has_columns = bool(h.get('columns'))
     ops: List[Tuple[str, list]] = []
     errors: List[str] = []
-    fmt = self.format_of(h)
     n_plain = len(plain_names)
-    for rec in reader.read(body):
+    if fmt == 'arrow':
+      records = self._arrow_records(body, plain_names, known_names)
+    else:
+      records = reader.read(body)
+    err = self._err
+    for rec in records:
       ctx.total_rows += 1
       if rec.error:
         ctx.filtered_rows += 1
-        errors.append('Reason: %s. src line [%s]; \n' % (rec.error, rec.src))
+        errors.append(err(rec.error, rec.src))
         continue
       value = rec.value
       if isinstance(value, dict):
@@ -480,19 +704,13 @@ class Loader:
           src = {n: src.get(n) for n in source_names if n in src}
         if known_names.isdisjoint(src):
           ctx.filtered_rows += 1
-          errors.append('Reason: %s. src line [%s]; \n' % (formats.ALL_NULL, _src_text(rec)))
+          errors.append(err(formats.ALL_NULL, _src_text(rec)))
           continue
       else:
         if fmt == 'csv' and len(value) != n_plain:
-          more = len(value) > n_plain
           ctx.filtered_rows += 1
-          errors.append(
-              'Reason: actual column number in csv file is %s schema column number.actual '
-              'number: %d, schema column number: %d; line delimiter: [%s], column separator: '
-              '[%s], result values:%s. src line [%s]; \n' % (
-                  ' more than ' if more else ' less than ', len(value), n_plain,
-                  h.get('line_delimiter') or '\\n', h.get('column_separator') or '\\t',
-                  ''.join('[%s]' % v for v in value), _src_text(rec)))
+          errors.append(err(reader.column_count_error(rec.raw or value, n_plain),
+                            _src_text(rec)))
           continue
         src = {n: v for n, v in zip(source_names, value)}
       if expr_eval is not None:
@@ -501,7 +719,7 @@ class Loader:
             src[name.lower()] = v
         except ValueError as e:
           ctx.filtered_rows += 1
-          errors.append('Reason: %s. src line [%s]; \n' % (e, _src_text(rec)))
+          errors.append(err(str(e), _src_text(rec)))
           continue
       is_delete = merge == 'DELETE'
       if merge == 'MERGE':
@@ -509,7 +727,7 @@ class Loader:
           is_delete = _truthy(delete_eval(src)[0])
         except ValueError as e:
           ctx.filtered_rows += 1
-          errors.append('Reason: %s. src line [%s]; \n' % (e, _src_text(rec)))
+          errors.append(err(str(e), _src_text(rec)))
           continue
       elif unique and schema_lib.DELETE_SIGN.lower() in src:
         is_delete = _truthy(src[schema_lib.DELETE_SIGN.lower()])
@@ -540,7 +758,7 @@ class Loader:
         row.append(stored)
       if reason is not None:
         ctx.filtered_rows += 1
-        errors.append('Reason: %s. src line [%s]; \n' % (reason, _src_text(rec)))
+        errors.append(err(reason, _src_text(rec)))
         continue
       if where_eval is not None and not is_delete:
         named_row = {c.name.lower(): v for c, v in zip(cols, row)}
@@ -548,7 +766,7 @@ class Loader:
           selected = _truthy(where_eval(named_row)[0])
         except ValueError as e:
           ctx.filtered_rows += 1
-          errors.append('Reason: %s. src line [%s]; \n' % (e, _src_text(rec)))
+          errors.append(err(str(e), _src_text(rec)))
           continue
         if not selected:
           ctx.unselected_rows += 1
@@ -565,3 +783,19 @@ class Loader:
       ops.append((storage_lib.DELETE if is_delete else storage_lib.UPSERT, names, row))
     ctx.loaded_rows = ctx.total_rows - ctx.filtered_rows - ctx.unselected_rows
     return ops, partial, seq_table, errors
+
+  @staticmethod
+  def _arrow_records(body: bytes, block_names: List[str], known_names) -> Iterator[
+      formats.Record]:
+    """Arrow rows as dict records; a field that is no load column fails the load like
+    ``ArrowStreamReader::get_next_block`` (``block->get_by_name`` throws)."""
+    try:
+      names, rows = formats.read_arrow(body)
+    except formats.ArrowFormatError as e:
+      raise LoadFailed('INTERNAL_ERROR', str(e)) from e
+    for name in names:
+      if name.lower() not in known_names:
+        raise LoadFailed('INTERNAL_ERROR', 'Failed to convert from arrow to block: No such '
+                         'name in Block, name=%s, block_names=%s'
+                         % (name, ', '.join(block_names)))
+    return (formats.Record(row, None, '') for row in rows)

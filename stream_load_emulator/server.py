@@ -54,6 +54,9 @@ class StreamLoadServer:
     max_body_bytes: largest body a BE accepts (Doris ``streaming_load_max_mb``).
     tls_cert: PEM certificate path; with ``tls_key`` every node serves HTTPS.
     tls_key: PEM private key path.
+    group_commit_interval_ms: Doris group commit interval for tables without the
+      ``group_commit_interval_ms`` property (Doris: 10000).
+    group_commit_data_bytes: likewise ``group_commit_data_bytes`` (Doris docs: 64 MB).
   """
 
   def __init__(self, schema_sql: Optional[str] = None, schema_path: Optional[str] = None,
@@ -64,7 +67,9 @@ class StreamLoadServer:
                cost_model: Optional[cost_lib.CostModel] = None,
                label_keep_max_secs: float = DEFAULT_LABEL_KEEP_MAX_SECS,
                max_body_bytes: int = load_lib.DEFAULT_MAX_BODY_BYTES,
-               tls_cert: Optional[str] = None, tls_key: Optional[str] = None):
+               tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+               group_commit_interval_ms: float = load_lib.DEFAULT_GROUP_COMMIT_INTERVAL_MS,
+               group_commit_data_bytes: int = load_lib.DEFAULT_GROUP_COMMIT_DATA_BYTES):
     if flavor not in FLAVORS:
       raise ValueError('flavor must be one of %s, got %r' % (FLAVORS, flavor))
     if num_fes < 1 or num_bes < 1:
@@ -77,6 +82,10 @@ class StreamLoadServer:
       raise ValueError('tls_cert and tls_key go together')
     if max_body_bytes <= 0:
       raise ValueError('max_body_bytes must be > 0, got %r' % max_body_bytes)
+    if group_commit_interval_ms <= 0 or group_commit_data_bytes <= 0:
+      raise ValueError('group_commit_interval_ms and group_commit_data_bytes must be > 0')
+    self.group_commit_interval_ms = group_commit_interval_ms
+    self.group_commit_data_bytes = group_commit_data_bytes
     self.user = user
     self.password = password
     self.flavor = flavor
@@ -126,7 +135,9 @@ class StreamLoadServer:
     self.storage = storage_lib.Storage(self.data_dir, self.catalog)
     self.txns = txn_lib.TxnManager(self.storage, self.label_keep_max_secs)
     self.loader = load_lib.Loader(self.catalog, self.storage, self.txns, self.flavor,
-                                  self.max_body_bytes, self.count_only)
+                                  self.max_body_bytes, self.count_only,
+                                  group_commit_interval_ms=self.group_commit_interval_ms,
+                                  group_commit_data_bytes=self.group_commit_data_bytes)
     self.starrocks = starrocks_lib.TransactionApi(self)
     try:
       for node in self._fes + self._bes:
@@ -145,6 +156,9 @@ class StreamLoadServer:
       timer.cancel()
     for node in self._fes + self._bes:
       node.stop()
+    if self.loader is not None:
+      # Rows of async group commits are in Doris's WAL and replayed: commit them, do not drop.
+      self.loader.group_commit.flush()
     if self.storage is not None:
       self.storage.close()
       self.storage = None
@@ -211,6 +225,30 @@ class StreamLoadServer:
     timer.daemon = True
     self._timers.append(timer)
     timer.start()
+
+  def table_version(self, db: str, table: str) -> int:
+    """Transactions committed into ``db.table`` since start: one per load, one per merged
+    group commit (Doris: one data version each)."""
+    return self.txns.versions.get((db, table), 0) if self.txns else 0
+
+  # --- group commit / merge commit ----------------------------------------------------------
+
+  @property
+  def group_commits(self) -> List[Dict[str, Any]]:
+    """Finished merged transactions (Doris group commit, StarRocks merge commit), oldest
+    first: kind, label, txn_id, db, table, loads (how many loads it merged), rows, bytes,
+    status (VISIBLE / ABORTED), message."""
+    return self.loader.group_commit.snapshot() if self.loader else []
+
+  def flush_group_commits(self) -> int:
+    """Commits every open merged transaction now (as if its interval were over); returns
+    how many were committed."""
+    return self.loader.group_commit.flush() if self.loader else 0
+
+  def wait_group_commit_pending(self, n: int, timeout: float = 30.0) -> bool:
+    """Blocks until ``n`` loads wait in open merged transactions (tests synchronise on this
+    instead of sleeping); False on timeout."""
+    return self.loader.group_commit.wait_pending(n, timeout)
 
   # --- faults -------------------------------------------------------------------------------
 
@@ -281,6 +319,8 @@ class StreamLoadServer:
         'unselected_rows': ctx.unselected_rows if ctx else 0,
         'load_bytes': ctx.receive_bytes if ctx else 0,
         'two_phase_commit': ctx.two_phase_commit if ctx else False,
+        'group_commit': (ctx.group_commit_mode or ('merge_commit' if ctx.merge_commit else
+                                                   None)) if ctx else None,
         'headers': headers, 'be': be_index, 'response': response, 'time': time.time(),
     }
     with self._log_lock:

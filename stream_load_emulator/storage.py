@@ -125,21 +125,27 @@ class Storage:
       ops: ``(UPSERT | DELETE, column names, values aligned with the names)`` per row.
       partial: a partial-column update: only the named columns change on existing rows.
     """
-    statements: Dict[tuple, Any] = {}
+    self.apply_many([(table, ops, partial)])
+
+  def apply_many(self, writes) -> None:
+    """Applies several loads' ``(table, ops, partial)`` in order, in ONE SQLite transaction
+    (a merged group commit is one Doris transaction / one version)."""
     with self.lock:
       cur = self._conn.cursor()
       cur.execute('BEGIN')
       try:
-        run_key, run = None, []
-        for kind, columns, values in ops:
-          key = (kind, tuple(columns))
-          if key != run_key and run:
+        for table, ops, partial in writes:
+          statements: Dict[tuple, Any] = {}
+          run_key, run = None, []
+          for kind, columns, values in ops:
+            key = (kind, tuple(columns))
+            if key != run_key and run:
+              self._flush(cur, run_key, run, statements, table, partial)
+              run = []
+            run_key = key
+            run.append(values)
+          if run:
             self._flush(cur, run_key, run, statements, table, partial)
-            run = []
-          run_key = key
-          run.append(values)
-        if run:
-          self._flush(cur, run_key, run, statements, table, partial)
         cur.execute('COMMIT')
       except BaseException:
         cur.execute('ROLLBACK')

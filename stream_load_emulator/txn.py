@@ -81,6 +81,8 @@ class TxnManager:
     self._op_lock = threading.RLock()
     self._by_label: Dict[tuple, Txn] = {}
     self._by_id: Dict[int, Txn] = {}
+    # Committed transactions per (db, table) since start: each is one data version.
+    self.versions: Dict[tuple, int] = {}
     self._last_expire = float('-inf')
     for db, label, txn_id, table, status, finish_ts in storage.load_labels():
       if status in (PREPARE, PRECOMMITTED):
@@ -145,6 +147,8 @@ class TxnManager:
         txn.apply()
       with self._lock:
         self._finish(txn, VISIBLE if visible else COMMITTED)
+        key = (txn.db, txn.table)
+        self.versions[key] = self.versions.get(key, 0) + 1
 
   def mark_visible(self, txn: Txn) -> None:
     """COMMITTED -> VISIBLE (publish finished after a Publish Timeout)."""

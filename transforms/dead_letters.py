@@ -23,6 +23,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import metrics
 from transforms.types import DeadLetter, OffsetAck
 
 __all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'ACKED_STAGES']
@@ -54,7 +55,7 @@ class _WriteDeadLettersFn(beam.DoFn):
 
   def __init__(self, path: str):
     self._path = path.rstrip('/')
-    self._written = Metrics.counter('kafka_to_doris', 'dead_letters_written')
+    self._written = Metrics.counter(metrics.NAMESPACE, 'dead_letters_written')
 
   def setup(self):
     if not FileSystems.exists(self._path):

@@ -16,6 +16,8 @@ from apache_beam import coders
 
 OP_UPSERT = 'upsert'
 OP_DELETE = 'delete'
+# A dead letter keeps at most this much of its record's value.
+MAX_DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 
 
 class KafkaRecord(NamedTuple):
@@ -70,7 +72,11 @@ class Row(NamedTuple):
   Once a row is keyed for batching, a row with ``raw`` travels *slim*:
   ``fields`` is None and ``columns`` holds its sorted column names (see
   ``slim``) -- pickling the dict next to the same bytes cost more than half of
-  each of the three pickles a row goes through between the runner's stages.
+  each pickle a row goes through between a portable runner's stages.
+
+  ``part`` is the row's index among the rows of its record (one Kafka record
+  can become several rows: a JSON array, a Canal ``data`` list, a key change),
+  so ``(offset, part)`` places a row exactly in its partition.
   """
   table: str
   fields: dict
@@ -81,6 +87,7 @@ class Row(NamedTuple):
   size: int
   raw: Optional[bytes] = None
   columns: Optional[Tuple[str, ...]] = None
+  part: int = 0
 
 
 def table_of_key(key) -> str:
@@ -103,7 +110,7 @@ def slim(row: Row) -> Row:
   if row.raw is None or row.fields is None:
     return row
   return Row(row.table, None, row.op, row.topic, row.partition, row.offset, row.size, row.raw,
-             tuple(sorted(row.fields)))
+             tuple(sorted(row.fields)), row.part)
 
 
 class DeadLetter(NamedTuple):

@@ -13,8 +13,9 @@ from tests.harness import REPO_ROOT
 
 # What the Flex Template image holds (templates/dataflow/Dockerfile COPY lines).
 IMAGE_LAYOUT = ('setup.py', 'pipelines', 'transforms')
-MODULES = ('pipelines/kafka_to_doris.py', 'pipelines/options.py', 'transforms/kafka.py',
-           'transforms/stream_load.py', 'transforms/yaml_provider.py')
+MODULES = ('pipelines/kafka_to_doris.py', 'pipelines/options.py', 'pipelines/assembly.py',
+           'pipelines/yaml_provider.py', 'transforms/kafka/reader.py',
+           'transforms/stream_load/sink.py', 'transforms/delivery/journal.py')
 
 
 def _copy_layout(dest):
@@ -40,7 +41,7 @@ def sdist(tmp_path_factory):
 
 def test_setup_file_builds_an_sdist_with_the_pipeline_modules(sdist):
   # setuptools >= 69 normalizes the name to underscores.
-  assert os.path.basename(sdist).replace('-', '_').startswith('kafka_beam_stream_load_0.1.0')
+  assert os.path.basename(sdist).replace('-', '_').startswith('kafka_beam_stream_load_0.2.0')
   with tarfile.open(sdist) as archive:
     names = {name.split('/', 1)[1] for name in archive.getnames() if '/' in name}
   for module in MODULES:
@@ -70,7 +71,7 @@ def test_wheel_builds_offline_from_the_sdist(sdist, tmp_path):
        '-w', str(tmp_path), sdist], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   wheels = [name for name in os.listdir(tmp_path) if name.endswith('.whl')]
-  assert wheels == ['kafka_beam_stream_load-0.1.0-py3-none-any.whl']
+  assert wheels == ['kafka_beam_stream_load-0.2.0-py3-none-any.whl']
   with zipfile.ZipFile(os.path.join(tmp_path, wheels[0])) as archive:
     names = set(archive.namelist())
   for module in MODULES:

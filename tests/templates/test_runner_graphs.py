@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PipelineOp
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines.kafka_to_doris import build_pipeline
+from pipelines.assembly import build_pipeline
+from pipelines.config import PipelineConfig
 from pipelines.options import FLAG_SPECS
 from tests.harness import REPO_ROOT
 
@@ -54,7 +55,7 @@ def _pipeline_flags(kafka_cluster, topic):
 def _build(argv):
   options = PipelineOptions(argv)
   p = beam.Pipeline(options=options)
-  outputs = build_pipeline(p, options, check_cluster=False)
+  outputs = build_pipeline(p, PipelineConfig.from_options(options))
   assert outputs.load_results is not None and outputs.commits is not None
   proto = p.to_runner_api()
   errors = PipelineOptionsValidator(options, p.runner).validate()

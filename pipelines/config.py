@@ -1,0 +1,221 @@
+"""``PipelineConfig``: every setting of the loader, validated once, passed as one object.
+
+Built from the flags (``PipelineConfig.from_options``) by every front end --
+the command line, the templates, Beam YAML -- so defaults and checks live in
+one place (``options.FLAG_SPECS`` and the config classes of ``transforms``).
+A wrong value raises ``ConfigurationError`` naming the flag, before anything
+runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.options import AT_LEAST_ONCE, EXACTLY_ONCE, KafkaToDorisOptions
+from pipelines.table_config import TableConfig, TableConfigError, load_table_config
+from transforms.batching import BatchLimits
+from transforms.delivery import JournalConfig
+from transforms.records import Routing, parse_topic_table_map
+from transforms.stream_load import StreamLoadConfig
+from transforms.stream_load.labels import sanitize_label_part
+
+__all__ = ['PipelineConfig', 'KafkaSettings', 'ConfigurationError', 'consumer_config_of',
+           'options_of']
+
+_LABEL_PREFIX_CHARS = 48
+
+
+class ConfigurationError(ValueError):
+  """A flag or the table config is wrong; raised before anything runs."""
+
+
+def _split_list(value: Optional[str]) -> List[str]:
+  return [item.strip() for item in (value or '').split(',') if item.strip()]
+
+
+def consumer_config_of(opts: KafkaToDorisOptions) -> Dict[str, Any]:
+  """The librdkafka settings every Kafka client of the job uses (auto commit always off)."""
+  config: Dict[str, Any] = {
+      'bootstrap.servers': opts.bootstrap_servers,
+      'group.id': opts.group_id,
+      'auto.offset.reset': opts.auto_offset_reset,
+  }
+  for item in (opts.consumer_config or '').split(';'):
+    if not item.strip():
+      continue
+    key, sep, value = item.partition('=')
+    if not sep or not key.strip():
+      raise ConfigurationError(f'--consumer_config: {item!r} is not key=value')
+    config[key.strip()] = value.strip()
+  config['enable.auto.commit'] = 'false'
+  return config
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaSettings:
+  """What to read and how.
+
+  Attributes:
+    consumer_config: librdkafka settings (bootstrap servers, group, security).
+    topics: the topics.
+    group_id: the consumer group (offsets, start positions, the journal's job).
+    stop_at_end: read to the end offsets seen at start, then finish.
+    reader: ``native`` or ``xlang``.
+    max_chunk_records: most records per chunk.
+  """
+  consumer_config: Mapping[str, Any]
+  topics: Tuple[str, ...]
+  group_id: str
+  stop_at_end: bool
+  reader: str
+  max_chunk_records: int
+
+  @classmethod
+  def from_options(cls, options: PipelineOptions, require_topics: bool = True) -> 'KafkaSettings':
+    """Validates the Kafka flags.
+
+    Raises:
+      ConfigurationError: naming the flag and the bad value.
+    """
+    opts = options.view_as(KafkaToDorisOptions)
+    required = ('bootstrap_servers', 'topics', 'group_id') if require_topics else (
+        'bootstrap_servers', 'group_id')
+    missing = [f'--{name}' for name in required if not getattr(opts, name)]
+    if missing:
+      raise ConfigurationError('missing required flag(s): ' + ', '.join(missing))
+    if opts.max_chunk_records < 1:
+      raise ConfigurationError(f'--max_chunk_records: must be >= 1, got {opts.max_chunk_records}')
+    return cls(consumer_config_of(opts), tuple(_split_list(opts.topics)), opts.group_id,
+               bool(opts.stop_at_end), opts.kafka_reader, opts.max_chunk_records)
+
+
+def _routing_of(opts: KafkaToDorisOptions) -> Routing:
+  chosen = [name for name in ('table', 'topic_table_map', 'table_field') if getattr(opts, name)]
+  if len(chosen) > 1:
+    raise ConfigurationError('give only one of --table, --topic_table_map, --table_field (got '
+                             + ', '.join(f'--{c}' for c in chosen) + ')')
+  if not chosen and opts.cdc_format == 'none':
+    raise ConfigurationError('one of --table, --topic_table_map or --table_field is required '
+                             '(or a --cdc_format whose envelope names the table)')
+  return Routing(table=opts.table or None,
+                 topic_table_map=parse_topic_table_map(opts.topic_table_map)
+                 if opts.topic_table_map else None,
+                 table_field=opts.table_field or None,
+                 default_database=opts.default_database or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Every setting of the loader (see ``python -m pipelines.kafka_to_doris --help``)."""
+  kafka: KafkaSettings
+  routing: Routing
+  cdc_format: str
+  max_record_bytes: int
+  default_limits: BatchLimits
+  table_config: TableConfig
+  load: StreamLoadConfig
+  flush_workers: int
+  label_prefix: str
+  journal: Optional[JournalConfig]
+  max_pending_bytes: int
+  dead_letter_path: str
+  metrics_port: int
+  progress_interval_secs: float
+  validate_tables: bool
+
+  @property
+  def exactly_once(self) -> bool:
+    return self.journal is not None
+
+  def static_tables(self) -> List[str]:
+    """The tables known before any record is read (for the start-up checks)."""
+    tables = set(self.table_config.tables)
+    if self.routing.table:
+      tables.add(self.routing.table)
+    if self.routing.topic_table_map:
+      tables.update(self.routing.topic_table_map.values())
+    return sorted(tables)
+
+  def table_sharding(self) -> Dict[str, Tuple[int, Tuple[str, ...]]]:
+    """table -> (shards, key_columns), as ``KeyByTable`` spreads it."""
+    return {table: (limits.shards, limits.key_columns)
+            for table, limits in self.table_config.batch_limits().items()}
+
+  @classmethod
+  def from_options(cls, options: PipelineOptions, require_topics: bool = True) -> 'PipelineConfig':
+    """Validates the flags.
+
+    Args:
+      options: the parsed flags.
+      require_topics: False where another step reads Kafka (Beam YAML).
+
+    Raises:
+      ConfigurationError: naming the flag and the bad value.
+    """
+    opts = options.view_as(KafkaToDorisOptions)
+    kafka = KafkaSettings.from_options(options, require_topics)
+    if not opts.fe_nodes:
+      raise ConfigurationError('missing required flag(s): --fe_nodes')
+    for name in ('flush_workers', 'max_record_bytes'):
+      if getattr(opts, name) < 1:
+        raise ConfigurationError(f'--{name}: must be >= 1, got {getattr(opts, name)}')
+    if opts.delivery_guarantee not in (EXACTLY_ONCE, AT_LEAST_ONCE):
+      raise ConfigurationError(f'--delivery_guarantee: must be {EXACTLY_ONCE} or '
+                               f'{AT_LEAST_ONCE}, got {opts.delivery_guarantee!r}')
+    try:
+      routing = _routing_of(opts)
+      if routing.topic_table_map:
+        unmapped = [t for t in kafka.topics if t not in routing.topic_table_map]
+        if unmapped:
+          raise ConfigurationError(f'--topic_table_map: topic(s) {unmapped} are read (--topics) '
+                                   'but not mapped to a table')
+      default_limits = BatchLimits(rows=opts.batch_rows, bytes=opts.batch_bytes,
+                                   interval_secs=opts.batch_interval_secs)
+      table_config = load_table_config(opts.table_config, default_limits)
+      load = StreamLoadConfig(
+          fe_nodes=tuple(_split_list(opts.fe_nodes)), user=opts.user, password=opts.password,
+          password_file=opts.password_file or None, target=opts.target,
+          compression=opts.compression, max_retries=opts.max_retries,
+          two_phase_commit=opts.two_phase_commit, load_timeout_secs=opts.load_timeout_secs,
+          connect_timeout_secs=opts.connect_timeout_secs, pool_maxsize=opts.pool_maxsize,
+          verify=opts.ca_bundle or True)
+      journal = (JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
+                 if opts.delivery_guarantee == EXACTLY_ONCE else None)
+    except (TableConfigError, ValueError) as error:
+      if isinstance(error, ConfigurationError):
+        raise
+      raise ConfigurationError(str(error)) from None
+    return cls(
+        kafka=kafka, routing=routing, cdc_format=opts.cdc_format,
+        max_record_bytes=opts.max_record_bytes, default_limits=default_limits,
+        table_config=table_config, load=load, flush_workers=opts.flush_workers,
+        label_prefix=opts.label_prefix or sanitize_label_part(opts.group_id)[:_LABEL_PREFIX_CHARS],
+        journal=journal,
+        max_pending_bytes=opts.max_pending_bytes or opts.flush_workers * opts.batch_bytes,
+        dead_letter_path=opts.dead_letter_path, metrics_port=opts.metrics_port,
+        progress_interval_secs=opts.progress_interval_secs,
+        validate_tables=bool(opts.validate_tables))
+
+
+
+def options_of(flags: Mapping[str, Any]) -> PipelineOptions:
+  """``{flag name: value}`` (a Beam YAML step's config) as parsed flags.
+
+  Lists become comma lists, mappings of ``consumer_config`` become
+  ``key=value;key=value``, booleans ``true``/``false``.
+  """
+  argv = []
+  for name, value in flags.items():
+    if value is None:
+      continue
+    if isinstance(value, Mapping):
+      value = ';'.join(f'{k}={v}' for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+      value = ','.join(str(v) for v in value)
+    elif isinstance(value, bool):
+      value = 'true' if value else 'false'
+    argv.append(f'--{name}={value}')
+  return PipelineOptions(argv)

@@ -1,0 +1,111 @@
+"""BatchPerTable: per-table limits, column-set splits, timeouts on a fake clock."""
+
+import logging
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils import timestamp
+
+from transforms.batching import BatchLimits, BatchPerTable, KeyByTable
+from transforms.sharding import shard_of as _shard_of
+from transforms.types import Row
+
+
+def _rows(table, n, start=0, size=10, fields=None):
+  return [Row(table, dict(fields or {'id': i}), 'upsert', 'topic', 0, start + i, size)
+          for i in range(n)]
+
+
+class _FakeClock:
+
+  def __init__(self, now=0.0):
+    self.now = now
+
+  def __call__(self):
+    return self.now
+
+
+_COLLECTED = []
+
+
+def _collect(item):
+  _COLLECTED.append(item)
+
+
+def _summaries(batches):
+  return batches | beam.Map(lambda kv: (kv[0][0], len(kv[1]), [r.offset for r in kv[1]]))
+
+
+def test_each_table_flushes_on_its_own_limits(caplog):
+  caplog.set_level(logging.INFO, logger='transforms.batching')
+  small, big = 'demo.small', 'demo.big'
+  stream = (BeamTestStream()
+            .add_elements([(small, _rows(small, 3))])
+            .add_elements([(big, _rows(big, 10))])
+            .advance_processing_time(10)
+            .add_elements([(big, _rows(big, 1, start=10))])
+            .advance_watermark_to_infinity())
+  limits = {small: BatchLimits(rows=100, interval_secs=5),
+            big: BatchLimits(rows=4, interval_secs=1000)}
+  _COLLECTED.clear()
+  with BeamTestPipeline(options=StandardOptions(streaming=True)) as p:
+    batches = (p | stream | KeyByTable(limits)
+               | BatchPerTable(BatchLimits(), limits, clock=_FakeClock(timestamp.Timestamp(0))))
+    # The end-of-input flush comes when the global window closes, after any
+    # downstream assert_that has fired; collect in-process instead.
+    _ = _summaries(batches) | beam.Map(_collect)
+  assert _COLLECTED == [
+      (big, 4, [0, 1, 2, 3]), (big, 4, [4, 5, 6, 7]), (small, 3, [0, 1, 2]), (big, 3, [8, 9, 10])]
+  reasons = [(r.args[0], r.args[1]) for r in caplog.records if 'flush triggered' in r.msg]
+  assert reasons.count((big, 'rows_threshold')) == 2
+  # The small table went on its own time limit, before the big table's last batch.
+  assert reasons.index((small, 'timeout')) < reasons.index((big, 'end_of_input'))
+
+
+def test_byte_limit_and_column_change_split_batches(caplog):
+  caplog.set_level(logging.INFO, logger='transforms.batching')
+  table = 'demo.t'
+  rows = _rows(table, 5, size=99)                                  # 100 bytes each with newline
+  rows += [Row(table, {'id': 9, 'extra': 1}, 'upsert', 'topic', 0, 5, 10)]
+  with BeamTestPipeline() as p:
+    batches = (p | beam.Create([(table, rows)]) | KeyByTable()
+               | BatchPerTable(BatchLimits(rows=1000, bytes=250)))
+    assert_that(_summaries(batches), equal_to([
+        (table, 3, [0, 1, 2]), (table, 2, [3, 4]), (table, 1, [5])]))
+  reasons = [r.args[1] for r in caplog.records if 'flush triggered' in r.msg]
+  assert sorted(reasons) == ['columns_changed', 'end_of_input', 'size_threshold']
+
+
+def test_end_of_input_flushes_everything():
+  tables = [f'demo.t{i}' for i in range(5)]
+  with BeamTestPipeline() as p:
+    batches = (p | beam.Create([(t, _rows(t, 7)) for t in tables]) | KeyByTable()
+               | BatchPerTable(BatchLimits(rows=5)))
+    assert_that(batches | beam.Map(lambda kv: len(kv[1])) | beam.CombineGlobally(sum),
+                equal_to([35]))
+
+
+def test_sharding_keeps_each_key_on_one_shard():
+  limits = {'demo.hot': BatchLimits(shards=4, key_columns=('id',))}
+  rows = [Row('demo.hot', {'id': i % 7, 'v': i}, 'upsert', 't', 0, i, 10) for i in range(200)]
+  shards = {}
+  for row in rows:
+    shards.setdefault(row.fields['id'], set()).add(_shard_of(row, ('id',), 4))
+  assert all(len(s) == 1 for s in shards.values())
+  with BeamTestPipeline() as p:
+    keyed = p | beam.Create([('demo.hot', rows)]) | KeyByTable(limits)
+    assert_that(keyed | beam.Map(lambda kv: kv[0][1]) | beam.Distinct()
+                | beam.combiners.Count.Globally(), equal_to([len({min(s) for s in shards.values()})]))
+
+
+def test_limits_are_validated_with_flag_names():
+  with pytest.raises(ValueError, match='--batch_rows'):
+    BatchLimits(rows=0)
+  with pytest.raises(ValueError, match='--batch_bytes'):
+    BatchLimits(bytes=-1)
+  with pytest.raises(ValueError, match='--batch_interval_secs'):
+    BatchLimits(interval_secs=0)

@@ -1,0 +1,111 @@
+"""CommitOffsets in a pipeline, and restarting from committed offsets."""
+
+import collections
+import uuid
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.fixtures.kafka import values_of
+from transforms import kafka
+from transforms.runtime import runs_in_process
+from transforms.types import ChunkRead, OffsetAck
+
+_SINK = collections.defaultdict(list)
+
+
+class _Collect(beam.DoFn):
+
+  def __init__(self, name):
+    self._name = name
+
+  def process(self, element):
+    _SINK[self._name].append(element)
+
+
+def _ack_loaded(chunk, failed_partition, first_failed_offset):
+  """A fake sink: acks every record except a failed tail of one partition."""
+  offsets = tuple(
+      r.offset for r in chunk.records
+      if not (r.partition == failed_partition and
+              r.offset >= first_failed_offset))
+  if offsets:
+    yield OffsetAck(chunk.topic, chunk.partition, offsets)
+
+
+@pytest.mark.parametrize('in_process, flatten', [
+    (None, False),   # the FnApiRunner default: in-process, inputs as a tuple
+    (False, True),   # the portable stateful DoFn behind a Flatten
+])
+def test_commit_stops_before_the_first_unloaded_chunk_and_restart_rereads_tail(
+    kafka_cluster, in_process, flatten):
+  topic = kafka_cluster.unique_topic()
+  values = values_of(1000)  # 250 per partition, round robin
+  kafka_cluster.produce(topic, values)
+  group = f'g-{uuid.uuid4().hex[:8]}'
+  config = kafka_cluster.consumer_config(group)
+  name = uuid.uuid4().hex
+
+  with beam.Pipeline(runner=FnApiRunner()) as p:
+    chunks = p | kafka.ReadKafkaChunks(config, [topic], stop_at_end=True,
+                                       max_chunk_records=50)
+    reads = chunks | 'Reads' >> beam.Map(kafka.chunk_read_of)
+    _ = reads | 'KeepReads' >> beam.ParDo(_Collect(name + '-reads'))
+    acks = chunks | 'Sink' >> beam.FlatMap(_ack_loaded, 0, 120)
+    inputs = (reads, acks) | beam.Flatten() if flatten else (reads, acks)
+    commits = inputs | kafka.CommitOffsets(config, in_process=in_process)
+    _ = commits | beam.ParDo(_Collect(name))
+
+  # Partition 0 lost offsets >= 120: its commit stops at the start of the
+  # chunk holding offset 120, the other partitions are committed to the end.
+  committed = kafka_cluster.committed(group, topic)
+  assert committed[1] == committed[2] == committed[3] == 250
+  [holding] = [c for c in _SINK.pop(name + '-reads')
+               if c.partition == 0 and c.first_offset <= 120 < c.next_offset]
+  assert committed[0] == holding.first_offset  # the incomplete chunk's start
+  emitted = _SINK.pop(name)
+  assert max(o for t, p, o in emitted if p == 0) == committed[0]
+  assert all(t == topic for t, _, _ in emitted)
+
+  # Restart: exactly the unloaded tail of partition 0 is read again.
+  with beam.Pipeline(runner=FnApiRunner()) as p:
+    records = p | kafka.ReadFromKafka(config, [topic], stop_at_end=True)
+    assert_that(records | beam.Map(lambda r: (r.partition, r.offset)),
+                equal_to([(0, o) for o in range(committed[0], 250)]))
+
+
+@pytest.mark.parametrize('in_process', [True, False])
+def test_commit_offsets_from_out_of_order_acks(kafka_cluster, in_process):
+  topic = kafka_cluster.unique_topic()
+  kafka_cluster.produce(topic, values_of(40))  # creates the topic
+  group = f'g-{uuid.uuid4().hex[:8]}'
+  config = kafka_cluster.consumer_config(group)
+  items = [
+      OffsetAck(topic, 0, (5, 6)),          # before its chunk
+      ChunkRead(topic, 0, 0, 5, 5),
+      ChunkRead(topic, 0, 5, 10, 4),
+      OffsetAck(topic, 0, (0, 1, 2, 3, 4)),  # chunk 1 done -> commit 5
+      OffsetAck(topic, 0, (9, 9)),           # chunk 2 done -> commit 10
+      ChunkRead(topic, 1, 0, 3, 0),          # empty chunk -> commit 3
+      ChunkRead(topic, 2, 0, 3, 1),          # never acked -> no commit
+  ]
+  name = uuid.uuid4().hex
+  with beam.Pipeline(runner=FnApiRunner()) as p:
+    _ = (p | beam.Create(items, reshuffle=False)
+         | kafka.CommitOffsets(config, in_process=in_process)
+         | beam.ParDo(_Collect(name)))
+  assert sorted(_SINK.pop(name)) == [(topic, 0, 5), (topic, 0, 10),
+                                     (topic, 1, 3)]
+  assert kafka_cluster.committed(group, topic) == {0: 10, 1: 3}
+
+
+def test_in_process_commits_are_chosen_only_for_in_process_fnapi_runners():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  assert runs_in_process(beam.Pipeline(runner=FnApiRunner()))
+  # Several worker threads or processes would each hold their own open batches.
+  for mode in ('multi_threading', 'multi_processing'):
+    assert not runs_in_process(beam.Pipeline(
+        runner=FnApiRunner(), options=PipelineOptions(direct_running_mode=mode)))
+  assert not runs_in_process(beam.Pipeline(runner='DirectRunner'))

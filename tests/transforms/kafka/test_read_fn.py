@@ -1,0 +1,185 @@
+"""The reading DoFn's claim, stop and watermark logic, with a fake consumer."""
+
+from apache_beam.io.restriction_trackers import OffsetRange
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners import sdf_utils
+from apache_beam.utils.timestamp import Timestamp
+from confluent_kafka import KafkaError
+
+from transforms import kafka
+from transforms.kafka import reader
+from transforms.kafka.partitions import UNBOUNDED_STOP_OFFSET, PartitionSpec
+
+
+class _Msg:
+
+  def __init__(self, offset, ts_ms=1000, err=None):
+    self._offset, self._ts, self._err = offset, ts_ms, err
+
+  def error(self):
+    return self._err
+
+  def offset(self):
+    return self._offset
+
+  def key(self):
+    return None
+
+  def value(self):
+    return b'v%d' % self._offset
+
+  def timestamp(self):
+    return (1, self._ts)
+
+  def headers(self):
+    return None
+
+
+class _FakeConsumer:
+  """One partition: ``offsets`` exist, the partition ends at ``end``."""
+
+  def __init__(self, offsets, end, ts_ms=lambda o: 1000 + o):
+    self.offsets, self.end, self.ts_ms = list(offsets), end, ts_ms
+    self.position = None
+    self.assigns = 0
+    self.closed = False
+    self._eof_sent = False
+
+  def assign(self, tps):
+    self.assigns += 1
+    self.position = tps[0].offset
+    self._eof_sent = False
+
+  def _next(self):
+    for o in self.offsets:
+      if o >= self.position:
+        self.position = o + 1
+        return _Msg(o, self.ts_ms(o))
+    if not self._eof_sent:
+      self._eof_sent = True
+      return _Msg(self.end, err=KafkaError(KafkaError._PARTITION_EOF))
+    return None
+
+  def get_watermark_offsets(self, tp, cached=False):
+    return 0, self.end
+
+  def consume(self, n, timeout):
+    out = []
+    while len(out) < n:
+      m = self._next()
+      if m is None:
+        break
+      out.append(m)
+    return out
+
+  def poll(self, timeout):
+    return self._next()
+
+  def close(self):
+    self.closed = True
+
+
+def _fn(monkeypatch, consumer, unbounded=False, chunk=3):
+  monkeypatch.setattr(reader, 'new_consumer', lambda *a, **k: consumer)
+  cls = reader._ReadUnboundedPartitionFn if unbounded else reader._ReadPartitionFn
+  fn = cls({'group.id': 'g'}, chunk, 0.01, 5.0, 100000, None)
+  fn.setup()
+  fn.start_bundle()
+  return fn
+
+
+def _run(fn, start, stop, watermark=None):
+  tracker = sdf_utils.ThreadsafeRestrictionTracker(
+      reader._PartitionOffsetTracker(OffsetRange(start, stop)))
+  estimator = ManualWatermarkEstimator(watermark)
+  spec = PartitionSpec('t', 0, start, stop, None)
+  out = list(fn.process(spec, sdf_utils.RestrictionTrackerView(tracker),
+                        estimator))
+  return out, tracker, estimator
+
+
+def test_bounded_read_trims_at_the_stop_offset(monkeypatch):
+  fn = _fn(monkeypatch, _FakeConsumer(range(10), 10))
+  out, tracker, _ = _run(fn, 0, 8)
+  chunks = [tv.value for tv in out]
+  assert [r.offset for c in chunks for r in c.records] == list(range(8))
+  assert [(c.first_offset, c.next_offset) for c in chunks] == [
+      (0, 3), (3, 6), (6, 8)]
+  tracker.check_done()
+  assert tracker.deferred_status() is None
+
+
+def test_bounded_read_finishes_when_the_end_is_transaction_markers(
+    monkeypatch):
+  # Offsets 5 and 6 are markers: never returned, but inside [0, 7).
+  fn = _fn(monkeypatch, _FakeConsumer(range(5), 7))
+  out, tracker, _ = _run(fn, 0, 7)
+  assert [r.offset for tv in out for r in tv.value.records] == list(range(5))
+  tracker.check_done()
+
+
+def test_chunk_timestamp_and_watermark_follow_records(monkeypatch):
+  fn = _fn(monkeypatch, _FakeConsumer(range(3), 3, ts_ms=lambda o: [5, 9, 7][o]))
+  out, _, estimator = _run(fn, 0, 3)
+  assert out[0].timestamp == Timestamp(micros=9000)
+  assert estimator.current_watermark() == Timestamp(micros=9000)
+
+
+def test_idle_unbounded_read_defers_and_moves_watermark_to_wall_time(
+    monkeypatch):
+  fn = _fn(monkeypatch, _FakeConsumer([0, 1], 2), unbounded=True)
+  before = Timestamp.now()
+  out, tracker, estimator = _run(fn, 0, UNBOUNDED_STOP_OFFSET)
+  assert [r.offset for tv in out for r in tv.value.records] == [0, 1]
+  residual, _ = tracker.deferred_status()
+  assert residual.start == 2
+  lag = before - estimator.current_watermark()
+  assert 1.5 <= lag.micros / 1e6 <= 3
+
+
+def test_resumed_restriction_reuses_the_consumer_without_seeking(monkeypatch):
+  consumer = _FakeConsumer([0, 1], 2)
+  fn = _fn(monkeypatch, consumer, unbounded=True)
+  _run(fn, 0, UNBOUNDED_STOP_OFFSET)
+  consumer.offsets.extend([2, 3])
+  consumer.end = 4
+  fn.start_bundle()
+  out, _, _ = _run(fn, 2, UNBOUNDED_STOP_OFFSET)
+  assert [r.offset for tv in out for r in tv.value.records] == [2, 3]
+  assert consumer.assigns == 1
+  _run(fn, 1, UNBOUNDED_STOP_OFFSET)  # a different position: seek
+  assert consumer.assigns == 2
+  fn.teardown()
+  assert consumer.closed
+
+
+def test_stop_token_completes_an_unbounded_restriction(monkeypatch):
+  consumer = _FakeConsumer(range(100), 100)
+  monkeypatch.setattr(reader, 'new_consumer', lambda *a, **k: consumer)
+  fn = reader._ReadUnboundedPartitionFn({'group.id': 'g'}, 10, 0.01, 5.0,
+                                       100000, 'tok-unit')
+  fn.setup()
+  fn.start_bundle()
+  kafka.request_stop('tok-unit')
+  out, tracker, _ = _run(fn, 0, UNBOUNDED_STOP_OFFSET)
+  assert out == []
+  tracker.check_done()
+  assert tracker.deferred_status() is None
+
+
+def test_non_fatal_kafka_errors_are_skipped(monkeypatch):
+  consumer = _FakeConsumer([0, 1], 2)
+  original = consumer.consume
+  calls = []
+
+  def consume(n, timeout):
+    if not calls:
+      calls.append(1)
+      return [_Msg(0, err=KafkaError(KafkaError._TRANSPORT))]
+    return original(n, timeout)
+
+  consumer.consume = consume
+  fn = _fn(monkeypatch, consumer)
+  out, tracker, _ = _run(fn, 0, 2)
+  assert [r.offset for tv in out for r in tv.value.records] == [0, 1]
+  tracker.check_done()

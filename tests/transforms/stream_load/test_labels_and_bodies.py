@@ -1,0 +1,79 @@
+"""Labels and request bodies: pure functions."""
+
+import decimal
+import gzip
+
+import orjson
+import pytest
+
+from transforms.stream_load.bodies import encode_dicts, encode_rows, gzip_body
+from transforms.stream_load.labels import LABEL_PATTERN, is_valid_label, make_label
+from transforms.types import Row
+
+
+def test_label_is_deterministic_for_the_same_offsets():
+  offsets = {('orders', 0): (5, 6, 7), ('orders', 1): (9,)}
+  assert make_label('p', 'demo.orders', offsets) == make_label('p', 'demo.orders', dict(offsets))
+
+
+def test_label_differs_for_different_offsets_tables_and_prefixes():
+  base = make_label('p', 'demo.orders', {('t', 0): (1, 2)})
+  assert make_label('p', 'demo.orders', {('t', 0): (1, 3)}) != base
+  assert make_label('p', 'demo.orders', {('t', 1): (1, 2)}) != base
+  assert make_label('p', 'demo.users', {('t', 0): (1, 2)}) != base
+  assert make_label('q', 'demo.orders', {('t', 0): (1, 2)}) != base
+
+
+def test_label_fits_doris_rules_even_for_long_names():
+  label = make_label('x' * 100, 'db_' + 'y' * 100 + '.t.z', {('topic.with.dots', 0): (1,)})
+  assert len(label) <= 128
+  assert LABEL_PATTERN.match(label)
+  assert is_valid_label(label)
+
+
+def test_label_without_offsets_uses_the_body():
+  assert make_label('p', 'db.t', body=b'a') != make_label('p', 'db.t', body=b'b')
+  with pytest.raises(ValueError):
+    make_label('p', 'db.t')
+
+
+def test_invalid_labels_are_rejected():
+  assert not is_valid_label('has space')
+  assert not is_valid_label('')
+  assert not is_valid_label('x' * 129)
+
+
+def test_encode_rows_reuses_raw_values_and_encodes_the_rest():
+  rows = [Row('db.t', {'a': 1}, 'upsert', 't', 0, 0, 7, b'{"a":1}'),
+          Row('db.t', {'b': 'x'}, 'upsert', 't', 0, 1, 9, None)]
+  encoded = encode_rows(rows)
+  assert encoded.body == b'{"a":1}\n{"b":"x"}'
+  assert encoded.rows == 2 and encoded.failed == []
+
+
+def test_encode_as_array_for_starrocks():
+  encoded = encode_dicts([{'a': 1}, {'a': 2}], as_array=True)
+  assert orjson.loads(encoded.body) == [{'a': 1}, {'a': 2}]
+
+
+def test_unserialisable_rows_are_reported_not_dropped():
+  encoded = encode_dicts([{'a': 1}, {'a': object()}, {'a': decimal.Decimal('1.50')}])
+  assert encoded.rows == 2
+  assert [index for index, _ in encoded.failed] == [1]
+  assert 'not JSON serialisable' in encoded.failed[0][1]
+  assert encoded.body.splitlines()[1] == b'{"a":"1.50"}'
+
+
+def test_gzip_body_round_trips():
+  body = b'{"a":1}\n' * 1000
+  assert gzip.decompress(gzip_body(body)) == body
+  assert len(gzip_body(body)) < len(body) / 10
+
+
+def test_rows_of_one_record_in_different_batches_get_different_labels():
+  # One Kafka record (offset 5) became two rows that landed in two batches.
+  offsets = {('t', 0): (5,)}
+  assert make_label('p', 'db.t', offsets, body=b'{"id":1}') != make_label(
+      'p', 'db.t', offsets, body=b'{"id":2}')
+  assert make_label('p', 'db.t', offsets, body=b'{"id":1}') == make_label(
+      'p', 'db.t', dict(offsets), body=b'{"id":1}')

@@ -1,0 +1,138 @@
+"""Kafka client configuration: validation, the source's errors, consumers and producers.
+
+Every Kafka client of the loader -- the partition readers, the offset committer,
+the load journal -- is created here from one validated librdkafka config, so
+security settings (SASL, TLS) given once reach all of them, and librdkafka's
+own logs and errors go to Python logging instead of stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict
+
+__all__ = [
+    'KafkaSourceError',
+    'KafkaConfigError',
+    'KafkaUnreachableError',
+    'UnknownTopicError',
+    'reader_config',
+    'new_consumer',
+    'new_producer',
+    'producer_config_of',
+    'describe_servers',
+    'EARLIEST',
+    'LATEST',
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+EARLIEST = frozenset(['earliest', 'smallest', 'beginning'])
+LATEST = frozenset(['latest', 'largest', 'end'])
+# Consumer-only librdkafka settings: a producer built from the consumer config
+# leaves them out (librdkafka would warn about each).
+_CONSUMER_ONLY = frozenset([
+    'group.id', 'group.instance.id', 'auto.offset.reset', 'enable.auto.commit',
+    'enable.auto.offset.store', 'auto.commit.interval.ms', 'isolation.level',
+    'enable.partition.eof', 'queued.min.messages', 'queued.max.messages.kbytes',
+    'fetch.wait.max.ms', 'fetch.min.bytes', 'fetch.max.bytes', 'max.partition.fetch.bytes',
+    'fetch.message.max.bytes', 'session.timeout.ms', 'heartbeat.interval.ms',
+    'max.poll.interval.ms', 'partition.assignment.strategy', 'group.protocol',
+    'check.crcs', 'allow.auto.create.topics', 'group.remote.assignor',
+])
+
+
+class KafkaSourceError(RuntimeError):
+  """Base class of the Kafka source's errors that a user can act on."""
+
+
+class KafkaConfigError(KafkaSourceError, ValueError):
+  """The consumer configuration or the transform arguments are invalid."""
+
+
+class KafkaUnreachableError(KafkaSourceError):
+  """No broker answered within the configured timeout."""
+
+
+class UnknownTopicError(KafkaSourceError, ValueError):
+  """A topic or partition to read does not exist."""
+
+
+def reader_config(consumer_config: Dict[str, Any]) -> Dict[str, Any]:
+  """Validates ``consumer_config`` and returns the config the reader uses.
+
+  Raises:
+    KafkaConfigError: ``group.id`` or ``bootstrap.servers`` is missing, or
+      auto commit was asked for.
+  """
+  if not isinstance(consumer_config, dict):
+    raise KafkaConfigError(
+        f'consumer_config must be a dict, got {type(consumer_config)!r}')
+  config = dict(consumer_config)
+  if not config.get('group.id'):
+    raise KafkaConfigError(
+        'consumer_config needs "group.id": the consumer group stores the '
+        'committed offsets (CommitOffsets) and the start positions')
+  if not (config.get('bootstrap.servers') or
+          config.get('metadata.broker.list')):
+    raise KafkaConfigError('consumer_config needs "bootstrap.servers"')
+  for key in ('enable.auto.commit', 'enable.auto.offset.store'):
+    if str(config.get(key, 'false')).lower() in ('true', '1'):
+      _LOGGER.warning('Ignoring %s=%s: offsets are committed by CommitOffsets '
+                      'only after the rows are loaded', key, config[key])
+    config[key] = False
+  reset = str(config.get('auto.offset.reset', 'latest')).lower()
+  if reset not in EARLIEST | LATEST | {'error'}:
+    raise KafkaConfigError(
+        f'auto.offset.reset must be earliest or latest, got {reset!r}')
+  return config
+
+
+def _log_client_error(error) -> None:
+  # librdkafka reports broker trouble (all brokers down, auth failures) here;
+  # without a callback it would be silent and a dead cluster looks idle.
+  _LOGGER.warning('Kafka client error: %s', error)
+
+
+def _new_client(client_class, config: Dict[str, Any], overrides: Dict[str, Any], what: str):
+  from confluent_kafka import KafkaException  # pylint: disable=import-outside-toplevel
+  full = dict(config)
+  full.update(overrides)
+  full.setdefault('logger', _LOGGER)
+  full.setdefault('error_cb', _log_client_error)
+  try:
+    return client_class(full)
+  except (KafkaException, ValueError, TypeError) as e:
+    raise KafkaConfigError(f'invalid {what}: {e}') from e
+
+
+def new_consumer(config: Dict[str, Any], **overrides):
+  """Creates a confluent_kafka Consumer; librdkafka logs go to logging.
+
+  Raises:
+    KafkaConfigError: librdkafka refused the configuration.
+  """
+  from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
+  return _new_client(Consumer, config, overrides, 'consumer_config')
+
+
+def describe_servers(config: Dict[str, Any]) -> str:
+  """The bootstrap servers of ``config``, for messages."""
+  return str(config.get('bootstrap.servers') or
+             config.get('metadata.broker.list'))
+
+
+def producer_config_of(consumer_config: Dict[str, Any]) -> Dict[str, Any]:
+  """The connection and security settings of ``consumer_config``, for a producer."""
+  return {key: value for key, value in consumer_config.items()
+          if key not in _CONSUMER_ONLY and key not in ('logger', 'error_cb', 'stats_cb')}
+
+
+def new_producer(config: Dict[str, Any], **overrides):
+  """Creates a confluent_kafka Producer; librdkafka logs go to logging.
+
+  Raises:
+    KafkaConfigError: librdkafka refused the configuration.
+  """
+  from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+  return _new_client(Producer, config, overrides, 'Kafka producer config')

@@ -1,0 +1,355 @@
+"""``RecordParser``: Kafka records -> rows bound for tables, dead letters, chunk accounting.
+
+Pure Python, no Beam (tests, benchmarks and plain loops use it directly).
+Values are JSON (orjson): plain objects (or arrays of objects), or CDC
+envelopes (``cdc``).  A plain JSON object is kept as its original bytes
+(``Row.raw``), so the sink does not encode it again.  The target table comes
+from ``Routing`` or the envelope.
+
+Offset accounting: every ``Row`` and every ``DeadLetter`` produced from a
+chunk later acknowledges one unit of that chunk; ``ChunkRead.count`` is their
+number.  Records that produce nothing count zero.
+
+Ordering: rows of one partition keep Kafka order inside a chunk.  Where a
+sequence column is configured for a table and a row lacks it, the row gets
+the record's Kafka offset, so Doris keeps the newest version of a key even
+when batches of that table load in parallel -- correct when all changes of
+one key are in one partition, as CDC producers (keyed by primary key) do.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+import orjson
+
+from transforms.records import cdc
+from transforms.records.numbers import LONG_NUMBER, NUMBER_CHARS, exact_loads, has_inexact_number
+from transforms.records.reasons import (BAD_TABLE_NAME, EMPTY_VALUE, MISSING_TABLE, NOT_OBJECT,
+                                        SKIP_EMPTY, SKIP_TOMBSTONE, TOO_LARGE, UNENCODABLE,
+                                        UNMAPPED_TOPIC, BAD_ENVELOPE, Reject, Skip, json_error,
+                                        json_type)
+from transforms.records.routing import NAME_RE, Routing
+from transforms.stream_load.config import DORIS_DELETE_SIGN, STARROCKS_OP, TARGETS
+from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE, OP_UPSERT, ChunkRead,
+                              DeadLetter, KafkaChunk, KafkaRecord, Row)
+
+__all__ = ['RecordParser', 'ParsedChunk', 'CDC_FORMATS', 'DEFAULT_MAX_RECORD_BYTES']
+
+_LOGGER = logging.getLogger('transforms.records')
+
+CDC_FORMATS = ('none', 'debezium', 'canal', 'maxwell', 'auto')
+DEFAULT_MAX_RECORD_BYTES = 10 * 1024 * 1024
+
+
+class ParsedChunk(NamedTuple):
+  """What ``RecordParser.parse_chunk`` makes of one ``KafkaChunk``.
+
+  Attributes:
+    rows_by_table: table -> rows in Kafka order (dict in first-seen order).
+    dead_letters: one per rejected record, in Kafka order.
+    chunk_read: the chunk's offsets and its count of rows + dead letters.
+    records_parsed: records that produced at least one row.
+    deletes: rows with ``op == 'delete'``.
+    skipped: skip code -> number of records that produced nothing.
+    dead_letter_codes: reason code -> number of dead letters.
+  """
+  rows_by_table: Dict[str, List[Row]]
+  dead_letters: List[DeadLetter]
+  chunk_read: ChunkRead
+  records_parsed: int
+  deletes: int
+  skipped: Dict[str, int]
+  dead_letter_codes: Dict[str, int]
+
+
+class RecordParser:
+  """Parses Kafka records into rows; pure Python, no Beam.
+
+  Args:
+    routing: where rows go.
+    cdc: ``'none'`` (plain JSON objects, or arrays of objects), ``'debezium'``,
+      ``'canal'``, ``'maxwell'``, or ``'auto'`` (detect the envelope per record;
+      values that are no known envelope are plain rows).
+    target: ``'doris'`` (CDC rows get ``__DORIS_DELETE_SIGN__`` 0/1) or
+      ``'starrocks'`` (CDC rows get ``__op`` 0/1).
+    sequence_columns: table (``"db.tbl"``, or bare with ``default_database``)
+      -> sequence column; rows lacking it get their Kafka offset.
+    max_record_bytes: larger values are dead-lettered unparsed.
+
+  Raises:
+    ValueError: on a bad configuration, naming the flag and value.
+  """
+
+  def __init__(self,
+               routing: Routing,
+               cdc: str = 'none',
+               target: str = 'doris',
+               sequence_columns: Optional[Mapping[str, str]] = None,
+               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    if not isinstance(routing, Routing):
+      raise ValueError(f'routing: expected a Routing, got {routing!r}')
+    if cdc not in CDC_FORMATS:
+      raise ValueError(f'--cdc_format: expected one of {"|".join(CDC_FORMATS)}, got {cdc!r}')
+    if target not in TARGETS:
+      raise ValueError(f'--target: expected one of {"|".join(TARGETS)}, got {target!r}')
+    if cdc == 'none' and routing.from_envelope:
+      raise ValueError('plain JSON records (--cdc_format none) need one of --table, '
+                       '--topic_table_map, --table_field')
+    if (isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int)
+        or max_record_bytes <= 0):
+      raise ValueError(f'--max_record_bytes: expected a positive integer, '
+                       f'got {max_record_bytes!r}')
+    seq: Dict[str, str] = {}
+    for table, column in (sequence_columns or {}).items():
+      qualified = routing.qualify(table)
+      if qualified is None:
+        raise ValueError(f'sequence column: bad table name {table!r}: expected "db.tbl"')
+      if not isinstance(column, str) or not column:
+        raise ValueError(f'sequence column of {table!r}: expected a column name, got {column!r}')
+      seq[qualified] = column
+    self.routing = routing
+    self.cdc = cdc
+    self.target = target
+    self.sequence_columns = seq
+    self.max_record_bytes = max_record_bytes
+    self._op_field = DORIS_DELETE_SIGN if target == 'doris' else STARROCKS_OP
+    # Validated table names seen in --table_field values or envelopes.
+    self._qualified: Dict[Tuple[Any, Any], Optional[str]] = {}
+
+  # -- chunks ----------------------------------------------------------------
+
+  def parse_chunk(self, chunk: KafkaChunk) -> ParsedChunk:
+    """Parses all records of ``chunk``.
+
+    Returns:
+      A ``ParsedChunk``; ``chunk_read.count`` = rows + dead letters.
+    """
+    rows_by_table: Dict[str, List[Row]] = {}
+    dead_letters: List[DeadLetter] = []
+    skipped: Dict[str, int] = {}
+    codes: Dict[str, int] = {}
+    parsed = deletes = count = 0
+    # The chunk is one topic, so fixed and per-topic routes resolve once.
+    routing = self.routing
+    if routing.table is not None:
+      chunk_table: Optional[str] = routing.table
+    elif routing.topic_table_map is not None:
+      chunk_table = routing.topic_table_map.get(chunk.topic)
+    else:
+      chunk_table = None
+    for record in chunk.records:
+      try:
+        rows = self._parse_record(record, chunk_table)
+      except Reject as e:
+        dead_letters.append(_dead_letter(record, e, chunk_table))
+        codes[e.code] = codes.get(e.code, 0) + 1
+        count += 1
+        continue
+      except Skip as e:
+        skipped[e.code] = skipped.get(e.code, 0) + 1
+        _LOGGER.debug('Skipped record %s/%d@%d (%s): %s', record.topic, record.partition,
+                      record.offset, e.code, e.detail)
+        continue
+      parsed += 1
+      for row in rows:
+        bucket = rows_by_table.get(row.table)
+        if bucket is None:
+          rows_by_table[row.table] = [row]
+        else:
+          bucket.append(row)
+        if row.op == OP_DELETE:
+          deletes += 1
+      count += len(rows)
+    return ParsedChunk(
+        rows_by_table=rows_by_table,
+        dead_letters=dead_letters,
+        chunk_read=ChunkRead(chunk.topic, chunk.partition, chunk.first_offset,
+                             chunk.next_offset, count),
+        records_parsed=parsed,
+        deletes=deletes,
+        skipped=skipped,
+        dead_letter_codes=codes)
+
+  # -- records ---------------------------------------------------------------
+
+  def parse_record(self, record: KafkaRecord) -> List[Row]:
+    """Parses one record (for tests and plain loops).
+
+    Raises:
+      ValueError: the record would be dead-lettered (message = the reason).
+    """
+    routing = self.routing
+    if routing.table is not None:
+      table = routing.table
+    elif routing.topic_table_map is not None:
+      table = routing.topic_table_map.get(record.topic)
+    else:
+      table = None
+    try:
+      return self._parse_record(record, table)
+    except Reject as e:
+      raise ValueError(str(e)) from None
+    except Skip:
+      return []
+
+  def _parse_record(self, record: KafkaRecord, chunk_table: Optional[str]) -> List[Row]:
+    rows = self._record_rows(record, chunk_table)
+    if len(rows) > 1:
+      # (offset, part) places each row of a multi-row record exactly.
+      rows = [row._replace(part=part) for part, row in enumerate(rows)]
+    return rows
+
+  def _record_rows(self, record: KafkaRecord, chunk_table: Optional[str]) -> List[Row]:
+    value = record.value
+    if not value:
+      if self.cdc in ('debezium', 'auto'):
+        # Debezium follows each delete with a null-value tombstone for log compaction.
+        raise Skip(SKIP_TOMBSTONE, 'tombstone (null value)')
+      raise Reject(EMPTY_VALUE, 'null value' if value is None else 'empty value')
+    if chunk_table is None and self.routing.topic_table_map is not None:
+      raise Reject(UNMAPPED_TOPIC, f'topic {record.topic!r} is not in --topic_table_map')
+    if len(value) > self.max_record_bytes:
+      raise Reject(TOO_LARGE, f'record of {len(value)} bytes is larger than '
+                    f'max_record_bytes={self.max_record_bytes}')
+    try:
+      obj = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+      raise json_error(value, e) from None
+
+    rows = self._map(obj, value, record, chunk_table)
+    # orjson reads numbers as 64-bit ints or doubles: a DECIMAL(38, 10) or a
+    # 20-digit integer loses digits when a row is encoded again (raw rows are
+    # sent as they came). Rare, so detect it afterwards and re-parse exactly;
+    # the first test is a C-speed scan for a run of 16 digits or dots.
+    if rows and rows[-1].raw is None and LONG_NUMBER in value.translate(NUMBER_CHARS):
+      try:
+        if any(has_inexact_number(row.fields) for row in rows):
+          return self._map(exact_loads(value), value, record, chunk_table)
+      except (RecursionError, ValueError) as e:  # nesting deeper than the json module takes.
+        _LOGGER.warning('Record %s/%d@%d: long numbers kept as doubles (%s)', record.topic,
+                        record.partition, record.offset, e)
+    return rows
+
+  def _map(self, obj: Any, value: bytes, record: KafkaRecord,
+           chunk_table: Optional[str]) -> List[Row]:
+    fmt = self.cdc
+    if type(obj) is dict:
+      kind = fmt if fmt != 'auto' else cdc.detect_envelope(obj)
+      if kind == cdc.PLAIN:
+        return [self._plain_row(obj, value, record, chunk_table)]
+      if kind == cdc.DEBEZIUM:
+        return cdc.debezium(self, obj, record, chunk_table)
+      if kind == cdc.CANAL:
+        return cdc.canal(self, obj, record, chunk_table)
+      return cdc.maxwell(self, obj, record, chunk_table)
+    if type(obj) is list and fmt in ('none', 'auto'):
+      return self._plain_array(obj, record, chunk_table)
+    expected = ('a JSON object or an array of objects' if fmt in ('none', 'auto')
+                else 'a JSON object')
+    raise Reject(NOT_OBJECT, f'expected {expected}, got {json_type(obj)}')
+
+  def _plain_row(self, obj: dict, value: bytes, record: KafkaRecord,
+                 chunk_table: Optional[str]) -> Row:
+    table = chunk_table if chunk_table is not None else self._table_from_field(obj)
+    column = self.sequence_columns.get(table) if self.sequence_columns else None
+    if column is not None and column not in obj:
+      obj[column] = record.offset
+      return Row(table, obj, OP_UPSERT, record.topic, record.partition, record.offset,
+                 _encoded_size(obj), None)
+    # Valid JSON has newlines only as whitespace; the sink splits NDJSON on them.
+    raw = value if b'\n' not in value else None
+    return Row(table, obj, OP_UPSERT, record.topic, record.partition, record.offset,
+               len(value), raw)
+
+  def _plain_array(self, items: list, record: KafkaRecord,
+                   chunk_table: Optional[str]) -> List[Row]:
+    if not items:
+      raise Skip(SKIP_EMPTY, 'empty JSON array')
+    for i, item in enumerate(items):
+      if type(item) is not dict:
+        raise Reject(NOT_OBJECT, f'array element {i} is {json_type(item)}, '
+                      f'expected a JSON object')
+    rows = []
+    for item in items:
+      table = chunk_table if chunk_table is not None else self._table_from_field(item)
+      rows.append(self.make_row(table, item, OP_UPSERT, record, cdc=False))
+    return rows
+
+  def make_row(self, table: str, fields: dict, op: str, record: KafkaRecord, cdc: bool) -> Row:
+    if cdc:
+      fields[self._op_field] = 1 if op == OP_DELETE else 0
+    if self.sequence_columns:
+      column = self.sequence_columns.get(table)
+      if column is not None and column not in fields:
+        fields[column] = record.offset
+    return Row(table, fields, op, record.topic, record.partition, record.offset,
+               _encoded_size(fields), None)
+
+  # -- routing ---------------------------------------------------------------
+
+  def _table_from_field(self, fields: dict) -> str:
+    field = self.routing.table_field
+    if field is None:  # cdc='auto' without routing flags met a plain record.
+      raise Reject(MISSING_TABLE, 'no CDC envelope recognised and no --table, '
+                    '--topic_table_map or --table_field for plain records')
+    if field not in fields:
+      raise Reject(MISSING_TABLE, f'no field {field!r} (--table_field) in the record')
+    return self._qualify(fields[field], None, f'field {field!r}')
+
+  def _qualify(self, name: Any, database: Any, where: str) -> str:
+    key = (name, database)
+    try:
+      table = self._qualified[key]
+    except (KeyError, TypeError):  # TypeError: unhashable (list, dict) value.
+      table = self.routing.qualify(name, database)
+      if len(self._qualified) < 10000:
+        try:
+          self._qualified[key] = table
+        except TypeError:
+          pass
+    if table is None:
+      if (isinstance(name, str) and '.' not in name and database is None
+          and self.routing.default_database is None and NAME_RE.match(name)):
+        raise Reject(BAD_TABLE_NAME, f'{where}: table {name!r} has no database '
+                      f'and --default_database is not set')
+      full = f'{database}.{name}' if database is not None else name
+      raise Reject(BAD_TABLE_NAME, f'{where}: bad table name {full!r}: expected '
+                    f'"db.tbl" of letters, digits and _')
+    return table
+
+  def envelope_table(self, chunk_table: Optional[str], image: dict, database: Any,
+                 table: Any, where: str) -> str:
+    if chunk_table is not None:
+      return chunk_table
+    if self.routing.table_field is not None:
+      return self._table_from_field(image)
+    if table is None:
+      raise Reject(MISSING_TABLE, f'no table in the {where} and no --table, '
+                    f'--topic_table_map or --table_field')
+    if not isinstance(table, str) or (database is not None and not isinstance(database, str)):
+      raise Reject(BAD_ENVELOPE, f'{where}: database/table must be strings, '
+                    f'got {database!r}/{table!r}')
+    return self._qualify(table, database, where)
+
+
+
+def _encoded_size(fields: dict) -> int:
+  """Byte length of the row's JSON encoding."""
+  try:
+    return len(orjson.dumps(fields))
+  except orjson.JSONEncodeError as e:  # orjson writes at most 254 levels of nesting.
+    raise Reject(UNENCODABLE, f'row cannot be encoded as JSON again: {e}') from None
+
+
+
+def _dead_letter(record: KafkaRecord, error: Reject, table: Optional[str]) -> DeadLetter:
+  payload = record.value
+  if payload is not None and len(payload) > MAX_DEAD_LETTER_PAYLOAD_BYTES:
+    payload = payload[:MAX_DEAD_LETTER_PAYLOAD_BYTES]
+  return DeadLetter(stage='parse', reason=str(error), topic=record.topic,
+                    partition=record.partition, offset=record.offset,
+                    table=error.table if error.table is not None else table,
+                    payload=payload)
+

@@ -1,0 +1,142 @@
+"""``ParseRecords``: the Beam face of ``RecordParser``.
+
+``KafkaChunk``s in; per-table row lists, dead letters and chunk reads out.
+The DoFn only emits the parser's results and updates the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import DoOutputsTuple, TaggedOutput
+
+from transforms import metrics
+from transforms.records.parser import DEFAULT_MAX_RECORD_BYTES, RecordParser
+from transforms.records.reasons import REASON_CODES, SKIP_CODES
+from transforms.records.routing import Routing
+from transforms.types import KafkaChunk
+
+__all__ = ['ParseRecords']
+
+_LOGGER = logging.getLogger('transforms.records')
+
+
+class _ParseRecordsFn(beam.DoFn):
+  """Emits ``RecordParser.parse_chunk``'s results and updates the metrics."""
+
+  def __init__(self, parser: RecordParser):
+    self._parser = parser
+    self._records = Metrics.counter(metrics.NAMESPACE, 'records_parsed')
+    self._rows = Metrics.counter(metrics.NAMESPACE, 'rows_parsed')
+    self._dead_letters = Metrics.counter(metrics.NAMESPACE, 'dead_letters')
+    self._deletes = Metrics.counter(metrics.NAMESPACE, 'cdc_deletes')
+    self._skipped = Metrics.counter(metrics.NAMESPACE, 'skipped_records')
+    self._by_code = {code: Metrics.counter(metrics.NAMESPACE, f'dead_letters_{code}')
+                     for code in REASON_CODES}
+    self._by_skip = {code: Metrics.counter(metrics.NAMESPACE, f'skipped_{code}')
+                     for code in SKIP_CODES}
+
+  def process(self, chunk: KafkaChunk) -> Iterable[Any]:
+    result = self._parser.parse_chunk(chunk)
+    rows = 0
+    for table, table_rows in result.rows_by_table.items():
+      rows += len(table_rows)
+      yield table, table_rows
+    for dead_letter in result.dead_letters:
+      yield TaggedOutput(ParseRecords.DEAD_LETTERS, dead_letter)
+    yield TaggedOutput(ParseRecords.CHUNK_READS, result.chunk_read)
+    if result.records_parsed:
+      self._records.inc(result.records_parsed)
+    if rows:
+      self._rows.inc(rows)
+    if result.deletes:
+      self._deletes.inc(result.deletes)
+    if result.dead_letters:
+      self._dead_letters.inc(len(result.dead_letters))
+      for code, n in result.dead_letter_codes.items():
+        self._by_code[code].inc(n)
+      _LOGGER.warning('%d dead letter(s) in %s/%d [%d, %d): first: %s', len(result.dead_letters),
+                      chunk.topic, chunk.partition, chunk.first_offset, chunk.next_offset,
+                      result.dead_letters[0].reason)
+    if result.skipped:
+      self._skipped.inc(sum(result.skipped.values()))
+      for code, n in result.skipped.items():
+        self._by_skip[code].inc(n)
+
+
+class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]):
+  """Parses ``KafkaChunk``s into per-table row lists, dead letters and chunk reads.
+
+  Output (a ``DoOutputsTuple``):
+
+  * ``rows`` (main): ``(table, [Row, ...])``, one per table per input chunk,
+    rows in Kafka order.
+  * ``dead_letters``: ``DeadLetter(stage='parse', reason='<code>: <detail>',
+    ...)`` with the record's topic/partition/offset and its raw value
+    (truncated to 64 KiB). Codes: ``too_large``, ``empty_value``,
+    ``invalid_utf8``, ``invalid_json``, ``not_object``, ``missing_table``,
+    ``unmapped_topic``, ``bad_table_name``, ``bad_envelope``, ``unencodable``
+    (a row nested deeper than orjson writes, when it must be encoded again).
+  * ``chunk_reads``: one ``ChunkRead`` per input chunk; ``count`` = rows +
+    dead letters made from it (each acknowledges one unit later).
+
+  Example::
+
+    parsed = chunks | ParseRecords(Routing(table='db.events'))
+    parsed.rows | BatchPerTable(...)
+    parsed.dead_letters | WriteDeadLetters(...)
+    parsed.chunk_reads | CommitOffsets(...)
+
+  Args:
+    routing: a ``Routing`` (``--table`` | ``--topic_table_map`` |
+      ``--table_field``; none for CDC envelopes naming their table).
+    cdc: ``'none'`` | ``'debezium'`` | ``'canal'`` | ``'maxwell'`` | ``'auto'``.
+    target: ``'doris'`` | ``'starrocks'``: the delete marker CDC rows carry
+      (``__DORIS_DELETE_SIGN__`` or ``__op``, 0 = upsert, 1 = delete).
+    sequence_columns: table -> sequence column filled with the Kafka offset
+      where a row lacks it (keys must stay in one partition).
+    max_record_bytes: larger records are dead-lettered.
+
+  Raises:
+    ValueError: on a bad configuration, naming the flag and value.
+  """
+  ROWS = 'rows'
+  DEAD_LETTERS = 'dead_letters'
+  CHUNK_READS = 'chunk_reads'
+
+  def __init__(self,
+               routing: Routing,
+               cdc: str = 'none',
+               target: str = 'doris',
+               sequence_columns: Optional[Mapping[str, str]] = None,
+               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    super().__init__()
+    self._parser = RecordParser(routing, cdc=cdc, target=target,
+                                sequence_columns=sequence_columns,
+                                max_record_bytes=max_record_bytes)
+
+  def expand(self, chunks: beam.PCollection[KafkaChunk]) -> DoOutputsTuple:
+    return chunks | 'ParseChunks' >> beam.ParDo(_ParseRecordsFn(self._parser)).with_outputs(
+        self.DEAD_LETTERS, self.CHUNK_READS, main=self.ROWS)
+
+  def display_data(self):
+    parser = self._parser
+    routing = parser.routing
+    data = {
+        'cdc': parser.cdc,
+        'target': parser.target,
+        'max_record_bytes': parser.max_record_bytes,
+    }
+    if routing.table is not None:
+      data['table'] = routing.table
+    if routing.topic_table_map is not None:
+      data['topic_table_map'] = ','.join(f'{t}={n}' for t, n in routing.topic_table_map.items())
+    if routing.table_field is not None:
+      data['table_field'] = routing.table_field
+    if parser.sequence_columns:
+      data['sequence_columns'] = ','.join(f'{t}={c}' for t, c in parser.sequence_columns.items())
+    return data
+

@@ -1,0 +1,36 @@
+"""Stream Load into Doris and StarRocks: the client (usable without Beam) and the sink.
+
+One job per module: ``config`` (settings, validated once), ``errors`` (the
+taxonomy, by whose fault), ``classify`` (server messages -> errors),
+``transport`` (pooled HTTP, FE rotation, FE -> BE redirect), ``transactions``
+(labels, 2PC, StarRocks's transaction API), ``client`` (``StreamLoadClient``),
+``bodies`` (request bodies), ``labels``, ``loader`` (one batch, bisecting
+bad data), ``scheduler`` (per-key ordering), ``sink`` (``WriteToStreamLoad``).
+"""
+
+from transforms.stream_load.client import StreamLoadClient
+from transforms.stream_load.config import StreamLoadConfig, TableLoadOptions
+from transforms.stream_load.errors import (AuthenticationError, ClusterFaultError,
+                                           DataQualityError, RetriesExhaustedError,
+                                           RetryableLoadError, RowFaultError, StreamLoadError,
+                                           StreamLoadUnavailableError, TableNotFoundError)
+from transforms.stream_load.outcome import LoadOutcome
+from transforms.stream_load.sink import StreamLoadWriteResult, WriteToStreamLoad
+
+__all__ = [
+    'AuthenticationError',
+    'ClusterFaultError',
+    'DataQualityError',
+    'LoadOutcome',
+    'RetriesExhaustedError',
+    'RetryableLoadError',
+    'RowFaultError',
+    'StreamLoadClient',
+    'StreamLoadConfig',
+    'StreamLoadError',
+    'StreamLoadUnavailableError',
+    'StreamLoadWriteResult',
+    'TableLoadOptions',
+    'TableNotFoundError',
+    'WriteToStreamLoad',
+]

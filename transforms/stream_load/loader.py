@@ -1,0 +1,172 @@
+"""``BatchLoader``: one batch from rows to a finished load; no Beam.
+
+For each batch: encode the body (once, orjson, Kafka bytes reused), derive
+its label, write it ahead to the load journal (exactly-once), load it, mark
+it loaded.  With Doris's default ``max_filter_ratio`` of 0 one bad row fails
+the whole batch: rather than dead-letter 10,000 good rows with it, the batch
+is halved and each half loaded under its own label, down to the rows the
+server really rejects, within ``MAX_BISECT_LOADS`` loads per batch.
+
+Failures by whose fault (``errors``): the rows' (``RowFaultError``) are
+reported for dead letters; the cluster's (``ClusterFaultError``) raise
+``StreamLoadUnavailableError``, which fails the bundle so no offset moves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+from transforms import metrics
+from transforms.delivery.entries import JournalEntry, ranges_of
+from transforms.delivery.journal import JournalUnavailableError, LoadJournal
+from transforms.stream_load.bodies import EncodedBatch, encode_rows
+from transforms.stream_load.client import StreamLoadClient
+from transforms.stream_load.config import (DORIS, DORIS_DELETE_SIGN, STARROCKS_OP,
+                                           TableLoadOptions)
+from transforms.stream_load.errors import (ClusterFaultError, DataQualityError, RowFaultError,
+                                           StreamLoadUnavailableError)
+from transforms.stream_load.labels import make_label
+from transforms.stream_load.outcome import LoadOutcome
+from transforms.types import Row, column_names, offsets_of
+
+__all__ = ['BatchLoader', 'BatchReport', 'MAX_BISECT_LOADS']
+
+_LOGGER = logging.getLogger('transforms.stream_load')
+
+MAX_BISECT_LOADS = 64
+
+
+class BatchReport(NamedTuple):
+  """What became of a batch: rows that could not be encoded, and each load.
+
+  ``pieces`` holds ``(rows, outcome, None)`` for each load that succeeded and
+  ``(rows, None, error)`` for rows that failed through their own fault.
+  """
+  encode_failures: List[Tuple[Row, str]]
+  pieces: List[Tuple[List[Row], Optional[LoadOutcome], Optional[RowFaultError]]]
+
+
+class BatchLoader:
+  """Loads batches of one worker (thread-safe: flush threads share it).
+
+  Args:
+    client: the worker's client.
+    journal: the load journal (exactly-once), or None (at-least-once).
+    group: the consumer group, recorded in journal entries.
+    label_prefix: the pipeline's label prefix.
+    table_options: per-table Stream Load options.
+    table_limits: per-table ``(shards, key_columns)``, recorded in journal entries.
+  """
+
+  def __init__(self, client: StreamLoadClient, journal: Optional[LoadJournal], group: str,
+               label_prefix: str, table_options: Mapping[str, TableLoadOptions],
+               table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]]):
+    self._client = client
+    self._journal = journal
+    self._group = group
+    self._label_prefix = label_prefix
+    self._table_options = dict(table_options)
+    self._sharding = dict(table_sharding)
+    self._target = client.config.target
+
+  def encode(self, rows: List[Row]) -> EncodedBatch:
+    """The body of ``rows`` (done on the bundle thread, while loads are on the wire)."""
+    return encode_rows(rows, as_array=self._target != DORIS)
+
+  def load(self, key: Any, table: str, rows: List[Row],
+           encoded: Optional[EncodedBatch] = None) -> BatchReport:
+    """Loads ``rows`` (bisecting on rejected data); see the module docstring.
+
+    Raises:
+      StreamLoadUnavailableError: the cluster (or the journal) is unusable.
+    """
+    report = BatchReport([], [])
+    self._load_rows(key, table, rows, report, [MAX_BISECT_LOADS], encoded)
+    return report
+
+  def _load_rows(self, key: Any, table: str, rows: List[Row], report: BatchReport,
+                 budget: List[int], encoded: Optional[EncodedBatch] = None) -> None:
+    if encoded is None:
+      encoded = self.encode(rows)
+    if encoded.failed:
+      failed = {index for index, _ in encoded.failed}
+      report.encode_failures.extend((rows[index], reason) for index, reason in encoded.failed)
+      rows = [row for index, row in enumerate(rows) if index not in failed]
+      if not rows:
+        return
+    label = make_label(self._label_prefix_for(table), table, offsets_of(rows), body=encoded.body)
+    entry = self._journal_entry(key, table, label, rows)
+    budget[0] -= 1
+    try:
+      if entry is not None:
+        self._journal.write_ahead(entry)
+      outcome = self._client.load(table, encoded.body, label, rows=encoded.rows,
+                                  options=self._table_options.get(table),
+                                  extra_headers=self._special_column_headers(table, rows))
+    except DataQualityError as error:
+      if len(rows) > 1 and budget[0] >= 2:
+        _LOGGER.warning('stream load rejected data: table=%s rows=%d; splitting the batch to '
+                        'isolate the bad rows (%s)', table, len(rows), error)
+        middle = len(rows) // 2
+        self._load_rows(key, table, rows[:middle], report, budget)
+        self._load_rows(key, table, rows[middle:], report, budget)
+        return
+      metrics.LOAD_FAILURES.labels(table).inc()
+      report.pieces.append((rows, None, error))
+      return
+    except RowFaultError as error:
+      metrics.LOAD_FAILURES.labels(table).inc()
+      report.pieces.append((rows, None, error))
+      return
+    except ClusterFaultError as error:
+      # The rows are fine and must not be dead-lettered: their offsets would
+      # be committed and they would never load.  Fail the bundle instead.
+      metrics.LOAD_FAILURES.labels(table).inc()
+      raise StreamLoadUnavailableError(
+          f'{table}: cannot load {len(rows)} rows, the cluster is not usable: {error}',
+          table=table, label=error.label, status=error.status) from error
+    except JournalUnavailableError as error:
+      raise StreamLoadUnavailableError(f'{table}: cannot load {len(rows)} rows: {error}',
+                                       table=table, label=label, status='journal') from error
+    if entry is not None:
+      self._journal.mark_loaded(entry)
+    metrics.observe_load(table, outcome.load_ms / 1000.0, outcome.loaded_rows,
+                         outcome.filtered_rows, outcome.load_bytes)
+    report.pieces.append((rows, outcome, None))
+
+  def _journal_entry(self, key: Any, table: str, label: str,
+                     rows: List[Row]) -> Optional[JournalEntry]:
+    if self._journal is None:
+      return None
+    ranges = ranges_of(rows)
+    if not ranges:  # rows that did not come from Kafka: nothing to replay
+      return None
+    shards, key_columns = self._sharding.get(table, (1, ()))
+    shard = key[1] if isinstance(key, tuple) and len(key) > 1 else 0
+    return JournalEntry(label=label, group=self._group, table=table, shard=shard, shards=shards,
+                        key_columns=tuple(key_columns), ranges=tuple(ranges), rows=len(rows))
+
+  def _label_prefix_for(self, table: str) -> str:
+    options = self._table_options.get(table)
+    return (options.label_prefix if options is not None else None) or self._label_prefix
+
+  def _special_column_headers(self, table: str, rows: List[Row]) -> Dict[str, str]:
+    """Headers for the hidden delete columns, looking at every row of the batch.
+
+    Doris: ``hidden_columns: __DORIS_DELETE_SIGN__`` when any row carries it
+    (rows without it default to 0, an upsert).  StarRocks: a ``columns``
+    list with ``__op`` and every column any row has.
+    """
+    options = self._table_options.get(table)
+    if options is not None and options.columns:
+      return {}
+    marker = DORIS_DELETE_SIGN if self._target == DORIS else STARROCKS_OP
+    seen: Dict[str, None] = {}
+    for row in rows:
+      seen.update(dict.fromkeys(column_names(row)))
+    if marker not in seen:
+      return {}
+    if self._target == DORIS:
+      return {'hidden_columns': DORIS_DELETE_SIGN}
+    return {'columns': ','.join(f'`{name}`' for name in seen)}
