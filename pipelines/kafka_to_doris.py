@@ -65,15 +65,29 @@ def runs_locally(options: PipelineOptions) -> bool:
   return options.view_as(StandardOptions).runner in _DIRECT_RUNNERS
 
 
+def peak_rss_mb() -> float:
+  """This process's peak resident memory (its own: VmHWM, not inherited through fork)."""
+  try:
+    with open('/proc/self/status', encoding='ascii') as status:
+      for line in status:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  import resource  # pylint: disable=import-outside-toplevel
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class RunSummary:
-  """What a finished run did: Beam counters and wall time."""
+  """What a finished run did: Beam counters, wall time and peak memory."""
 
   def __init__(self, totals: Dict[str, int], per_table: Dict[str, Dict[str, int]],
-               elapsed_secs: float, drained: bool = False):
+               elapsed_secs: float, drained: bool = False, peak_rss: float = 0.0):
     self.totals = totals
     self.per_table = per_table
     self.elapsed_secs = elapsed_secs
     self.drained = drained
+    self.peak_rss_mb = peak_rss
 
   @classmethod
   def of(cls, result, elapsed_secs: float, drained: bool = False) -> 'RunSummary':
@@ -91,7 +105,7 @@ class RunSummary:
         table[key.namespace] = table.get(key.namespace, 0) + value
       elif key.namespace == metrics.NAMESPACE:
         totals[key.name] = totals.get(key.name, 0) + value
-    return cls(totals, per_table, elapsed_secs, drained)
+    return cls(totals, per_table, elapsed_secs, drained, peak_rss_mb())
 
   def tables(self) -> List[str]:
     return sorted(self.per_table)
@@ -111,7 +125,8 @@ class RunSummary:
     out = [f'summary: {how}{t.get("rows_loaded", 0)} rows loaded in {t.get("batches_loaded", 0)} '
            f'loads, {t.get("rows_filtered", 0)} filtered, {t.get("dead_letters_written", 0)} dead '
            f'letters, {t.get("rows_already_loaded", 0)} rows skipped as already loaded, '
-           f'{t.get("bytes_loaded", 0) / 1e6:.1f} MB in {self.elapsed_secs:.1f} s']
+           f'{t.get("bytes_loaded", 0) / 1e6:.1f} MB in {self.elapsed_secs:.1f} s, peak RSS '
+           f'{self.peak_rss_mb:.0f} MB']
     for table in self.tables():
       out.append(f'  {table}: {self.rows_loaded(table)} rows in {self.loads(table)} loads')
     return out
