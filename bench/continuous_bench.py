@@ -5,8 +5,8 @@ Kafka (librdkafka's mock cluster) and the local Stream Load server (count-only),
 
   * limits: a streaming job (no ``--stop_at_end``) fed ``--rate`` records/s of 1 KB for
     ``--secs`` seconds with ``--batch_rows=10000 --batch_interval_secs=10``, then stopped with
-    SIGTERM (it drains).  The ideal is one load per interval while rows arrive, plus the drain's;
-    the job must exit 0.
+    SIGTERM (it drains: every record read is loaded and committed, and it exits 0).  The ideal
+    is one load per 10,000 rows or per 10 s of arrivals, whichever limit comes first.
   * memory: bounded runs (``--stop_at_end``, default flags) over a backlog of 1x and 3x
     ``--backlog_mb`` MB of 1 KB records; the peak RSS the job reports (its VmHWM).
 
