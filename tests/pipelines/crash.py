@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import threading
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -227,3 +228,37 @@ class CrashScenario:
     duplicated = [i for i, n in counts.items() if n > 1]
     return {'duplicated_events': len(duplicated),
             'extra_event_rows': sum(counts.values()) - len(counts)}
+
+
+class LiveFeed:
+  """Produces events and user updates into a scenario's topics while a job runs (a thread).
+
+  Rounds of ``events_per_round`` events (a multiple of the partitions, so the event -> offset
+  mapping of ``CrashScenario`` holds) and ``users_per_round`` user updates, about every
+  ``pause_secs``, until stopped.
+  """
+
+  def __init__(self, scenario: CrashScenario, events_per_round: int = 200,
+               users_per_round: int = 40, pause_secs: float = 0.1):
+    assert events_per_round % scenario.kafka.num_partitions == 0
+    self._scenario = scenario
+    self._events = events_per_round
+    self._users = users_per_round
+    self._pause = pause_secs
+    self._stopping = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self.rounds = 0
+
+  def _run(self) -> None:
+    while not self._stopping.is_set():
+      self._scenario.produce(self._events, self._users, 0)
+      self.rounds += 1
+      self._stopping.wait(self._pause)  # pacing the producer, not synchronising with the job
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stopping.set()
+    self._thread.join(timeout=60)

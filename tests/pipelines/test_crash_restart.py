@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, start_cli
-from tests.pipelines.crash import (WAIT_SECS, CrashScenario, be_load_requests,
-                                     fe_load_requests, loaded_rows, server_is_quiet, wait_for)
+from tests.pipelines.crash import (WAIT_SECS, CrashScenario, LiveFeed, be_load_requests,
+                                   fe_load_requests, loaded_rows, server_is_quiet, wait_for)
 from tests.pipelines.helpers import (assert_users_hold, event, event_bytes, event_counts, user,
                                         user_bytes)
 
@@ -123,6 +123,36 @@ def test_kill_after_loads_before_the_offset_commit_then_restart(
     assert max(counts.values()) <= 2  # re-sent at most once: the window at-least-once leaves
     assert resent_users  # ... absorbed by the unique key
   assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
+
+
+@pytest.mark.parametrize('delivery, seed', [('exactly_once', 11), ('exactly_once', 12),
+                                            ('at_least_once', 13)])
+def test_a_live_job_killed_while_records_arrive_then_run_to_the_end(
+    kafka_cluster, make_stream_load_server, tmp_path, delivery, seed):
+  """The acceptance scenario: a streaming job (time-based flushes, records still arriving) is
+  SIGKILLed three times at seeded random moments while it loads, restarted after each kill, then
+  run with --stop_at_end.  Exactly-once: the duplicate-key table holds every event once; the
+  unique-key tables hold the newest version of each key; offsets are committed to the end."""
+  rng = random.Random(seed)
+  server = make_stream_load_server(num_bes=2)
+  scenario = CrashScenario(kafka_cluster, server, tmp_path, n_events=2000, n_users=200,
+                           n_orders=100, batch_rows=300, batch_interval_secs=1,
+                           delivery_guarantee=delivery)
+  with LiveFeed(scenario) as feed:
+    for kill in range(3):
+      proc = scenario.start(streaming=True)
+      loads = len(server.loads)
+      # Mid-operation: the job has loaded since it started (read, batched, committed some).
+      wait_for(lambda: len(server.loads) >= loads + 2, f'run {kill} loading', proc=proc)
+      time.sleep(rng.random() * 1.5)  # a random moment, not a synchronisation
+      assert scenario.kill(proc, f'live kill {kill}'), 'a streaming job never ends by itself'
+    assert feed.rounds > 3, 'records kept arriving while the job ran'
+  scenario.finish()
+  result = scenario.check()
+  assert len(scenario.kills) == 3
+  print(delivery, 'kills', scenario.kills, result)
+  if delivery == 'exactly_once':
+    assert result['duplicated_events'] == 0
 
 
 def test_kill_at_random_points_of_a_bounded_run_then_restart(
