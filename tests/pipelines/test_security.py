@@ -77,7 +77,7 @@ def test_the_password_is_not_in_cli_output_metrics_dead_letters_or_errors(
 
 def test_the_password_is_not_in_debug_logs_metrics_or_the_run_summary(
     kafka_cluster, make_stream_load_server, tmp_path, caplog):
-  prometheus_client = pytest.importorskip('prometheus_client')
+  import prometheus_client
   caplog.set_level(logging.DEBUG)
   server = make_stream_load_server(password=PASSWORD)
   topic = kafka_cluster.unique_topic('metrics')
@@ -173,7 +173,7 @@ def test_authorization_goes_only_to_configured_fes_and_the_bes_they_redirect_to(
 
 @pytest.fixture(scope='module')
 def tls_files(tmp_path_factory):
-  trustme = pytest.importorskip('trustme')
+  import trustme  # the test extra: TLS is a capability the README claims
   ca = trustme.CA()
   cert = ca.issue_cert('127.0.0.1', 'localhost')
   directory = tmp_path_factory.mktemp('tls')

@@ -11,7 +11,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import timestamp
 
 from transforms.batching import BatchLimits, BatchPerTable, KeyByTable
-from transforms.sharding import shard_of as _shard_of
 from transforms.types import Row
 
 
@@ -89,17 +88,30 @@ def test_end_of_input_flushes_everything():
                 equal_to([35]))
 
 
-def test_sharding_keeps_each_key_on_one_shard():
+_KEYED = []
+
+
+def _keep_keyed(element):
+  (table, shard), rows = element
+  _KEYED.append(((table, shard), [row.fields['id'] for row in rows]))
+
+
+def test_sharding_keeps_each_key_on_one_shard_and_spreads_keys():
   limits = {'demo.hot': BatchLimits(shards=4, key_columns=('id',))}
   rows = [Row('demo.hot', {'id': i % 7, 'v': i}, 'upsert', 't', 0, i, 10) for i in range(200)]
-  shards = {}
-  for row in rows:
-    shards.setdefault(row.fields['id'], set()).add(_shard_of(row, ('id',), 4))
-  assert all(len(s) == 1 for s in shards.values())
+  _KEYED.clear()
   with BeamTestPipeline() as p:
     keyed = p | beam.Create([('demo.hot', rows)]) | KeyByTable(limits)
-    assert_that(keyed | beam.Map(lambda kv: kv[0][1]) | beam.Distinct()
-                | beam.combiners.Count.Globally(), equal_to([len({min(s) for s in shards.values()})]))
+    _ = keyed | beam.Map(_keep_keyed)
+  shards_of_key = {}
+  for (table, shard), ids in _KEYED:
+    assert table == 'demo.hot' and 0 <= shard < 4
+    for key in ids:
+      shards_of_key.setdefault(key, set()).add(shard)
+  assert sorted(shards_of_key) == list(range(7))
+  assert all(len(shards) == 1 for shards in shards_of_key.values())  # one shard per key
+  assert len({shard for shards in shards_of_key.values() for shard in shards}) > 1  # spread
+  assert sum(len(ids) for _, ids in _KEYED) == 200
 
 
 def test_limits_are_validated_with_flag_names():

@@ -77,3 +77,19 @@ def test_rows_of_one_record_in_different_batches_get_different_labels():
       'p', 'db.t', offsets, body=b'{"id":2}')
   assert make_label('p', 'db.t', offsets, body=b'{"id":1}') == make_label(
       'p', 'db.t', dict(offsets), body=b'{"id":1}')
+
+
+def test_the_label_formula_is_pinned():
+  """Golden value: a batch's label must not change across releases.  A restart after an upgrade
+  re-sends uncommitted batches; with a new formula their labels would differ and Doris would load
+  the rows again.  If this fails, the formula changed: say so in the README (upgrade notes)."""
+  rows = [Row('shop.orders', {'id': i}, 'upsert', 'orders', 3, 100 + i, 9, b'{"id":%d}' % i)
+          for i in range(3)]
+  encoded = encode_rows(rows)
+  label = make_label('orders-job', 'shop.orders', {('orders', 3): (100, 101, 102)},
+                     body=encoded.body)
+  assert label == 'orders-job-shop-orders-' + GOLDEN_DIGEST
+
+
+# Computed with the formula as released (commit 4351be5).
+GOLDEN_DIGEST = '1628215a0d6d32624ff46e08b3ef7f95'

@@ -150,11 +150,17 @@ def test_a_be_that_is_down_is_retried_elsewhere(make_stream_load_server):
   assert _count(server) == 20
 
 
-def test_two_phase_commit_makes_rows_visible_after_commit(stream_load_server):
+def test_two_phase_commit_prepares_then_commits_the_transaction(stream_load_server):
   with _client(stream_load_server, two_phase_commit=True) as client:
     outcome = client.load('demo.users', _users(12).body, 'label-2pc', rows=12)
   assert outcome.txn_id and outcome.txn_id > 0
   assert _count(stream_load_server) == 12
+  # The load was a prepare (two_phase_commit header), followed by a commit of that transaction.
+  (load,) = stream_load_server.loads
+  assert load['headers'].get('two_phase_commit') == 'true'
+  paths = [r['path'] for r in stream_load_server.request_log]
+  assert paths[-1] == '/api/demo/_stream_load_2pc'
+  assert paths.index('/api/demo/_stream_load_2pc') > paths.index('/api/demo/users/_stream_load')
 
 
 def test_starrocks_transaction_api(make_stream_load_server):
@@ -164,6 +170,11 @@ def test_starrocks_transaction_api(make_stream_load_server):
     outcome = client.load('demo.users', body, 'label-sr-txn', rows=7)
   assert outcome.status == 'Success'
   assert _count(server) == 7
+  # begin -> load -> prepare -> commit, in that order, and no plain stream load.
+  steps = [r['path'].rsplit('/', 1)[1] for r in server.request_log
+           if '/api/transaction/' in r['path'] and r['node'].startswith('fe')]
+  assert steps == ['begin', 'load', 'prepare', 'commit']
+  assert not [r for r in server.request_log if r['path'].endswith('/_stream_load')]
 
 
 def test_starrocks_plain_load(make_stream_load_server):
