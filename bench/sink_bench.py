@@ -38,7 +38,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transforms.stream_load import _WriteBatchesFn  # pylint: disable=wrong-import-position
+from transforms.stream_load.sink import _SinkSettings, _WriteBatchesFn  # pylint: disable=wrong-import-position
 from transforms.stream_load import StreamLoadConfig  # pylint: disable=wrong-import-position
 from transforms.types import Row  # pylint: disable=wrong-import-position
 
@@ -124,7 +124,9 @@ def naive_load(fe_url: str, batches: List[Tuple[str, List[dict]]]) -> None:
 def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str) -> Dict[str, int]:
   """WriteToStreamLoad's DoFn at its defaults, without a runner around it."""
   config = StreamLoadConfig(fe_nodes=(fe_url,), user='root', password=PASSWORD)
-  fn = _WriteBatchesFn(config, flush_workers=4, label_prefix=f'bench-{run}', table_options={})
+  fn = _WriteBatchesFn(_SinkSettings(config, flush_workers=4, label_prefix=f'bench-{run}',
+                                     table_options={}, table_sharding={}, journal=None,
+                                     stop_token=None))
   fn.setup()
   loaded = 0
   try:

@@ -35,6 +35,7 @@ from transforms.dead_letters import WriteDeadLetters
 from transforms.delivery import (JournalUnavailableError, LoadedRanges, SkipLoadedRows,
                                  ensure_journal_topic, recover)
 from transforms.records import ParseRecords
+from transforms.runtime import runs_in_process
 from transforms.stream_load import WriteToStreamLoad
 from transforms.types import LoadResult, acks_of_load_result
 
@@ -184,8 +185,10 @@ def load_rows(rows, config: PipelineConfig, *, parse_dead_letters=None,
     skipped = rows | 'SkipLoadedRows' >> SkipLoadedRows(loaded)
     rows, replayed_acks = skipped.rows, (skipped.acks,)
   table_limits = config.table_config.batch_limits()
+  # On the local runner everything here fuses into one stage: rows cross no pickle.
+  fused = stop_token is not None and runs_in_process(rows.pipeline)
   batches = (rows
-             | 'KeyByTable' >> KeyByTable(table_limits)
+             | 'KeyByTable' >> KeyByTable(table_limits, slim_rows=not fused)
              | 'BatchPerTable' >> BatchPerTable(config.default_limits, table_limits,
                                                 max_pending_bytes=config.max_pending_bytes,
                                                 stop_token=stop_token))

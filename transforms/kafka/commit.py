@@ -67,12 +67,17 @@ def _track(tracker: OffsetTracker, item, metrics: _CommitMetrics
 
 
 def _commit(consumer, tracker: OffsetTracker, topic: str, partition: int,
-            position: int, metrics: _CommitMetrics) -> bool:
-  """Commits ``position`` synchronously; a failure is logged, not raised."""
+            position: int, metrics: _CommitMetrics, asynchronous: bool = False) -> bool:
+  """Commits ``position``; a failure is logged, not raised.
+
+  Asynchronous commits are acknowledged later; a failure is reported by the
+  consumer's ``on_commit`` callback, and the next advance commits again
+  (commits supersede each other).
+  """
   from confluent_kafka import KafkaException, TopicPartition
   try:
     consumer.commit(offsets=[TopicPartition(topic, partition, position)],
-                    asynchronous=False)
+                    asynchronous=asynchronous)
   except KafkaException as e:
     # The next advance commits again (commits supersede each other).
     metrics.commit_failures.inc()
@@ -151,7 +156,7 @@ class _InProcessCommitOffsetsFn(beam.DoFn):
       shared = _SHARED_COMMIT_STATES.setdefault(self._state_id,
                                                 _SharedCommitState())
       if shared.consumer is None:
-        shared.consumer = new_consumer(self._config)
+        shared.consumer = new_consumer(self._config, on_commit=_on_async_commit)
       shared.users += 1
     self._shared = shared
 
@@ -164,9 +169,11 @@ class _InProcessCommitOffsetsFn(beam.DoFn):
       if shared.users == 0 and shared.consumer is not None:
         consumer, shared.consumer = shared.consumer, None
         try:
+          _commit_all(consumer, shared.trackers)
           consumer.close()
         except Exception:  # pylint: disable=broad-except
-          _LOGGER.debug('closing the commit consumer failed', exc_info=True)
+          _LOGGER.warning('the final offset commit failed; a restart re-reads from the last '
+                          'committed offsets', exc_info=True)
 
   def process(self, item):
     shared = self._shared
@@ -176,10 +183,34 @@ class _InProcessCommitOffsetsFn(beam.DoFn):
       if tracker is None:
         tracker = shared.trackers[key] = OffsetTracker()
       position = _track(tracker, item, self._metrics)
+      # Asynchronous: the commit request does not hold the read; the last
+      # positions are committed synchronously at teardown (an async commit
+      # lost in a crash only means re-reading rows the journal skips).
       if position is not None and _commit(shared.consumer, tracker,
                                           item.topic, item.partition,
-                                          position, self._metrics):
+                                          position, self._metrics, asynchronous=True):
         yield (item.topic, item.partition, position)
+
+
+def _on_async_commit(error, partitions) -> None:
+  if error is not None:
+    _LOGGER.warning('an asynchronous offset commit failed (%s); the next one supersedes it',
+                    error)
+    return
+  for tp in partitions:
+    if tp.error is not None:
+      _LOGGER.warning('committing %s[%d]@%d failed: %s', tp.topic, tp.partition, tp.offset,
+                      tp.error)
+
+
+def _commit_all(consumer, trackers: Dict[Tuple[str, int], OffsetTracker]) -> None:
+  """Commits every tracker's committed position synchronously (the last word)."""
+  from confluent_kafka import TopicPartition  # pylint: disable=import-outside-toplevel
+  offsets = [TopicPartition(topic, partition, tracker.committed)
+             for (topic, partition), tracker in sorted(trackers.items())
+             if tracker.committed is not None]
+  if offsets:
+    consumer.commit(offsets=offsets, asynchronous=False)
 
 
 def _key_by_partition(item):
@@ -188,6 +219,9 @@ def _key_by_partition(item):
 
 class CommitOffsets(beam.PTransform):
   """Commits consumer-group offsets once every row before them is finished.
+
+  (The in-process implementation commits asynchronously as it goes and
+  synchronously when it is torn down; the portable one synchronously.)
 
   The input is ``ChunkRead``s (one per chunk read; see
   :func:`chunk_read_of`) and ``OffsetAck``s from the sink (one ack unit per

@@ -59,6 +59,9 @@ _PARTITION_EOF = -191
 _PREFETCH_BUDGET_KBYTES = 64 * 1024
 _PREFETCH_KBYTES_BOUNDS = (1024, 16 * 1024)
 _PREFETCH_MIN_MESSAGES = 20000
+# librdkafka waits fetch.queue.backoff.ms (default 1 s) before fetching again for a partition
+# whose queue reached its limit: with small per-partition queues a fast reader would starve.
+_FETCH_QUEUE_BACKOFF_MS = 10
 
 
 def prefetch_kbytes(partition_count: int) -> int:
@@ -192,7 +195,8 @@ class _ReadPartitionFn(beam.DoFn):
   def _consumer_overrides(self, partition_count: int) -> Dict[str, Any]:
     overrides: Dict[str, Any] = {'enable.partition.eof': True}
     defaults = {'queued.max.messages.kbytes': prefetch_kbytes(partition_count),
-                'queued.min.messages': _PREFETCH_MIN_MESSAGES}
+                'queued.min.messages': _PREFETCH_MIN_MESSAGES,
+                'fetch.queue.backoff.ms': _FETCH_QUEUE_BACKOFF_MS}
     for key, value in defaults.items():
       if key not in self._config:
         overrides[key] = value

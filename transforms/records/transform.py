@@ -17,7 +17,7 @@ from transforms import metrics
 from transforms.records.parser import DEFAULT_MAX_RECORD_BYTES, RecordParser
 from transforms.records.reasons import REASON_CODES, SKIP_CODES
 from transforms.records.routing import Routing
-from transforms.types import KafkaChunk
+from transforms.types import KafkaChunk, RowBatch
 
 __all__ = ['ParseRecords']
 
@@ -119,7 +119,8 @@ class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]
                                 max_record_bytes=max_record_bytes)
 
   def expand(self, chunks: beam.PCollection[KafkaChunk]) -> DoOutputsTuple:
-    return chunks | 'ParseChunks' >> beam.ParDo(_ParseRecordsFn(self._parser)).with_outputs(
+    return chunks | 'ParseChunks' >> beam.ParDo(_ParseRecordsFn(self._parser)).with_output_types(
+        beam.typehints.Tuple[str, RowBatch]).with_outputs(
         self.DEAD_LETTERS, self.CHUNK_READS, main=self.ROWS)
 
   def display_data(self):
