@@ -21,7 +21,8 @@ from tests.harness import pipeline_argv, read_dead_letters, run_cli, start_cli
 from tests.pipelines.crash import (WAIT_SECS, CrashScenario, LiveFeed, be_load_requests,
                                    fe_load_requests, loaded_rows, server_is_quiet, wait_for)
 from tests.pipelines.helpers import (assert_users_hold, event, event_bytes, event_counts, user,
-                                        user_bytes)
+                                     user_bytes)
+from transforms.delivery import DEFAULT_JOURNAL_TOPIC, JournalConfig, read_journal
 
 HOLD_SECS = 3.0  # how long a held request waits on the server; the kill comes before it ends
 
@@ -30,16 +31,20 @@ def _schema_checked(server):
   return any(r['path'].endswith('/_schema') for r in server.request_log)
 
 
-def test_kill_while_reading_and_batching_then_restart_loses_nothing(
+def test_kill_after_the_write_ahead_before_the_load_then_restart_loses_nothing(
     kafka_cluster, make_stream_load_server, tmp_path):
+  """Crash point: the batch is written to the load journal and its load waits at the FE (the run
+  reads, parses and batches until then).  Recovery finds the label UNKNOWN: nothing loaded, the
+  entry is forgotten and the rows load once."""
   server = make_stream_load_server()
   scenario = CrashScenario(kafka_cluster, server, tmp_path, max_chunk_records=20)
-  # The first load waits at the FE: the run is reading, parsing and batching until then.
   server.inject_fault('slow', times=None, node='fe0', delay_secs=HOLD_SECS)
   scenario.kill_when(lambda: fe_load_requests(server), 'reading and batching',
                      validate_tables='false')
   server.clear_faults()
   assert server.loads == [] and not scenario.uncommitted_at_kill  # killed before any load
+  journal = JournalConfig(kafka_cluster.consumer_config(scenario.group), DEFAULT_JOURNAL_TOPIC)
+  assert [entry.loaded for entry in read_journal(journal)][:1] == [False]  # written ahead
   scenario.finish()
   result = scenario.check()
   assert result['duplicated_events'] == 0  # nothing had been loaded, so nothing is re-sent
