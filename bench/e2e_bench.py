@@ -15,7 +15,8 @@ bottleneck) twice, in one run:
     pooled session -- the least a hand-written loader does.
 
 The last line reads ``e2e: <rows/s> rows/s, <ratio>x vs plain loop``.
-Run: ``.venv/bin/python bench/e2e_bench.py [--records 200000]``.
+Run: ``.venv/bin/python bench/e2e_bench.py [--records 200000] [--load_format csv|arrow]
+[--group_commit sync_mode|async_mode]``.
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ SCHEMA_TABLES = ''.join(
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--records', type=int, default=200_000)
+  parser.add_argument('--load_format', default='json', choices=['json', 'csv', 'arrow'],
+                      help='the pipeline\'s body format (the plain loop always sends JSON)')
+  parser.add_argument('--group_commit', default='off_mode',
+                      choices=['off_mode', 'sync_mode', 'async_mode'],
+                      help='Doris group commit for the pipeline (with at-least-once delivery)')
   args = parser.parse_args()
   import bench.sink_bench as sink_bench
   sink_bench.SCHEMA = 'CREATE DATABASE bench;\n' + SCHEMA_TABLES
@@ -130,7 +136,10 @@ def main() -> None:
             '--group_id=e2e-bench', '--stop_at_end', f'--fe_nodes={fe_url}', '--user=root',
             f'--password={PASSWORD}',
             '--topic_table_map=' + ','.join(f'{k}={v}' for k, v in topics.items()),
-            '--dead_letter_path=/tmp/e2e-bench-dead-letters', '--progress_interval_secs=0']
+            '--dead_letter_path=/tmp/e2e-bench-dead-letters', '--progress_interval_secs=0',
+            f'--load_format={args.load_format}', f'--group_commit={args.group_commit}']
+    if args.group_commit != 'off_mode':
+      argv.append('--delivery_guarantee=at_least_once')
     import logging
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()

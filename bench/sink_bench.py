@@ -19,7 +19,8 @@ Measured in one run:
     (encode + send + the server's count-only parse).
 
 The last line reads ``sink: <MB/s> MB/s, <ratio>x vs naive``.
-Run: ``.venv/bin/python bench/sink_bench.py [--batches 12]``.
+Run: ``.venv/bin/python bench/sink_bench.py [--batches 12] [--load_format csv|arrow]
+[--group_commit sync_mode|async_mode]``.
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ def naive_load(fe_url: str, batches: List[Tuple[str, List[dict]]]) -> None:
       raise RuntimeError(f'naive load failed: {result}')
 
 
-def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str) -> Dict[str, int]:
+def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str,
+              load_format: str = 'json', group_commit: str = 'off_mode') -> Dict[str, int]:
   """WriteToStreamLoad's DoFn at its defaults, without a runner around it."""
-  config = StreamLoadConfig(fe_nodes=(fe_url,), user='root', password=PASSWORD)
+  config = StreamLoadConfig(fe_nodes=(fe_url,), user='root', password=PASSWORD,
+                            load_format=load_format, group_commit=group_commit)
   fn = _WriteBatchesFn(_SinkSettings(config, flush_workers=4, label_prefix=f'bench-{run}',
                                      table_options={}, table_sharding={}, journal=None,
                                      stop_token=None))
@@ -150,6 +153,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batches', type=int, default=12,
                       help='batches of 22,838 rows (default 12)')
+  parser.add_argument('--load_format', default='json', choices=['json', 'csv', 'arrow'])
+  parser.add_argument('--group_commit', default='off_mode',
+                      choices=['off_mode', 'sync_mode', 'async_mode'])
   args = parser.parse_args()
   print(f'preparing {args.batches} batches of {SEED_ROWS} rows ...', flush=True)
   dict_batches = [(TABLES[i % len(TABLES)], make_rows(SEED_ROWS, i)) for i in range(args.batches)]
@@ -166,12 +172,12 @@ def main() -> None:
     naive_load(fe_url, dict_batches)
     naive_secs = time.perf_counter() - started
     started = time.perf_counter()
-    result = sink_load(fe_url, row_batches, 'cost')
+    result = sink_load(fe_url, row_batches, 'cost', args.load_format, args.group_commit)
     sink_secs = time.perf_counter() - started
   assert result['rows'] == total_rows, result
   with emulator() as fe_url:
     started = time.perf_counter()
-    sink_load(fe_url, row_batches, 'client')
+    sink_load(fe_url, row_batches, 'client', args.load_format, args.group_commit)
     client_secs = time.perf_counter() - started
 
   naive_mbps = total_mb / naive_secs

@@ -107,6 +107,25 @@ def _routing_of(opts: KafkaToDorisOptions) -> Routing:
                  default_database=opts.default_database or None)
 
 
+def _check_group_commit(load: StreamLoadConfig, table_config: TableConfig,
+                        delivery_guarantee: str) -> None:
+  """Group (merge) commit loads carry no label of ours: exactly-once cannot hold for them."""
+  merged = [table for table, options in table_config.load_options().items()
+            if (options.group_commit or load.group_commit) != 'off_mode']
+  if load.group_commit != 'off_mode':
+    merged.append('every table (--group_commit)')
+  for table, options in table_config.load_options().items():
+    if options.group_commit and options.group_commit != 'off_mode' and load.two_phase_commit:
+      raise ConfigurationError(f'--table_config: {table}: group_commit cannot be combined with '
+                               '--two_phase_commit')
+  if merged and delivery_guarantee == EXACTLY_ONCE:
+    raise ConfigurationError(
+        f'--group_commit / group_commit for {", ".join(sorted(set(merged)))}: group commit loads '
+        'carry no label (Doris: "label and group_commit can\'t be set at the same time"), so a '
+        'batch re-sent after a crash cannot be recognised and may load twice; give '
+        '--delivery_guarantee=at_least_once to accept that')
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """Every setting of the loader (see ``python -m pipelines.kafka_to_doris --help``)."""
@@ -181,7 +200,9 @@ class PipelineConfig:
           compression=opts.compression, max_retries=opts.max_retries,
           two_phase_commit=opts.two_phase_commit, load_timeout_secs=opts.load_timeout_secs,
           connect_timeout_secs=opts.connect_timeout_secs, pool_maxsize=opts.pool_maxsize,
-          verify=opts.ca_bundle or True)
+          verify=opts.ca_bundle or True, load_format=opts.load_format,
+          group_commit=opts.group_commit)
+      _check_group_commit(load, table_config, opts.delivery_guarantee)
       journal = (JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
                  if opts.delivery_guarantee == EXACTLY_ONCE else None)
     except (TableConfigError, ValueError) as error:

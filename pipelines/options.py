@@ -133,6 +133,17 @@ FLAG_SPECS: List[FlagSpec] = [
              'across restarts: labels make retries idempotent.', r'^[-_A-Za-z0-9]{0,64}$'),
     FlagSpec('compression', str, 'none', 'Body compression: none or gzip.', r'^(none|gzip)$',
              choices=['none', 'gzip']),
+    FlagSpec('load_format', str, 'json',
+             'Stream Load body: json (JSON lines; Kafka bytes reused as they are), csv (\\x01 '
+             'between columns, \\x02 between rows, a columns header) or arrow (an Arrow IPC '
+             'stream, Doris >= 2.1). Per table: load_format in --table_config.',
+             r'^(json|csv|arrow)$', choices=['json', 'csv', 'arrow']),
+    FlagSpec('group_commit', str, 'off_mode',
+             'Doris group commit (sync_mode, async_mode) or StarRocks merge commit for every '
+             'table: the server merges small loads into one version. Such loads carry no label, '
+             'so it needs --delivery_guarantee=at_least_once. Per table: group_commit in '
+             '--table_config.', r'^(off_mode|sync_mode|async_mode)$',
+             choices=['off_mode', 'sync_mode', 'async_mode']),
     FlagSpec('max_retries', int, 5, 'Retries of a retryable load failure.', _NONNEG_INT),
     FlagSpec('two_phase_commit', str_to_bool, False,
              'Use two-phase commit (Doris 2PC / StarRocks transaction API).', _BOOL, is_bool=True),

@@ -56,6 +56,10 @@ _LOAD_KEYS = {
     'headers': dict,
     'label_prefix': str,
     'ordered': bool,
+    'load_format': str,
+    'group_commit': str,
+    'merge_commit_interval_ms': int,
+    'merge_commit_parallel': int,
 }
 
 

@@ -34,7 +34,9 @@ import tenacity
 
 from transforms.stream_load.bodies import gzip_body
 from transforms.stream_load.classify import classify_failure
-from transforms.stream_load.config import (DORIS, STARROCKS, StreamLoadConfig, TableLoadOptions,
+from transforms.stream_load.config import (DEFAULT_MERGE_COMMIT_INTERVAL_MS,
+                                           DEFAULT_MERGE_COMMIT_PARALLEL, DORIS, GROUP_COMMIT_OFF,
+                                           STARROCKS, StreamLoadConfig, TableLoadOptions,
                                            split_table)
 from transforms.stream_load.errors import (DataQualityError, RetriesExhaustedError,
                                            RetryableLoadError, UnclassifiedLoadError)
@@ -95,7 +97,8 @@ class StreamLoadClient:
 
   def load(self, table: str, body: bytes, label: str, *, rows: Optional[int] = None,
            options: Optional[TableLoadOptions] = None,
-           extra_headers: Optional[Mapping[str, str]] = None) -> LoadOutcome:
+           extra_headers: Optional[Mapping[str, str]] = None,
+           body_headers: Optional[Mapping[str, str]] = None) -> LoadOutcome:
     """Loads one body into ``table`` under ``label``, retrying as needed.
 
     Args:
@@ -106,6 +109,8 @@ class StreamLoadClient:
       rows: number of rows in the body (reported when the label existed).
       options: per-table Stream Load options.
       extra_headers: headers for this load only (e.g. ``hidden_columns``).
+      body_headers: the headers describing the body (``EncodedBatch.headers``);
+        default: JSON lines for Doris, a JSON array for StarRocks.
 
     Returns:
       The outcome of the successful attempt.
@@ -119,7 +124,7 @@ class StreamLoadClient:
     if not is_valid_label(label):
       raise ValueError(f'label {label!r} does not match ^[-_A-Za-z0-9:]{{1,128}}$')
     db, tbl = split_table(table)
-    headers = self._load_headers(label, options, extra_headers)
+    headers = self._load_headers(table, label, options, extra_headers, body_headers)
     payload = body
     if self._config.compression == 'gzip':
       payload = gzip_body(body)
@@ -165,19 +170,38 @@ class StreamLoadClient:
     outcome.load_bytes = len(payload)
     return outcome
 
-  def _load_headers(self, label: str, options: Optional[TableLoadOptions],
-                    extra: Optional[Mapping[str, str]]) -> Dict[str, str]:
+  def _load_headers(self, table: str, label: str, options: Optional[TableLoadOptions],
+                    extra: Optional[Mapping[str, str]],
+                    body_headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    config = self._config
     headers = {
-        'label': label,
-        'format': 'json',
         'Expect': '100-continue',
-        'timeout': str(max(1, int(self._config.load_timeout_secs))),
+        'timeout': str(max(1, int(config.load_timeout_secs))),
     }
-    if self._config.target == DORIS:
-      headers['read_json_by_line'] = 'true'
+    if body_headers:
+      headers.update(body_headers)
+    elif config.target == DORIS:
+      headers.update({'format': 'json', 'read_json_by_line': 'true'})
     else:
-      headers['strip_outer_array'] = 'true'
-    if self._config.two_phase_commit and self._config.target == DORIS:
+      headers.update({'format': 'json', 'strip_outer_array': 'true'})
+    group_commit = (options.group_commit if options is not None and options.group_commit
+                    else config.group_commit)
+    if group_commit == GROUP_COMMIT_OFF:
+      headers['label'] = label
+    elif config.target == DORIS:
+      # Doris refuses a label with group commit ("label and group_commit can't be set at
+      # the same time"): the merged transaction gets a group_commit_ label of its own.
+      headers['group_commit'] = group_commit
+    else:
+      # StarRocks merge commit keeps the caller's label as the request id.
+      headers.update({
+          'label': label, 'enable_merge_commit': 'true',
+          'merge_commit_async': 'true' if group_commit == 'async_mode' else 'false',
+          'merge_commit_interval_ms': str(options.merge_commit_interval_ms if options is not None
+                                          else DEFAULT_MERGE_COMMIT_INTERVAL_MS),
+          'merge_commit_parallel': str(options.merge_commit_parallel if options is not None
+                                       else DEFAULT_MERGE_COMMIT_PARALLEL)})
+    if config.two_phase_commit and config.target == DORIS:
       headers['two_phase_commit'] = 'true'
     if options is not None:
       headers.update(options.to_headers())

@@ -34,6 +34,11 @@ __all__ = [
     'DEFAULT_BACKOFF_INITIAL_SECS',
     'DEFAULT_BACKOFF_MAX_SECS',
     'DEFAULT_LABEL_STATE_TIMEOUT_SECS',
+    'LOAD_FORMATS',
+    'GROUP_COMMIT_OFF',
+    'GROUP_COMMIT_MODES',
+    'DEFAULT_MERGE_COMMIT_INTERVAL_MS',
+    'DEFAULT_MERGE_COMMIT_PARALLEL',
 ]
 
 DORIS = 'doris'
@@ -54,6 +59,24 @@ DEFAULT_BACKOFF_INITIAL_SECS = 0.5
 DEFAULT_BACKOFF_MAX_SECS = 30.0
 DEFAULT_LABEL_STATE_TIMEOUT_SECS = 60.0
 _COMPRESSIONS = ('none', 'gzip')
+LOAD_FORMATS = ('json', 'csv', 'arrow')
+GROUP_COMMIT_OFF = 'off_mode'
+GROUP_COMMIT_MODES = (GROUP_COMMIT_OFF, 'sync_mode', 'async_mode')
+DEFAULT_MERGE_COMMIT_INTERVAL_MS = 1000
+DEFAULT_MERGE_COMMIT_PARALLEL = 2
+
+
+def _check_format_and_group_commit(format_name: str, group_name: str, load_format: Optional[str],
+                                   group_commit: Optional[str], target: Optional[str]) -> None:
+  if load_format is not None and load_format not in LOAD_FORMATS:
+    raise ValueError(f'{format_name}: must be one of {", ".join(LOAD_FORMATS)}, '
+                     f'got {load_format!r}')
+  if load_format == 'arrow' and target == STARROCKS:
+    raise ValueError(f'{format_name}: arrow bodies are a Doris (>= 2.1) format; StarRocks '
+                     'takes json or csv')
+  if group_commit is not None and group_commit not in GROUP_COMMIT_MODES:
+    raise ValueError(f'{group_name}: must be one of {", ".join(GROUP_COMMIT_MODES)}, '
+                     f'got {group_commit!r}')
 
 
 def read_password_file(path: str) -> str:
@@ -95,6 +118,11 @@ class StreamLoadConfig:
     two_phase_commit: prepare with the load and commit right after.
     verify: TLS verification: True, False or a CA bundle path.
     label_state_timeout_secs: how long to poll a label that is still RUNNING.
+    load_format: body format of every table without its own: ``json``,
+      ``csv`` or ``arrow`` (Doris >= 2.1).
+    group_commit: ``off_mode``, or Doris group commit ``sync_mode`` /
+      ``async_mode`` (StarRocks: merge commit, synchronous or not) for every
+      table without its own.  Such loads carry no label: at-least-once.
   """
   fe_nodes: Tuple[str, ...]
   user: str
@@ -112,6 +140,8 @@ class StreamLoadConfig:
   two_phase_commit: bool = False
   verify: object = True
   label_state_timeout_secs: float = DEFAULT_LABEL_STATE_TIMEOUT_SECS
+  load_format: str = 'json'
+  group_commit: str = GROUP_COMMIT_OFF
 
   def __post_init__(self):
     nodes = tuple(self.fe_nodes) if not isinstance(self.fe_nodes, str) else tuple(
@@ -133,6 +163,12 @@ class StreamLoadConfig:
       raise ValueError('--user: a Stream Load user is required')
     if self.target not in TARGETS:
       raise ValueError(f'--target: must be doris or starrocks, got {self.target!r}')
+    _check_format_and_group_commit('--load_format', '--group_commit', self.load_format,
+                                   self.group_commit, self.target)
+    if self.group_commit != GROUP_COMMIT_OFF and self.two_phase_commit:
+      raise ValueError('--group_commit: two-phase commit loads cannot be merged (Doris falls '
+                       'back to a plain load); choose one of --group_commit and '
+                       '--two_phase_commit')
     if self.compression not in _COMPRESSIONS:
       raise ValueError(f'--compression: must be none or gzip, got {self.compression!r}')
     if self.max_retries < 0:
@@ -186,6 +222,10 @@ class TableLoadOptions:
       changes to a key land in Kafka order.  None (default): decided from the
       table's key model -- duplicate-key tables load batches concurrently,
       unique/aggregate/primary-key tables (or an unknown model) in order.
+    load_format: this table's body format (default: the pipeline's).
+    group_commit: this table's group commit mode (default: the pipeline's).
+    merge_commit_interval_ms: StarRocks merge commit: the merge window.
+    merge_commit_parallel: StarRocks merge commit: loads merged in parallel.
   """
   columns: Optional[str] = None
   jsonpaths: Optional[str] = None
@@ -198,8 +238,21 @@ class TableLoadOptions:
   headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
   label_prefix: Optional[str] = None
   ordered: Optional[bool] = None
+  load_format: Optional[str] = None
+  group_commit: Optional[str] = None
+  merge_commit_interval_ms: int = DEFAULT_MERGE_COMMIT_INTERVAL_MS
+  merge_commit_parallel: int = DEFAULT_MERGE_COMMIT_PARALLEL
 
   def __post_init__(self):
+    _check_format_and_group_commit('load_format', 'group_commit', self.load_format,
+                                   self.group_commit, None)
+    if self.load_format in ('csv', 'arrow') and (self.columns or self.jsonpaths):
+      raise ValueError(f'load_format {self.load_format}: columns and jsonpaths map JSON fields; '
+                       'a csv or arrow body names its own columns')
+    for name in ('merge_commit_interval_ms', 'merge_commit_parallel'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name}: must be an integer >= 1, got {value!r}')
     if self.merge_type is not None and self.merge_type.upper() not in ('APPEND', 'DELETE', 'MERGE'):
       raise ValueError(f'merge_type: must be APPEND, DELETE or MERGE, got {self.merge_type!r}')
     if self.delete_condition and (self.merge_type or '').upper() != 'MERGE':

@@ -70,9 +70,15 @@ class BatchLoader:
     self._sharding = dict(table_sharding)
     self._target = client.config.target
 
-  def encode(self, rows: List[Row]) -> EncodedBatch:
+  def load_format(self, table: str) -> str:
+    """The body format of ``table``: its own, else the pipeline's."""
+    options = self._table_options.get(table)
+    return (options.load_format if options is not None and options.load_format
+            else self._client.config.load_format)
+
+  def encode(self, table: str, rows: List[Row]) -> EncodedBatch:
     """The body of ``rows`` (done on the bundle thread, while loads are on the wire)."""
-    return encode_rows(rows, as_array=self._target != DORIS)
+    return encode_rows(rows, as_array=self._target != DORIS, load_format=self.load_format(table))
 
   def load(self, key: Any, table: str, rows: List[Row],
            encoded: Optional[EncodedBatch] = None) -> BatchReport:
@@ -88,7 +94,7 @@ class BatchLoader:
   def _load_rows(self, key: Any, table: str, rows: List[Row], report: BatchReport,
                  budget: List[int], encoded: Optional[EncodedBatch] = None) -> None:
     if encoded is None:
-      encoded = self.encode(rows)
+      encoded = self.encode(table, rows)
     if encoded.failed:
       failed = {index for index, _ in encoded.failed}
       report.encode_failures.extend((rows[index], reason) for index, reason in encoded.failed)
@@ -103,7 +109,9 @@ class BatchLoader:
         self._journal.write_ahead(entry)
       outcome = self._client.load(table, encoded.body, label, rows=encoded.rows,
                                   options=self._table_options.get(table),
-                                  extra_headers=self._special_column_headers(table, rows))
+                                  extra_headers=self._special_column_headers(table, rows,
+                                                                            encoded.headers),
+                                  body_headers=encoded.headers)
     except DataQualityError as error:
       if len(rows) > 1 and budget[0] >= 2:
         _LOGGER.warning('stream load rejected data: table=%s rows=%d; splitting the batch to '
@@ -151,15 +159,17 @@ class BatchLoader:
     options = self._table_options.get(table)
     return (options.label_prefix if options is not None else None) or self._label_prefix
 
-  def _special_column_headers(self, table: str, rows: List[Row]) -> Dict[str, str]:
+  def _special_column_headers(self, table: str, rows: List[Row],
+                              body_headers: Dict[str, str]) -> Dict[str, str]:
     """Headers for the hidden delete columns, looking at every row of the batch.
 
     Doris: ``hidden_columns: __DORIS_DELETE_SIGN__`` when any row carries it
     (rows without it default to 0, an upsert).  StarRocks: a ``columns``
-    list with ``__op`` and every column any row has.
+    list with ``__op`` and every column any row has.  A CSV body names its
+    columns (delete marker included) itself.
     """
     options = self._table_options.get(table)
-    if options is not None and options.columns:
+    if (options is not None and options.columns) or 'columns' in body_headers:
       return {}
     marker = DORIS_DELETE_SIGN if self._target == DORIS else STARROCKS_OP
     seen: Dict[str, None] = {}

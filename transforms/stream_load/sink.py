@@ -43,7 +43,7 @@ from transforms.delivery.journal import JournalConfig, LoadJournal
 from transforms.kafka import stop
 from transforms.runtime import runs_in_process
 from transforms.stream_load.client import StreamLoadClient
-from transforms.stream_load.config import StreamLoadConfig, TableLoadOptions
+from transforms.stream_load.config import GROUP_COMMIT_OFF, StreamLoadConfig, TableLoadOptions
 from transforms.stream_load.errors import RowFaultError
 from transforms.stream_load.labels import sanitize_label_part
 from transforms.stream_load.loader import BatchLoader, BatchReport
@@ -197,7 +197,7 @@ class _WriteBatchesFn(beam.DoFn):
     # Encode here, on the bundle thread, while up to flush_workers loads are on
     # the wire: encoding holds the GIL, so doing it in the flush threads would
     # only make the loads wait for each other's encoding.
-    job = Job(key, (table, rows, self._loader.encode(rows)))
+    job = Job(key, (table, rows, self._loader.encode(table, rows)))
     self._scheduler.submit(job, self._is_ordered(table))
     self._jobs.append(job)
     # Back-pressure: report finished loads; hold the bundle while too many wait.
@@ -363,6 +363,12 @@ class WriteToStreamLoad(beam.PTransform):
     for table, options in (table_options or {}).items():
       if not isinstance(options, TableLoadOptions):
         raise ValueError(f'table_options[{table!r}] must be a TableLoadOptions')
+    merged = config.group_commit != GROUP_COMMIT_OFF or any(
+        options.group_commit not in (None, GROUP_COMMIT_OFF)
+        for options in (table_options or {}).values())
+    if journal is not None and merged:
+      raise ValueError('journal: group commit loads carry no label, so the load journal cannot '
+                       'recognise them after a crash; use no journal (at-least-once)')
     self._settings = _SinkSettings(config, flush_workers, label_prefix, table_options or {},
                                    table_sharding or {}, journal, stop_token)
     self._in_process = in_process

@@ -93,3 +93,50 @@ def test_the_label_formula_is_pinned():
 
 # Computed with the formula as released (commit 4351be5).
 GOLDEN_DIGEST = '1628215a0d6d32624ff46e08b3ef7f95'
+
+
+def _csv_lines(encoded):
+  return [line.split(b'\x01') for line in encoded.body.split(b'\x02')]
+
+
+def test_csv_bodies_name_their_columns_and_write_null_as_backslash_n():
+  rows = [Row('db.t', {'id': 1, 'name': 'a', 'score': 1.5, 'ok': True, 'tags': ['x']}, 'upsert',
+              't', 0, 1, 10),
+          Row('db.t', None, 'upsert', 't', 0, 2, 10, b'{"id":2,"name":null}', ('id', 'name'))]
+  encoded = encode_rows(rows, load_format='csv')
+  assert encoded.headers == {'format': 'csv', 'columns': '`id`,`name`,`score`,`ok`,`tags`',
+                             'column_separator': '\\x01', 'line_delimiter': '\\x02'}
+  assert _csv_lines(encoded) == [[b'1', b'a', b'1.5', b'true', b'["x"]'],
+                                 [b'2', b'\\N', b'\\N', b'\\N', b'\\N']]
+  assert encoded.rows == 2 and not encoded.failed
+  starrocks = encode_rows(rows, load_format='csv', starrocks=True)
+  assert starrocks.headers['row_delimiter'] == '\\x02' and 'line_delimiter' not in starrocks.headers
+
+
+def test_csv_values_holding_separators_quotes_or_a_literal_backslash_n_are_enclosed():
+  rows = [Row('db.t', {'id': 1, 'v': 'a\x01b'}, 'upsert', 't', 0, 1, 10),
+          Row('db.t', {'id': 2, 'v': 'say "hi" \\ \\N'}, 'upsert', 't', 0, 2, 10),
+          Row('db.t', {'id': 3, 'v': None}, 'upsert', 't', 0, 3, 10)]
+  encoded = encode_rows(rows, load_format='csv')
+  assert encoded.headers['enclose'] == '"' and encoded.headers['escape'] == '\\'
+  assert encoded.body.split(b'\x02') == [
+      b'"1"\x01"a\x01b"', b'"2"\x01"say \\"hi\\" \\\\ \\\\N"', b'"3"\x01\\N']
+  plain = encode_rows(rows[2:], load_format='csv')
+  assert 'enclose' not in plain.headers
+
+
+def test_arrow_bodies_are_an_ipc_stream_of_the_rows():
+  import pyarrow as pa
+  rows = [Row('db.t', {'id': i, 'name': f'n{i}', 'amount': decimal.Decimal('1.25')}, 'upsert',
+              't', 0, i, 10) for i in range(3)]
+  encoded = encode_rows(rows, load_format='arrow')
+  assert encoded.headers == {'format': 'arrow'} and encoded.rows == 3
+  table = pa.ipc.open_stream(encoded.body).read_all()
+  assert table.to_pylist() == [{'id': i, 'name': f'n{i}', 'amount': decimal.Decimal('1.25')}
+                               for i in range(3)]
+
+
+def test_an_arrow_batch_pyarrow_cannot_type_goes_as_json():
+  rows = [Row('db.t', {'v': 1}, 'upsert', 't', 0, 0, 5), Row('db.t', {'v': 'x'}, 'upsert', 't', 0, 1, 5)]
+  encoded = encode_rows(rows, load_format='arrow')
+  assert encoded.headers['format'] == 'json' and encoded.body == b'{"v":1}\n{"v":"x"}'
