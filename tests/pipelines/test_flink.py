@@ -1,0 +1,113 @@
+"""The job on a real Flink: Beam's Flink job server, an embedded Flink ([local]), parallelism 2.
+
+``--runner=FlinkRunner --flink_master=[local] --flink_job_server_jar=<devtools.flink jar>
+--environment_type=LOOPBACK``: the portable path -- the stateful batcher with Flink's
+processing-time timers, the sink waiting for its loads in ``finish_bundle``, the keyed stateful
+committer, the same load journal.  Checked like the local e2e: every row once, upserts last-wins,
+offsets committed to the end; and a streaming job with checkpointing, cancelled (its job server
+and worker killed) while records arrive, restarted, then run to the end.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from tests.harness import REPO_ROOT, pipeline_argv, read_dead_letters, run_cli
+from tests.pipelines.crash import CrashScenario, LiveFeed, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _flink(jar, streaming=False):
+  flags = ['--runner=FlinkRunner', '--flink_master=[local]', f'--flink_job_server_jar={jar}',
+           '--environment_type=LOOPBACK', '--parallelism=2']
+  if streaming:
+    # Java-side options, passed through to the job server (Python warns it cannot parse them).
+    flags += ['--streaming', '--checkpointing_interval=2000',
+              '--finish_bundle_before_checkpointing', '--max_bundle_time_mills=200']
+  return flags
+
+
+def _debezium(op, before, after):
+  return orjson.dumps({'op': op, 'before': before, 'after': after,
+                       'source': {'db': 'shop', 'table': 'users'}})
+
+
+def test_a_bounded_run_on_flink_loads_every_row_once_and_commits(
+    kafka_cluster, make_stream_load_server, tmp_path, flink_job_server_jar):
+  server = make_stream_load_server()
+  events, users = kafka_cluster.unique_topic('flink-e'), kafka_cluster.unique_topic('flink-u')
+  kafka_cluster.produce(events, [orjson.dumps({'event_id': i, 'event_type': 'v', 'payload': 'p'})
+                                 for i in range(3000)] + [b'{broken'])
+  changes = [_debezium('c', None, {'id': i, 'name': f'u{i}', 'age': 1}) for i in range(100)]
+  changes += [_debezium('u', {'id': i}, {'id': i, 'name': f'v{i}', 'age': 2})
+              for i in range(0, 100, 2)]
+  changes += [_debezium('d', {'id': i}, None) for i in range(0, 100, 10)]
+  keys = [str((orjson.loads(c)['after'] or orjson.loads(c)['before'])['id']).encode()
+          for c in changes]
+  kafka_cluster.produce(users, changes, keys=keys)
+  group = f'g-{events}'
+  dead = str(tmp_path / 'dead')
+  argv = pipeline_argv(kafka_cluster, server, [events, users], group, dead,
+                       topic_table_map=f'{events}=demo.events,{users}=demo.users',
+                       cdc_format='auto', batch_rows=700) + _flink(flink_job_server_jar)
+  result = run_cli(argv, timeout_secs=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert server.query('SELECT count(*), count(DISTINCT event_id) FROM demo.events') == [
+      (3000, 3000)]
+  expected = {i: f'u{i}' for i in range(100)}
+  expected.update({i: f'v{i}' for i in range(0, 100, 2)})
+  for i in range(0, 100, 10):
+    expected.pop(i)
+  assert server.query('SELECT id, name FROM demo.users ORDER BY id') == sorted(expected.items())
+  assert [letter['reason'].split(':')[0] for letter in read_dead_letters(dead)] == ['invalid_json']
+  assert kafka_cluster.committed(group, events) == kafka_cluster.end_offsets(events)
+  assert kafka_cluster.committed(group, users) == kafka_cluster.end_offsets(users)
+  # The stateful batcher on Flink cut batches at the row limit.
+  loads = [entry['loaded_rows'] for entry in server.loads if entry['table'] == 'events']
+  assert max(loads) == 700
+
+
+def _start_in_own_session(argv, log_path):
+  """The CLI with its job server (a child JVM) in a process group of their own."""
+  return subprocess.Popen([sys.executable, '-m', 'pipelines.kafka_to_doris', *argv],
+                          cwd=REPO_ROOT, stdout=open(log_path, 'wb'), stderr=subprocess.STDOUT,
+                          start_new_session=True)
+
+
+def _cancel(proc):
+  """Cancels the job as an operator's kill does: the CLI, its job server and Flink, at once."""
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait(timeout=60)
+
+
+def test_a_streaming_job_with_checkpoints_cancelled_and_restarted_loads_every_row_once(
+    kafka_cluster, make_stream_load_server, tmp_path, flink_job_server_jar):
+  server = make_stream_load_server()
+  scenario = CrashScenario(kafka_cluster, server, tmp_path, n_events=400, n_users=100,
+                           n_orders=50, batch_rows=100_000, batch_interval_secs=2,
+                           validate_tables='false')
+  with LiveFeed(scenario, events_per_round=100, users_per_round=20, pause_secs=0.3):
+    for run in range(2):
+      proc = _start_in_own_session(scenario.argv(streaming=True) + _flink(flink_job_server_jar,
+                                                                           streaming=True),
+                                   str(tmp_path / f'flink-{run}.log'))
+      try:
+        loads = len(server.loads)
+        # Flink's processing-time timers flush the batches every 2 s while records arrive.
+        wait_for(lambda: len(server.loads) >= loads + 6, f'run {run} loading on Flink',
+                 timeout_secs=180, proc=proc)
+      finally:
+        _cancel(proc)
+      scenario.kills.append(f'flink cancel {run}')
+  with open(tmp_path / 'flink-0.log', encoding='utf-8', errors='replace') as log:
+    flushes = [line for line in log if 'flush triggered by' in line]
+  assert flushes and all('flush triggered by timeout' in line for line in flushes)
+  result = run_cli(scenario.argv() + _flink(flink_job_server_jar), timeout_secs=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  checked = scenario.check()  # exactly once, newest versions, offsets at the end
+  assert checked['duplicated_events'] == 0
