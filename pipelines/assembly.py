@@ -195,7 +195,7 @@ def load_rows(rows, config: PipelineConfig, *, parse_dead_letters=None,
   written = batches | 'WriteToStreamLoad' >> WriteToStreamLoad(
       config.load, flush_workers=config.flush_workers, label_prefix=config.label_prefix,
       table_options=config.table_config.load_options(), table_sharding=config.table_sharding(),
-      journal=config.journal, stop_token=stop_token)
+      journal=config.journal, stop_token=stop_token, keep_retrying=not config.kafka.stop_at_end)
   dead_letters = tuple(pc for pc in (parse_dead_letters, written.dead_letters) if pc is not None)
   dead_letter_acks = dead_letters | 'WriteDeadLetters' >> WriteDeadLetters(config.dead_letter_path)
   _ = written.load_results | 'Progress' >> beam.ParDo(_ProgressFn(config.progress_interval_secs))

@@ -142,6 +142,7 @@ class PipelineConfig:
   max_pending_bytes: int
   dead_letter_path: str
   metrics_port: int
+  stall_timeout_secs: float
   progress_interval_secs: float
   validate_tables: bool
 
@@ -217,6 +218,7 @@ class PipelineConfig:
         journal=journal,
         max_pending_bytes=opts.max_pending_bytes or opts.flush_workers * opts.batch_bytes,
         dead_letter_path=opts.dead_letter_path, metrics_port=opts.metrics_port,
+        stall_timeout_secs=opts.stall_timeout_secs,
         progress_interval_secs=opts.progress_interval_secs,
         validate_tables=bool(opts.validate_tables))
 

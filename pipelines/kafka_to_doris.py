@@ -36,7 +36,8 @@ from pipelines.assembly import (TABLE_BYTES_LOADED, TABLE_LOADS, TABLE_ROWS_LOAD
 from pipelines.config import ConfigurationError, PipelineConfig
 from pipelines.options import KafkaToDorisOptions
 from pipelines.preflight import PreflightError
-from transforms import metrics
+from pipelines.health import HealthServer, mark_draining
+from transforms import metrics, monitoring
 from transforms.kafka import request_stop
 from transforms.stream_load import StreamLoadError
 
@@ -176,6 +177,7 @@ class _StopSignals:
     self._count += 1
     name = signal.Signals(signum).name
     if self._count == 1:
+      mark_draining()
       _LOGGER.warning('%s: draining -- stopping the reads, flushing every pending batch, waiting '
                       'for the loads, committing offsets; send it again to exit at once', name)
       request_stop(self._token)
@@ -197,18 +199,25 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
   loaded = start_up(config)
   token = f'run-{uuid.uuid4().hex}'
   build_pipeline(p, config, loaded=loaded, stop_token=token)
+  monitoring.monitor().stall_timeout_secs = config.stall_timeout_secs or None
+  health = None
   if config.metrics_port:
-    metrics.start_metrics_server(config.metrics_port)
+    health = HealthServer(config.metrics_port, dict(config.kafka.consumer_config),
+                          config.load.resolved()).start()
   started = time.monotonic()
-  if runs_locally(options):
-    with _StopSignals(token) as signals:
+  try:
+    if runs_locally(options):
+      with _StopSignals(token) as signals:
+        result = p.run()
+        result.wait_until_finish()
+      drained = signals.draining
+    else:
       result = p.run()
       result.wait_until_finish()
-    drained = signals.draining
-  else:
-    result = p.run()
-    result.wait_until_finish()
-    drained = False
+      drained = False
+  finally:
+    if health is not None:
+      health.stop()
   return RunSummary.of(result, time.monotonic() - started, drained)
 
 

@@ -170,8 +170,14 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('dead_letter_path', str, 'dead_letters',
              'Where dead letters are written (a directory or gs:// prefix), one JSON line per '
              'record with its reason.', r'^.*$'),
-    FlagSpec('metrics_port', int, 0, 'Serve Prometheus metrics on this port (0: off).',
-             _NONNEG_INT),
+    FlagSpec('metrics_port', int, 0,
+             'Serve /metrics (Prometheus), /healthz (the job\'s loops are alive) and /readyz '
+             '(Kafka and an FE answer, not draining) on this port (0: off).', _NONNEG_INT),
+    FlagSpec('stall_timeout_secs', float, 0.0,
+             'A table with pending rows and no successful load for this long (or a partition '
+             'whose committed offset has not moved while its lag grew) is stalled: one ERROR '
+             'line and the doris_table_stalled / kafka_partition_stalled gauge. 0: max(3 x the '
+             'table\'s batch interval, 300 s).', _NUMBER),
     FlagSpec('progress_interval_secs', float, 10.0,
              'Log a progress line this often (0: off).', _NUMBER),
 ]

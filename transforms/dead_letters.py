@@ -26,10 +26,17 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms import metrics
 from transforms.types import DeadLetter, OffsetAck
 
-__all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'ACKED_STAGES']
+__all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'reason_code', 'ACKED_STAGES']
 
 _LOGGER = logging.getLogger(__name__)
 ACKED_STAGES = ('parse', 'load')
+
+
+def reason_code(letter: DeadLetter) -> str:
+  """The short code of a dead letter's reason (``invalid_json``, ``DataQualityError``, ...)."""
+  if letter.stage == 'rejected':
+    return 'rejected'
+  return letter.reason.split(':', 1)[0].strip()[:40] or 'unknown'
 
 
 def dead_letter_to_json(letter: DeadLetter) -> bytes:
@@ -83,6 +90,7 @@ class _WriteDeadLettersFn(beam.DoFn):
     reasons: Dict[str, int] = {}
     for letter in letters:
       reasons[letter.reason[:80]] = reasons.get(letter.reason[:80], 0) + 1
+      metrics.DEAD_LETTERS.labels(letter.table or '', reason_code(letter)).inc()
     _LOGGER.warning('dead letters: %d written to %s (%s)', len(letters), name,
                     '; '.join(f'{n} x {r}' for r, n in sorted(reasons.items())[:5]))
     acks: Dict[Tuple[str, int], List[int]] = {}

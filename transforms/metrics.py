@@ -10,11 +10,9 @@ process that runs the DoFns.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import prometheus_client as prom
 
-__all__ = ['NAMESPACE', 'start_metrics_server', 'observe_load']
+__all__ = ['NAMESPACE', 'observe_load', 'FAILURE_REASONS']
 
 # The namespace of every Beam metric of the loader.
 NAMESPACE = 'kafka_to_doris'
@@ -40,18 +38,28 @@ ROWS_FILTERED = prom.Counter('doris_rows_filtered_total', 'Rows filtered by the 
 ROWS_DEAD_LETTERED = prom.Counter('doris_rows_dead_lettered_total', 'Rows sent to dead letters',
                                   ['table'])
 BYTES_LOADED = prom.Counter('doris_bytes_loaded_total', 'Bytes sent in successful loads', ['table'])
-LOAD_FAILURES = prom.Counter('doris_load_failures_total', 'Batches that failed for good', ['table'])
+# Every failed load attempt, by its reason (FAILURE_REASONS); retried ones included.
+LOAD_FAILURES = prom.Counter('doris_load_failures_total', 'Failed load attempts, by reason',
+                             ['table', 'reason'])
+LOAD_RETRIES = prom.Counter('doris_load_retries_total', 'Load attempts retried', ['table'])
+DEAD_LETTERS = prom.Counter('doris_dead_letters_total', 'Dead letters written, by reason code',
+                            ['table', 'reason'])
+LAST_SUCCESSFUL_LOAD = prom.Gauge('doris_last_successful_load_timestamp_seconds',
+                                  'When a load of the table last succeeded (Unix time)', ['table'])
+TABLE_STALLED = prom.Gauge('doris_table_stalled',
+                           '1 while the table has pending rows and no successful load for its '
+                           'stall window', ['table'])
+KAFKA_COMMITTED_OFFSET = prom.Gauge('kafka_committed_offset', 'Offset committed for the group',
+                                    ['topic', 'partition'])
+PARTITION_STALLED = prom.Gauge('kafka_partition_stalled',
+                               '1 while the committed offset has not moved for the stall window '
+                               'and the lag grew', ['topic', 'partition'])
+DRAINING = prom.Gauge('loader_draining', '1 once the job drains (SIGTERM/SIGINT)')
+# Reasons of doris_load_failures_total.
+FAILURE_REASONS = ('too_many_versions', 'txn_limit', 'timeout', 'connection', 'server_error',
+                   'auth', 'data_quality', 'table_not_found', 'unclassified', 'retryable',
+                   'permanent', 'journal')
 
-_server_port: Optional[int] = None
-
-
-def start_metrics_server(port: int, addr: str = '0.0.0.0') -> int:
-  """Serves /metrics on ``port`` once per process; returns the port."""
-  global _server_port
-  if _server_port is None:
-    prom.start_http_server(port, addr=addr)
-    _server_port = port
-  return _server_port
 
 
 def observe_load(table: str, seconds: float, rows: int, filtered: int, nbytes: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, NamedTuple
 
 from apache_beam.metrics import Metrics
 
-from transforms import metrics
+from transforms import metrics, monitoring
 from transforms.batching.limits import FLUSH_REASONS, BatchLimits
 from transforms.types import Row
 
@@ -60,6 +60,7 @@ class FlushReporter:
   def report(self, flush: Flush) -> None:
     table, shard = flush.key
     limits = flush.limits
+    monitoring.monitor().table_interval(table, limits.interval_secs)
     self._by_reason[flush.reason].inc()
     self._batch_rows.update(len(flush.rows))
     metrics.BATCH_FLUSH_SECONDS.labels(table, flush.reason).observe(flush.waited_secs)
@@ -74,3 +75,4 @@ class FlushReporter:
     """Publishes the rows and bytes waiting in ``table``'s open batch."""
     metrics.BATCH_CURRENT_ROWS.labels(table).set(rows)
     metrics.BATCH_CURRENT_BYTES.labels(table).set(size)
+    monitoring.monitor().table_pending(table, rows)

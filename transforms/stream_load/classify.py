@@ -42,6 +42,17 @@ def _contains_any(text: str, fragments: Sequence[str]) -> bool:
   return any(fragment in text for fragment in fragments)
 
 
+def _retryable_reason(text: str) -> str:
+  """The metrics word of a retryable failure (``doris_load_failures_total{reason}``)."""
+  if _contains_any(text, ('too many versions', 'version count', '-235')):
+    return 'too_many_versions'
+  if _contains_any(text, ('current running txns', 'larger than limit')):
+    return 'txn_limit'
+  if _contains_any(text, ('timeout', 'timed out')):
+    return 'timeout'
+  return 'retryable'
+
+
 def classify_failure(message: str, *, table: str, label: str, status: str,
                      response: Optional[dict] = None) -> StreamLoadError:
   """The error to raise for a failed load (or 2PC call) with this message.
@@ -68,6 +79,7 @@ def classify_failure(message: str, *, table: str, label: str, status: str,
       _TABLE_MISSING.search(text) and not _NOT_A_TABLE.search(text)):
     return TableNotFoundError(f'{table}: table or database not found: {message}', **kwargs)
   if _contains_any(text, _RETRYABLE_FRAGMENTS):
-    return RetryableLoadError(f'{table}: retryable failure: {message}', **kwargs)
+    return RetryableLoadError(f'{table}: retryable failure: {message}',
+                              reason=_retryable_reason(text), **kwargs)
   return UnclassifiedLoadError(f'{table}: load failed with a message no rule knows: {message}',
                                **kwargs)

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 import requests
 import tenacity
 
+from transforms import metrics
 from transforms.stream_load.bodies import gzip_body
 from transforms.stream_load.classify import classify_failure
 from transforms.stream_load.config import (DEFAULT_MERGE_COMMIT_INTERVAL_MS,
@@ -145,6 +146,8 @@ class StreamLoadClient:
 
     def before_sleep(state) -> None:
       error = state.outcome.exception()
+      metrics.LOAD_FAILURES.labels(table, error.reason).inc()
+      metrics.LOAD_RETRIES.labels(table).inc()
       log = _LOGGER.error if isinstance(error, UnclassifiedLoadError) else _LOGGER.warning
       log('stream load retry: table=%s label=%s attempt=%d error=%s', table, label,
           state.attempt_number, error)
@@ -164,7 +167,8 @@ class StreamLoadClient:
       last = error.last_attempt.exception()
       raise RetriesExhaustedError(
           f'{table}: gave up after {attempts} attempts: {last}', table=table, label=label,
-          status=getattr(last, 'status', None), response=getattr(last, 'response', None)) from last
+          status=getattr(last, 'status', None), response=getattr(last, 'response', None),
+          reason=getattr(last, 'reason', None)) from last
     outcome.attempts = attempts
     outcome.load_ms = (self._clock() - started) * 1000.0
     outcome.load_bytes = len(payload)
@@ -222,11 +226,11 @@ class StreamLoadClient:
     except requests.Timeout as error:
       raise RetryableLoadError(f'{table}: load timed out on BE {host_of(be)}: '
                                f'{type(error).__name__}', table=table, label=label,
-                               status='timeout') from None
+                               status='timeout', reason='timeout') from None
     except requests.RequestException as error:
       raise RetryableLoadError(f'{table}: connection to BE {host_of(be)} failed: '
                                f'{type(error).__name__}', table=table, label=label,
-                               status='connection error') from None
+                               status='connection error', reason='connection') from None
     result = load_response_json(response, table, label, be)
     outcome = self._outcome_from(result, table, label, rows, fe, be)
     if (self._config.two_phase_commit and self._config.target == DORIS and outcome.txn_id

@@ -45,19 +45,25 @@ class StreamLoadError(Exception):
     label: the load's label.
     status: Doris's ``Status`` (or an HTTP/transport description).
     response: the parsed response JSON when there was one.
+    reason: a short word for metrics and alerts (``transforms.metrics.FAILURE_REASONS``):
+      ``too_many_versions``, ``txn_limit``, ``timeout``, ``connection``, ``auth``, ...
   """
+  default_reason = 'permanent'
 
   def __init__(self, message: str, *, table: Optional[str] = None, label: Optional[str] = None,
-               status: Optional[str] = None, response: Optional[dict] = None):
+               status: Optional[str] = None, response: Optional[dict] = None,
+               reason: Optional[str] = None):
     super().__init__(message)
     self.table = table
     self.label = label
     self.status = status
     self.response = response
+    self.reason = reason or self.default_reason
 
 
 class RetryableLoadError(StreamLoadError):
   """A failure that may pass on a later attempt with the same label."""
+  default_reason = 'retryable'
 
 
 class UnclassifiedLoadError(RetryableLoadError):
@@ -80,6 +86,7 @@ class DataQualityError(RowFaultError):
     rejected: lines of the load's error log (``ErrorURL``): the rejected rows
       and the reason for each, as far as the server reported them.
   """
+  default_reason = 'data_quality'
 
   def __init__(self, message: str, *, rejected: Optional[List[str]] = None, **kwargs):
     super().__init__(message, **kwargs)
@@ -88,6 +95,7 @@ class DataQualityError(RowFaultError):
 
 class TableNotFoundError(RowFaultError):
   """The rows were routed to a database or table that does not exist."""
+  default_reason = 'table_not_found'
 
 
 class ClusterFaultError(StreamLoadError):
@@ -96,6 +104,7 @@ class ClusterFaultError(StreamLoadError):
 
 class AuthenticationError(ClusterFaultError):
   """The FE or BE refused the user name or password."""
+  default_reason = 'auth'
 
 
 class RetriesExhaustedError(ClusterFaultError):

@@ -15,17 +15,19 @@ reported for dead letters; the cluster's (``ClusterFaultError``) raise
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from transforms import metrics
+from transforms import metrics, monitoring
 from transforms.delivery.entries import JournalEntry, ranges_of
 from transforms.delivery.journal import JournalUnavailableError, LoadJournal
 from transforms.stream_load.bodies import EncodedBatch, encode_rows
 from transforms.stream_load.client import StreamLoadClient
 from transforms.stream_load.config import (DORIS, DORIS_DELETE_SIGN, STARROCKS_OP,
                                            TableLoadOptions)
-from transforms.stream_load.errors import (ClusterFaultError, DataQualityError, RowFaultError,
-                                           StreamLoadUnavailableError)
+from transforms.stream_load.errors import (ClusterFaultError, DataQualityError,
+                                           RetriesExhaustedError, RowFaultError,
+                                           StreamLoadUnavailableError, UnclassifiedLoadError)
 from transforms.stream_load.labels import make_label
 from transforms.stream_load.outcome import LoadOutcome
 from transforms.types import Row, column_names, offsets_of
@@ -35,6 +37,9 @@ __all__ = ['BatchLoader', 'BatchReport', 'MAX_BISECT_LOADS']
 _LOGGER = logging.getLogger('transforms.stream_load')
 
 MAX_BISECT_LOADS = 64
+# While the cluster is unavailable, a long-running job tries a batch again this often (each
+# round is a full retry cycle of its own, with backoff).
+OUTAGE_RETRY_SECS = 5.0
 
 
 class BatchReport(NamedTuple):
@@ -56,13 +61,20 @@ class BatchLoader:
     group: the consumer group, recorded in journal entries.
     label_prefix: the pipeline's label prefix.
     table_options: per-table Stream Load options.
-    table_limits: per-table ``(shards, key_columns)``, recorded in journal entries.
+    table_sharding: per-table ``(shards, key_columns)``, recorded in journal entries.
+    keep_retrying: retry a batch without end while the cluster is unavailable
+      (long-running jobs); else fail the bundle when the retries run out.
+    sleep: the pause between those rounds (tests inject a fake).
   """
 
   def __init__(self, client: StreamLoadClient, journal: Optional[LoadJournal], group: str,
                label_prefix: str, table_options: Mapping[str, TableLoadOptions],
-               table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]]):
+               table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]],
+               keep_retrying: bool = False, sleep: Callable[[float], None] = time.sleep):
     self._client = client
+    self._keep_retrying = keep_retrying
+    self._sleep = sleep
+    self._monitor = monitoring.monitor()
     self._journal = journal
     self._group = group
     self._label_prefix = label_prefix
@@ -107,12 +119,9 @@ class BatchLoader:
     try:
       if entry is not None:
         self._journal.write_ahead(entry)
-      outcome = self._client.load(table, encoded.body, label, rows=encoded.rows,
-                                  options=self._table_options.get(table),
-                                  extra_headers=self._special_column_headers(table, rows,
-                                                                            encoded.headers),
-                                  body_headers=encoded.headers)
+      outcome = self._load_through_outages(table, label, rows, encoded)
     except DataQualityError as error:
+      self._monitor.load_failed(table, str(error))
       if len(rows) > 1 and budget[0] >= 2:
         _LOGGER.warning('stream load rejected data: table=%s rows=%d; splitting the batch to '
                         'isolate the bad rows (%s)', table, len(rows), error)
@@ -120,28 +129,61 @@ class BatchLoader:
         self._load_rows(key, table, rows[:middle], report, budget)
         self._load_rows(key, table, rows[middle:], report, budget)
         return
-      metrics.LOAD_FAILURES.labels(table).inc()
+      metrics.LOAD_FAILURES.labels(table, error.reason).inc()
       report.pieces.append((rows, None, error))
       return
     except RowFaultError as error:
-      metrics.LOAD_FAILURES.labels(table).inc()
+      metrics.LOAD_FAILURES.labels(table, error.reason).inc()
+      self._monitor.load_failed(table, str(error))
       report.pieces.append((rows, None, error))
       return
     except ClusterFaultError as error:
       # The rows are fine and must not be dead-lettered: their offsets would
       # be committed and they would never load.  Fail the bundle instead.
-      metrics.LOAD_FAILURES.labels(table).inc()
+      metrics.LOAD_FAILURES.labels(table, error.reason).inc()
+      self._monitor.load_failed(table, str(error))
       raise StreamLoadUnavailableError(
           f'{table}: cannot load {len(rows)} rows, the cluster is not usable: {error}',
-          table=table, label=error.label, status=error.status) from error
+          table=table, label=error.label, status=error.status, reason=error.reason) from error
     except JournalUnavailableError as error:
+      metrics.LOAD_FAILURES.labels(table, 'journal').inc()
+      self._monitor.load_failed(table, str(error))
       raise StreamLoadUnavailableError(f'{table}: cannot load {len(rows)} rows: {error}',
-                                       table=table, label=label, status='journal') from error
+                                       table=table, label=label, status='journal',
+                                       reason='journal') from error
     if entry is not None:
       self._journal.mark_loaded(entry)
+    self._monitor.load_succeeded(table)
     metrics.observe_load(table, outcome.load_ms / 1000.0, outcome.loaded_rows,
                          outcome.filtered_rows, outcome.load_bytes)
     report.pieces.append((rows, outcome, None))
+
+  def _load_through_outages(self, table: str, label: str, rows: List[Row],
+                            encoded: EncodedBatch) -> LoadOutcome:
+    """``client.load``; with ``keep_retrying``, again and again while the cluster is away.
+
+    A long-running job outlives an outage of its cluster: when every retry of a transient
+    failure (connection refused, 5xx, timeouts, too many versions) is used up, the batch is
+    tried again under the same label every ``OUTAGE_RETRY_SECS`` -- the stall detector reports
+    the table meanwhile -- instead of failing the job.  Refused credentials and failures no
+    rule knows still fail it at once.
+    """
+    while True:
+      try:
+        return self._client.load(table, encoded.body, label, rows=encoded.rows,
+                                 options=self._table_options.get(table),
+                                 extra_headers=self._special_column_headers(table, rows,
+                                                                           encoded.headers),
+                                 body_headers=encoded.headers)
+      except RetriesExhaustedError as error:
+        if not self._keep_retrying or isinstance(error.__cause__, UnclassifiedLoadError):
+          raise
+        metrics.LOAD_FAILURES.labels(table, error.reason).inc()
+        self._monitor.load_failed(table, str(error))
+        self._monitor.heartbeat('sink')
+        _LOGGER.warning('stream load: the cluster is unavailable for %s (%s); trying label %s '
+                        'again in %.0f s', table, error, label, OUTAGE_RETRY_SECS)
+        self._sleep(OUTAGE_RETRY_SECS)
 
   def _journal_entry(self, key: Any, table: str, label: str,
                      rows: List[Row]) -> Optional[JournalEntry]:

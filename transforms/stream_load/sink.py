@@ -38,7 +38,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import metrics
+from transforms import metrics, monitoring
 from transforms.delivery.journal import JournalConfig, LoadJournal
 from transforms.kafka import stop
 from transforms.runtime import runs_in_process
@@ -121,8 +121,10 @@ class _SinkSettings:
   def __init__(self, config: StreamLoadConfig, flush_workers: int, label_prefix: str,
                table_options: Mapping[str, TableLoadOptions],
                table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]],
-               journal: Optional[JournalConfig], stop_token: Optional[str]):
+               journal: Optional[JournalConfig], stop_token: Optional[str],
+               keep_retrying: bool = False):
     self.config = config
+    self.keep_retrying = keep_retrying
     self.flush_workers = flush_workers
     self.label_prefix = label_prefix
     self.table_options = dict(table_options)
@@ -168,7 +170,7 @@ class _WriteBatchesFn(beam.DoFn):
     self._loader = BatchLoader(self._client, self._journal,
                                settings.journal.group if settings.journal else '',
                                settings.label_prefix, settings.table_options,
-                               settings.table_sharding)
+                               settings.table_sharding, keep_retrying=settings.keep_retrying)
     self._ordered = {}
     self._executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=settings.flush_workers, thread_name_prefix='stream-load')
@@ -198,6 +200,7 @@ class _WriteBatchesFn(beam.DoFn):
     # the wire: encoding holds the GIL, so doing it in the flush threads would
     # only make the loads wait for each other's encoding.
     job = Job(key, (table, rows, self._loader.encode(table, rows)))
+    monitoring.monitor().load_started(table)
     self._scheduler.submit(job, self._is_ordered(table))
     self._jobs.append(job)
     # Back-pressure: report finished loads; hold the bundle while too many wait.
@@ -243,7 +246,9 @@ class _WriteBatchesFn(beam.DoFn):
 
   def _harvest(self, block_above: Optional[int], windowed: bool):
     """Reports finished jobs; waits while more than ``block_above`` are pending (None: never)."""
+    monitor = monitoring.monitor()
     while True:
+      monitor.heartbeat('sink')
       pending = []
       for job in self._jobs:
         if job.future.done():
@@ -336,6 +341,8 @@ class WriteToStreamLoad(beam.PTransform):
     journal: where the load journal lives (exactly-once), or None.
     stop_token: the run token of the Kafka read (local runner: wait for all
       loads when the read has finished).
+    keep_retrying: a long-running job: while the cluster is unavailable, retry
+      a batch without end (the stall detector reports it) instead of failing.
     in_process: force the in-process (True) or the portable (False) DoFn;
       default: in-process on the local runner's in-process worker when a
       ``stop_token`` tells it when the read ends.
@@ -350,7 +357,8 @@ class WriteToStreamLoad(beam.PTransform):
                table_options: Optional[Mapping[str, TableLoadOptions]] = None,
                table_sharding: Optional[Mapping[str, Tuple[int, Tuple[str, ...]]]] = None,
                journal: Optional[JournalConfig] = None, stop_token: Optional[str] = None,
-               in_process: Optional[bool] = None, client_factory=None):
+               keep_retrying: bool = False, in_process: Optional[bool] = None,
+               client_factory=None):
     super().__init__()
     if not isinstance(config, StreamLoadConfig):
       raise ValueError(f'config: a StreamLoadConfig is required, got {type(config).__name__}')
@@ -370,7 +378,7 @@ class WriteToStreamLoad(beam.PTransform):
       raise ValueError('journal: group commit loads carry no label, so the load journal cannot '
                        'recognise them after a crash; use no journal (at-least-once)')
     self._settings = _SinkSettings(config, flush_workers, label_prefix, table_options or {},
-                                   table_sharding or {}, journal, stop_token)
+                                   table_sharding or {}, journal, stop_token, keep_retrying)
     self._in_process = in_process
     self._client_factory = client_factory
 

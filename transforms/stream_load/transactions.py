@@ -169,7 +169,7 @@ class Transactions:
     except requests.RequestException as error:
       raise RetryableLoadError(f'{table or db}: 2PC {operation} of txn {txn_id or label} failed: '
                                f'{type(error).__name__}', table=table, label=label,
-                               status='connection error') from None
+                               status='connection error', reason='connection') from None
     body = json_or_none(response) or {}
     status = str(body.get('status') or body.get('Status') or '')
     message = str(body.get('msg') or body.get('Message') or '')
@@ -219,7 +219,7 @@ class Transactions:
                                          allow_redirects=False, timeout=transport.load_timeout())
       except requests.RequestException as error:
         raise RetryableLoadError(f'{table}: transaction load failed: {type(error).__name__}',
-                                 table=table, label=label, status='connection error') from None
+                                 table=table, label=label, status='connection error', reason='connection') from None
       result = load_response_json(response, table, label, be)
       if result.get('Status') not in _STARROCKS_OK:
         raise classify_failure(str(result.get('Message', '')), table=table, label=label,

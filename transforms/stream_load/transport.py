@@ -164,7 +164,7 @@ class Transport:
       except NextFe as error:
         errors.append(f'{host_of(fe)}: {error}')
     raise RetryableLoadError(f'{table or what}: {what}: no FE answered ({"; ".join(errors)})',
-                             table=table, label=label, status='FE unavailable')
+                             table=table, label=label, status='FE unavailable', reason='connection')
 
   def resolve_be(self, path: str, headers: Mapping[str, str], table: str, label: str,
                  method: str = 'PUT') -> Tuple[str, str]:
@@ -226,7 +226,8 @@ def load_response_json(response: requests.Response, table: str, label: str, be: 
   """
   if response.status_code >= 500:
     raise RetryableLoadError(f'{table}: BE {host_of(be)} answered HTTP {response.status_code}',
-                             table=table, label=label, status=str(response.status_code))
+                             table=table, label=label, status=str(response.status_code),
+                             reason='server_error')
   if response.status_code in (401, 403):
     raise AuthenticationError(f'{table}: BE {host_of(be)} refused the credentials',
                               table=table, label=label, status=str(response.status_code))
