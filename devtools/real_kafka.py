@@ -46,7 +46,6 @@ import base64
 import itertools
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -374,7 +373,7 @@ class _RealKafka:
     self.replication = replication
     self._counter = itertools.count()
     self._producer: Optional[Producer] = None
-    self._known_topics = set()
+    self._known_topics: Dict[str, int] = {}  # topic -> partitions
     self._topics_lock = threading.Lock()
     self.ssl_ca_path: Optional[str] = None
     ssl_settings = self._make_certificates() if security else {}
@@ -447,8 +446,9 @@ class _RealKafka:
 
   def _make_certificates(self) -> Dict[str, str]:
     """A throwaway CA and a certificate for 127.0.0.1/localhost; the broker's SSL settings."""
-    import trustme  # pylint: disable=import-outside-toplevel  (test extra)
-    from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    import trustme  # the test extra
+    from cryptography.hazmat.primitives import serialization
     ca = trustme.CA()
     cert = ca.issue_cert('127.0.0.1', 'localhost')
     self.ssl_ca_path = os.path.join(self.work_dir, 'ca.pem')
@@ -630,7 +630,7 @@ class _RealKafka:
     futures[name].result(timeout=timeout_secs)
     self.wait_for_leaders(name, partitions, replication, timeout_secs)
     with self._topics_lock:
-      self._known_topics.add(name)
+      self._known_topics[name] = partitions
     return name
 
   def wait_for_leaders(self, topic: str, partitions: int, replication: int,
@@ -653,20 +653,23 @@ class _RealKafka:
                            f'{timeout_secs:.0f}s')
       time.sleep(0.05)
 
-  def _ensure_topic(self, topic: str) -> None:
+  def _ensure_topic(self, topic: str) -> int:
+    """Creates ``topic`` with ``num_partitions`` partitions if it does not exist; returns its
+    partition count."""
     with self._topics_lock:
       if topic in self._known_topics:
-        return
+        return self._known_topics[topic]
     metadata = self.admin().list_topics(topic, timeout=10).topics.get(topic)
-    if metadata is not None and metadata.error is None and metadata.partitions:
-      with self._topics_lock:
-        self._known_topics.add(topic)
-      return
-    try:
-      self.create_topic(topic)
-    except KafkaException as error:
-      if 'already exists' not in str(error).lower():
-        raise
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+      try:
+        self.create_topic(topic)
+      except KafkaException as error:
+        if 'already exists' not in str(error).lower():
+          raise
+    count = self.partitions_of(topic)
+    with self._topics_lock:
+      self._known_topics[topic] = count
+    return count
 
   def partitions_of(self, topic: str) -> int:
     return len(self.admin().list_topics(topic, timeout=10).topics[topic].partitions)
@@ -698,19 +701,18 @@ class _RealKafka:
               headers: Optional[list] = None) -> None:
     """Produces ``values`` to ``topic`` (created with 4 partitions if missing); waits for acks.
 
-    Without ``partition`` and ``keys`` records go round robin over
-    ``num_partitions`` partitions (record ``i`` to partition ``i % 4``), like
-    ``KafkaCluster.produce``.  ``acks=all`` with the idempotent producer:
-    retries across a broker restart or a leader change neither lose nor
-    duplicate a record.
+    Without ``partition`` and ``keys`` records go round robin over the
+    topic's partitions (record ``i`` to partition ``i % partitions``: with
+    the default 4 partitions, as ``KafkaCluster.produce`` does).
+    ``acks=all`` with the idempotent producer: retries across a broker
+    restart or a leader change neither lose nor duplicate a record.
 
     Raises:
       KafkaException: a record was not delivered.
     """
-    self._ensure_topic(topic)
+    partitions = self._ensure_topic(topic)
     producer = self._shared_producer()
-    _produce_all(producer, topic, values, keys, partition, timestamps_ms, headers,
-                 self.num_partitions)
+    _produce_all(producer, topic, values, keys, partition, timestamps_ms, headers, partitions)
 
   def produce_transaction(self, topic: str, values: Sequence[Optional[bytes]],
                           keys: Optional[Sequence[Optional[bytes]]] = None,
@@ -721,12 +723,12 @@ class _RealKafka:
     control record (the commit or abort marker) on every partition it wrote
     to: an offset that no consumer ever receives.
     """
-    self._ensure_topic(topic)
+    partitions = self._ensure_topic(topic)
     producer = Producer(self.client_config(**{
         'transactional.id': f'tx-{uuid.uuid4().hex[:12]}', 'acks': 'all', 'linger.ms': 5}))
     producer.init_transactions(CLIENT_TIMEOUT_SECS)
     producer.begin_transaction()
-    _produce_all(producer, topic, values, keys, partition, None, None, self.num_partitions)
+    _produce_all(producer, topic, values, keys, partition, None, None, partitions)
     if abort:
       producer.abort_transaction(CLIENT_TIMEOUT_SECS)
     else:
@@ -888,7 +890,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   started = time.monotonic()
   kafka.start()
   print(f'Kafka 4.1.1 ({args.nodes} node(s)) ready in {time.monotonic() - started:.1f} s, '
-        f'data in {kafka.work_dir}')
+        f'data in {kafka.work_dir} (removed when it stops)')
   print(f'bootstrap_servers={kafka.bootstrap_servers}')
   if args.security:
     users = ', '.join(f'{u}/{p}' for u, p in SASL_USERS.items())

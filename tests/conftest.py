@@ -4,4 +4,5 @@ pytest_plugins = [
     'tests.fixtures.stream_load',
     'tests.fixtures.kafka',
     'tests.fixtures.real_kafka',
+    'tests.fixtures.flink',
 ]

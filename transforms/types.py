@@ -36,7 +36,9 @@ class KafkaChunk(NamedTuple):
 
   ``next_offset`` is the consumer position after the chunk: every offset in
   ``[first_offset, next_offset)`` that exists in the partition is in
-  ``records`` (gaps are transaction markers or compacted-away offsets).
+  ``records`` (gaps are transaction markers, aborted records or
+  compacted-away offsets).  A chunk without records covers such offsets at
+  the end of a partition, so that they are committed past.
   """
   topic: str
   partition: int

@@ -24,7 +24,8 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from transforms.delivery.entries import JournalEntry
-from transforms.kafka.config import KafkaConfigError, new_consumer, new_producer, producer_config_of
+from transforms.kafka.config import (KafkaConfigError, client_failure_cause, new_admin,
+                                     new_consumer, new_producer, producer_config_of)
 
 __all__ = ['JournalConfig', 'LoadJournal', 'JournalUnavailableError', 'read_journal',
            'ensure_journal_topic', 'DEFAULT_JOURNAL_TOPIC']
@@ -208,13 +209,14 @@ def ensure_journal_topic(config: JournalConfig) -> bool:
   broker's defaults; a warning says how to create it compacted.
   """
   from confluent_kafka import KafkaException  # pylint: disable=import-outside-toplevel
-  from confluent_kafka.admin import AdminClient, NewTopic  # pylint: disable=import-outside-toplevel
-  admin = AdminClient(producer_config_of(config.kafka_config))
+  from confluent_kafka.admin import NewTopic  # pylint: disable=import-outside-toplevel
+  admin = new_admin(producer_config_of(config.kafka_config))
+  asked = time.monotonic()
   try:
     metadata = admin.list_topics(timeout=_READ_TIMEOUT_SECS)
   except KafkaException as error:
     raise JournalUnavailableError(f'load journal: Kafka did not answer a metadata request: '
-                                  f'{error}') from None
+                                  f'{error}{client_failure_cause(admin, asked)}') from None
   if config.topic in metadata.topics and not metadata.topics[config.topic].error:
     return True
   if metadata.controller_id not in metadata.brokers:

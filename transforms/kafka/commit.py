@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from transforms import metrics
+from transforms import metrics, monitoring
 from transforms.kafka.config import KafkaConfigError, new_consumer, reader_config
 from transforms.kafka.offsets import OffsetTracker
 from transforms.runtime import runs_in_process
@@ -44,21 +44,21 @@ class _CommitMetrics:
     self.stale = Metrics.counter(metrics.NAMESPACE, 'stale_acks')
 
 
-def _track(tracker: OffsetTracker, item, metrics: _CommitMetrics
+def _track(tracker: OffsetTracker, item, counters: _CommitMetrics
           ) -> Optional[int]:
   """Applies ``item`` to ``tracker``; returns an offset to commit or None."""
   stale_before = tracker.stale_acks
   if isinstance(item, ChunkRead):
-    metrics.chunks.inc()
+    counters.chunks.inc()
     tracker.add_chunk(item.first_offset, item.next_offset, item.count)
   elif isinstance(item, OffsetAck):
-    metrics.acks.inc(len(item.offsets))
+    counters.acks.inc(len(item.offsets))
     tracker.ack(item.offsets)
   else:
     raise TypeError(
         f'CommitOffsets takes ChunkRead and OffsetAck, got {type(item)!r}')
   if tracker.stale_acks != stale_before:
-    metrics.stale.inc(tracker.stale_acks - stale_before)
+    counters.stale.inc(tracker.stale_acks - stale_before)
   position = tracker.position
   if position is not None and (tracker.committed is None or
                                position > tracker.committed):
@@ -66,8 +66,13 @@ def _track(tracker: OffsetTracker, item, metrics: _CommitMetrics
   return None
 
 
+def _report_commit(topic: str, partition: int, position: int) -> None:
+  metrics.KAFKA_COMMITTED_OFFSET.labels(topic, str(partition)).set(position)
+  monitoring.monitor().partition_progress(topic, partition, committed=position)
+
+
 def _commit(consumer, tracker: OffsetTracker, topic: str, partition: int,
-            position: int, metrics: _CommitMetrics, asynchronous: bool = False) -> bool:
+            position: int, counters: _CommitMetrics, asynchronous: bool = False) -> bool:
   """Commits ``position``; a failure is logged, not raised.
 
   Asynchronous commits are acknowledged later; a failure is reported by the
@@ -80,12 +85,13 @@ def _commit(consumer, tracker: OffsetTracker, topic: str, partition: int,
                     asynchronous=asynchronous)
   except KafkaException as e:
     # The next advance commits again (commits supersede each other).
-    metrics.commit_failures.inc()
+    counters.commit_failures.inc()
     _LOGGER.warning('Committing %s[%d]@%d failed: %s', topic, partition,
                     position, e)
     return False
   tracker.committed = position
-  metrics.commits.inc()
+  counters.commits.inc()
+  _report_commit(topic, partition, position)
   _LOGGER.debug('Committed %s[%d]@%d', topic, partition, position)
   return True
 

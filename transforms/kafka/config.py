@@ -8,7 +8,9 @@ own logs and errors go to Python logging instead of stderr.
 
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from typing import Any, Dict
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     'reader_config',
     'new_consumer',
     'new_producer',
+    'new_admin',
+    'client_failure_cause',
     'producer_config_of',
     'describe_servers',
     'EARLIEST',
@@ -81,6 +85,13 @@ def reader_config(consumer_config: Dict[str, Any]) -> Dict[str, Any]:
       _LOGGER.warning('Ignoring %s=%s: offsets are committed by CommitOffsets '
                       'only after the rows are loaded', key, config[key])
     config[key] = False
+  # Only records of committed transactions may load: an aborted transaction's
+  # records must never reach a table.  read_committed is librdkafka's default
+  # too; it is set here so the guarantee does not hang on a default.
+  isolation = str(config.setdefault('isolation.level', 'read_committed')).lower()
+  if isolation != 'read_committed':
+    _LOGGER.warning('isolation.level=%s: records of aborted or still open Kafka transactions '
+                    'will be loaded too', config['isolation.level'])
   reset = str(config.get('auto.offset.reset', 'latest')).lower()
   if reset not in EARLIEST | LATEST | {'error'}:
     raise KafkaConfigError(
@@ -88,10 +99,50 @@ def reader_config(consumer_config: Dict[str, Any]) -> Dict[str, Any]:
   return config
 
 
+# Recent client errors (monotonic time, KafkaError), so that a failed request
+# can name its cause: librdkafka fails a metadata request with "Broker
+# transport failure" and reports why (a refused password, an untrusted
+# certificate) only to ``error_cb``.
+_RECENT_ERRORS: collections.deque = collections.deque(maxlen=64)
+# KafkaError._AUTHENTICATION, KafkaError._SSL: the causes a user must fix.
+_TELLING_ERROR_CODES = (-169, -181)
+_ALL_BROKERS_DOWN = -187
+
+
 def _log_client_error(error) -> None:
   # librdkafka reports broker trouble (all brokers down, auth failures) here;
   # without a callback it would be silent and a dead cluster looks idle.
   _LOGGER.warning('Kafka client error: %s', error)
+  _RECENT_ERRORS.append((time.monotonic(), error))
+
+
+def client_failure_cause(client, since: float) -> str:
+  """Why ``client``'s request failed, as librdkafka reported it since ``since``; or ''.
+
+  librdkafka hands errors to ``error_cb`` only when the client is polled, so
+  this polls it once without waiting, then picks an authentication or TLS
+  error if there is one, else the last error ("Connection refused", ...).
+  ``since`` is a ``time.monotonic()`` from before the request.
+  """
+  try:
+    client.poll(0)
+  except Exception:  # pylint: disable=broad-except  (a closed client: nothing more to learn)
+    pass
+  errors = [error for at, error in list(_RECENT_ERRORS) if at >= since]
+  telling = [e for e in errors if _code_of(e) in _TELLING_ERROR_CODES]
+  others = [e for e in errors if _code_of(e) != _ALL_BROKERS_DOWN]
+  chosen = (telling or others or [None])[-1]
+  if chosen is None:
+    return ''
+  text = chosen.str() if hasattr(chosen, 'str') else str(chosen)
+  return f' (the Kafka client reported: {text})'
+
+
+def _code_of(error) -> Any:
+  try:
+    return error.code()
+  except AttributeError:
+    return None
 
 
 def _new_client(client_class, config: Dict[str, Any], overrides: Dict[str, Any], what: str):
@@ -114,6 +165,16 @@ def new_consumer(config: Dict[str, Any], **overrides):
   """
   from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
   return _new_client(Consumer, config, overrides, 'consumer_config')
+
+
+def new_admin(config: Dict[str, Any], **overrides):
+  """Creates a confluent_kafka AdminClient; librdkafka logs go to logging.
+
+  Raises:
+    KafkaConfigError: librdkafka refused the configuration.
+  """
+  from confluent_kafka.admin import AdminClient  # pylint: disable=import-outside-toplevel
+  return _new_client(AdminClient, config, overrides, 'Kafka admin config')
 
 
 def describe_servers(config: Dict[str, Any]) -> str:

@@ -17,8 +17,8 @@ import apache_beam as beam
 
 from transforms.kafka import stop
 from transforms.kafka.config import (EARLIEST, LATEST, KafkaConfigError, KafkaSourceError,
-                                     KafkaUnreachableError, UnknownTopicError, describe_servers,
-                                     new_consumer)
+                                     KafkaUnreachableError, UnknownTopicError,
+                                     client_failure_cause, describe_servers, new_consumer)
 
 __all__ = ['PartitionSpec', 'UNBOUNDED_STOP_OFFSET', 'normalize_partitions', 'list_partitions',
            'resolve_specs']
@@ -75,13 +75,15 @@ def list_partitions(consumer, config, topics, partitions,
   wanted = normalize_partitions(topics, partitions)
   result = []
   for topic in topics:
+    asked = time.monotonic()
     try:
       metadata = consumer.list_topics(topic, timeout=timeout_secs)
     except KafkaException as e:
       raise KafkaUnreachableError(
           f'Kafka at bootstrap.servers={describe_servers(config)!r} did not answer a '
           f'metadata request within {timeout_secs}s '
-          f'(start_timeout_secs): {e.args[0] if e.args else e}') from e
+          f'(start_timeout_secs): {e.args[0] if e.args else e}'
+          f'{client_failure_cause(consumer, asked)}') from e
     topic_md = metadata.topics.get(topic)
     if topic_md is None or topic_md.error is not None or not topic_md.partitions:
       error = topic_md.error if topic_md is not None else 'missing'

@@ -25,7 +25,7 @@ from apache_beam.transforms import core, window
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms import metrics
+from transforms import metrics, monitoring
 from transforms.kafka import coders as _coders  # noqa: F401  (registers the chunk coders)
 from transforms.kafka import stop
 from transforms.kafka.config import (KafkaConfigError, KafkaSourceError, describe_servers,
@@ -188,6 +188,7 @@ class _ReadPartitionFn(beam.DoFn):
         _LOGGER.debug('closing a consumer failed', exc_info=True)
 
   def start_bundle(self):
+    self._monitor = monitoring.monitor()
     self._bundle_deadline = None
     self._bundle_records = 0
     self._bundle_wait_secs = self._poll_timeout_secs
@@ -281,6 +282,7 @@ class _ReadPartitionFn(beam.DoFn):
           self._finish(spec, tracker, stopped=True)
           return
         messages = self._poll(cached, self._bundle_deadline)
+        self._monitor.heartbeat('reader')
         end_offset = -1
         # The hot loop: one list comprehension, no per-record method lookups
         # beyond the message's own accessors (~1 us per record).
@@ -331,7 +333,14 @@ class _ReadPartitionFn(beam.DoFn):
           self._bundle_records += len(records)
           _report_lag(cached.consumer, topic, partition, position)
         if end_offset > position:
-          # Only non-data offsets (transaction markers) before the end.
+          # No record for us before the end: transaction markers, aborted
+          # records (read_committed), compacted-away offsets.  An empty chunk
+          # covers them, so CommitOffsets commits up to the end offset (else
+          # the group's lag never reaches 0 past a transaction's last marker).
+          end = min(end_offset, tracker.current_restriction().stop)
+          if end > position and tracker.try_claim(end - 1):
+            yield self._output_empty(topic, partition, position, end, watermark_estimator)
+            cached.next_offset = end
           position = end_offset
         if position >= restriction.stop:
           self._finish(spec, tracker)
@@ -359,6 +368,13 @@ class _ReadPartitionFn(beam.DoFn):
     if stopped or stop_offset >= spec.stop_offset:
       stop.partition_done(self._stop_token, (spec.topic, spec.partition))
 
+  def _output_empty(self, topic, partition, first_offset, next_offset, watermark_estimator):
+    """A chunk without records over ``[first_offset, next_offset)``; the watermark stays."""
+    self._chunks_read.inc()
+    chunk = KafkaChunk(topic, partition, first_offset, next_offset, [])
+    current = watermark_estimator.current_watermark()
+    return window.TimestampedValue(chunk, current if current is not None else Timestamp.now())
+
   def _output(self, records, first_offset, watermark_estimator):
     self._records_read.inc(len(records))
     self._chunks_read.inc()
@@ -382,7 +398,9 @@ def _report_lag(consumer, topic: str, partition: int, position: int) -> None:
   except KafkaException:
     return
   if high is not None and high >= 0:
-    metrics.KAFKA_LAG.labels(topic, str(partition)).set(max(0, high - position))
+    lag = max(0, high - position)
+    metrics.KAFKA_LAG.labels(topic, str(partition)).set(lag)
+    monitoring.monitor().partition_progress(topic, partition, lag=lag)
 
 
 class _ReadUnboundedPartitionFn(_ReadPartitionFn):
@@ -418,10 +436,15 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
   Each output chunk holds the records of one partition returned by one
   consume call (at most ``max_chunk_records``), ``first_offset`` is the read
   position before it and ``next_offset`` the position after it, so chunks of
-  a partition are contiguous (a gap only where transaction markers end a
-  partition).  A chunk's timestamp is its newest record's
+  a partition are contiguous.  Offsets that hold no record for the reader
+  (transaction markers, aborted records, compacted-away offsets) lie inside
+  the next chunk, or, when they end what is in the partition, inside a chunk
+  without records, so that the committed offset can reach the end offset.
+  A chunk's timestamp is its newest record's
   timestamp; the watermark follows record timestamps, and an idle partition's
   watermark follows wall time minus ``IDLE_WATERMARK_LAG_SECS``.
+  Only committed transactions are read (``isolation.level=read_committed``
+  unless the config says otherwise).
 
   Errors: with ``validate=True`` (default) the topics are checked when the
   pipeline is built, so a bad broker address, an unreachable cluster or an

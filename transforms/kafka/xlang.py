@@ -72,6 +72,9 @@ class ReadKafkaChunksXlang(beam.PTransform):
     java_config = {key: str(value).lower() if isinstance(value, bool) else str(value)
                    for key, value in consumer_config.items() if key not in _LIBRDKAFKA_ONLY}
     java_config.setdefault('enable.auto.commit', 'false')
+    # Java's KafkaConsumer defaults to read_uncommitted (librdkafka to read_committed): records
+    # of aborted transactions must never load, whichever reader is used.
+    java_config.setdefault('isolation.level', 'read_committed')
     self.read = ReadFromKafka(
         consumer_config=java_config, topics=list(topics), max_num_records=max_num_records,
         max_read_time=max_read_time_secs, commit_offset_in_finalize=False,

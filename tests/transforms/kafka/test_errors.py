@@ -92,3 +92,34 @@ def test_auto_commit_is_forced_off():
        'enable.auto.commit': True}, ['t'])
   assert read._config['enable.auto.commit'] is False
   assert read._config['enable.auto.offset.store'] is False
+
+
+def test_the_reader_reads_committed_transactions_only_unless_told_otherwise():
+  """Records of aborted transactions must never load: read_committed is set explicitly."""
+  read = kafka.ReadKafkaChunks({'bootstrap.servers': 'x:1', 'group.id': 'g'}, ['t'])
+  assert read._config['isolation.level'] == 'read_committed'
+  chosen = kafka.ReadKafkaChunks({'bootstrap.servers': 'x:1', 'group.id': 'g',
+                                  'isolation.level': 'read_uncommitted'}, ['t'])
+  assert chosen._config['isolation.level'] == 'read_uncommitted'  # the user's choice, warned
+
+
+def test_a_refused_login_is_named_in_the_unreachable_error():
+  """librdkafka fails the metadata request with "transport failure" and tells why (a refused
+  SASL login, an untrusted certificate) only to error_cb, served on poll(): the error says it."""
+  from confluent_kafka import KafkaError, KafkaException
+  from transforms.kafka import config as kafka_config
+  from transforms.kafka.partitions import list_partitions
+
+  class _RefusedConsumer:
+    def list_topics(self, topic, timeout):
+      raise KafkaException(KafkaError(KafkaError._TRANSPORT, 'Broker transport failure'))
+
+    def poll(self, timeout):  # serves the queued error callback, as librdkafka does
+      kafka_config._log_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, '1/1 brokers down'))
+      kafka_config._log_client_error(KafkaError(
+          KafkaError._AUTHENTICATION, 'sasl_plaintext://b:9092/bootstrap: SASL authentication '
+          'error: Authentication failed: Invalid username or password'))
+
+  with pytest.raises(kafka.KafkaUnreachableError,
+                     match='reported: .*SASL authentication error: Authentication failed'):
+    list_partitions(_RefusedConsumer(), _config('b:9092'), ['t'], None, TIMEOUT_SECS)

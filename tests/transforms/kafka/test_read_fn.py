@@ -115,7 +115,22 @@ def test_bounded_read_finishes_when_the_end_is_transaction_markers(
   fn = _fn(monkeypatch, _FakeConsumer(range(5), 7))
   out, tracker, _ = _run(fn, 0, 7)
   assert [r.offset for tv in out for r in tv.value.records] == list(range(5))
+  # An empty chunk covers the markers, so the committed offset reaches the end (7).
+  assert [(tv.value.first_offset, tv.value.next_offset) for tv in out][-1] == (5, 7)
+  assert out[-1].value.records == []
   tracker.check_done()
+
+
+def test_unbounded_read_covers_trailing_markers_with_an_empty_chunk(monkeypatch):
+  # Records 0..4, then markers (or aborted records) at 5 and 6; the partition ends at 7.
+  fn = _fn(monkeypatch, _FakeConsumer(range(5), 7), unbounded=True)
+  out, tracker, _ = _run(fn, 0, UNBOUNDED_STOP_OFFSET)
+  chunks = [tv.value for tv in out]
+  assert [(c.first_offset, c.next_offset, len(c.records)) for c in chunks] == [
+      (0, 3, 3), (3, 5, 2), (5, 7, 0)]
+  assert [kafka.chunk_read_of(c).count for c in chunks] == [3, 2, 0]
+  residual, _ = tracker.deferred_status()
+  assert residual.start == 7  # the next bundle reads on from the end
 
 
 def test_chunk_timestamp_and_watermark_follow_records(monkeypatch):

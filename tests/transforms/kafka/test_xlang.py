@@ -35,7 +35,8 @@ def test_builds_java_kafkaio_with_metadata_and_string_config():
   row = _payload_row(read)
   assert dict(row.consumer_config) == {
       'bootstrap.servers': 'broker:9092', 'group.id': 'g',
-      'session.timeout.ms': '10000', 'enable.auto.commit': 'false'}
+      'session.timeout.ms': '10000', 'enable.auto.commit': 'false',
+      'isolation.level': 'read_committed'}  # Java's default would read aborted transactions
   assert list(row.topics) == ['orders', 'users']
   assert row.max_num_records == 10
   assert row.commit_offset_in_finalize is False
