@@ -10,6 +10,8 @@ runs.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -65,6 +67,10 @@ class KafkaSettings:
     stop_at_end: read to the end offsets seen at start, then finish.
     reader: ``native`` or ``xlang``.
     max_chunk_records: most records per chunk.
+    topic_pattern: a regular expression every read topic's whole name
+      matches (instead of ``topics``), or None.
+    discovery_interval_secs: how often a streaming read looks for new
+      matching topics and new partitions.
   """
   consumer_config: Mapping[str, Any]
   topics: Tuple[str, ...]
@@ -72,6 +78,8 @@ class KafkaSettings:
   stop_at_end: bool
   reader: str
   max_chunk_records: int
+  topic_pattern: Optional[str] = None
+  discovery_interval_secs: float = 30.0
 
   @classmethod
   def from_options(cls, options: PipelineOptions, require_topics: bool = True) -> 'KafkaSettings':
@@ -81,15 +89,32 @@ class KafkaSettings:
       ConfigurationError: naming the flag and the bad value.
     """
     opts = options.view_as(KafkaToDorisOptions)
-    required = ('bootstrap_servers', 'topics', 'group_id') if require_topics else (
-        'bootstrap_servers', 'group_id')
-    missing = [f'--{name}' for name in required if not getattr(opts, name)]
+    missing = [f'--{name}' for name in ('bootstrap_servers', 'group_id')
+               if not getattr(opts, name)]
+    if require_topics and not opts.topics and not opts.topic_pattern:
+      missing.append('--topics (or --topic_pattern)')
     if missing:
       raise ConfigurationError('missing required flag(s): ' + ', '.join(missing))
+    if opts.topics and opts.topic_pattern:
+      raise ConfigurationError('give --topics or --topic_pattern, not both')
+    pattern = opts.topic_pattern or None
+    if pattern is not None:
+      try:
+        re.compile(pattern)
+      except re.error as error:
+        raise ConfigurationError(f'--topic_pattern: {pattern!r} is not a regular expression: '
+                                 f'{error}') from None
+      if opts.kafka_reader == 'xlang':
+        raise ConfigurationError('--topic_pattern needs --kafka_reader=native')
     if opts.max_chunk_records < 1:
       raise ConfigurationError(f'--max_chunk_records: must be >= 1, got {opts.max_chunk_records}')
+    if not opts.topic_discovery_interval_secs > 0:
+      raise ConfigurationError('--topic_discovery_interval_secs: must be > 0, got '
+                               f'{opts.topic_discovery_interval_secs}')
     return cls(consumer_config_of(opts), tuple(_split_list(opts.topics)), opts.group_id,
-               bool(opts.stop_at_end), opts.kafka_reader, opts.max_chunk_records)
+               bool(opts.stop_at_end), opts.kafka_reader, opts.max_chunk_records,
+               topic_pattern=pattern,
+               discovery_interval_secs=float(opts.topic_discovery_interval_secs))
 
 
 def _routing_of(opts: KafkaToDorisOptions) -> Routing:
@@ -126,6 +151,47 @@ def _check_group_commit(load: StreamLoadConfig, table_config: TableConfig,
         '--delivery_guarantee=at_least_once to accept that')
 
 
+SCHEMA_REGISTRY_AUTH_ENV_VAR = 'SCHEMA_REGISTRY_BASIC_AUTH'
+_REGISTRY_TLS_FLAGS = (('schema_registry_ca_location', 'ssl.ca.location'),
+                       ('schema_registry_certificate_location', 'ssl.certificate.location'),
+                       ('schema_registry_key_location', 'ssl.key.location'))
+
+
+def _schema_registry_of(opts: KafkaToDorisOptions) -> Optional[Dict[str, str]]:
+  """confluent-kafka ``SchemaRegistryClient`` settings from the registry flags, or None."""
+  if opts.format == 'json':
+    if opts.schema_registry_url:
+      raise ConfigurationError('--schema_registry_url is set but --format=json reads no '
+                               'registry; give --format=avro|protobuf|json_schema')
+    return None
+  if opts.format not in ('avro', 'protobuf', 'json_schema'):
+    raise ConfigurationError(f'--format: expected json|avro|protobuf|json_schema, '
+                             f'got {opts.format!r}')
+  urls = _split_list(opts.schema_registry_url)
+  if not urls:
+    raise ConfigurationError(f'--format={opts.format} needs --schema_registry_url')
+  for url in urls:
+    if not url.startswith(('http://', 'https://', 'mock://')):
+      raise ConfigurationError(f'--schema_registry_url: {url!r} is not an http(s) URL')
+  conf = {'url': ','.join(urls)}
+  auth = opts.schema_registry_basic_auth or os.environ.get(SCHEMA_REGISTRY_AUTH_ENV_VAR, '')
+  if auth:
+    if ':' not in auth:
+      raise ConfigurationError('--schema_registry_basic_auth: expected USER:PASSWORD '
+                               '(value not shown)')
+    conf['basic.auth.user.info'] = auth
+  for flag, key in _REGISTRY_TLS_FLAGS:
+    path = getattr(opts, flag)
+    if path:
+      if not os.path.isfile(path):
+        raise ConfigurationError(f'--{flag}: no such file: {path}')
+      conf[key] = path
+  if bool(conf.get('ssl.certificate.location')) != bool(conf.get('ssl.key.location')):
+    raise ConfigurationError('--schema_registry_certificate_location and '
+                             '--schema_registry_key_location go together')
+  return conf
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """Every setting of the loader (see ``python -m pipelines.kafka_to_doris --help``)."""
@@ -145,6 +211,10 @@ class PipelineConfig:
   stall_timeout_secs: float
   progress_interval_secs: float
   validate_tables: bool
+  value_format: str = 'json'
+  schema_registry: Optional[Mapping[str, str]] = None
+  schema_evolution: str = 'none'
+  create_tables: bool = False
 
   @property
   def exactly_once(self) -> bool:
@@ -187,7 +257,7 @@ class PipelineConfig:
                                f'{AT_LEAST_ONCE}, got {opts.delivery_guarantee!r}')
     try:
       routing = _routing_of(opts)
-      if routing.topic_table_map:
+      if routing.topic_table_map and kafka.topics:
         unmapped = [t for t in kafka.topics if t not in routing.topic_table_map]
         if unmapped:
           raise ConfigurationError(f'--topic_table_map: topic(s) {unmapped} are read (--topics) '
@@ -220,7 +290,9 @@ class PipelineConfig:
         dead_letter_path=opts.dead_letter_path, metrics_port=opts.metrics_port,
         stall_timeout_secs=opts.stall_timeout_secs,
         progress_interval_secs=opts.progress_interval_secs,
-        validate_tables=bool(opts.validate_tables))
+        validate_tables=bool(opts.validate_tables),
+        value_format=opts.format, schema_registry=_schema_registry_of(opts),
+        schema_evolution=opts.schema_evolution, create_tables=bool(opts.create_tables))
 
 
 

@@ -63,6 +63,14 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('bootstrap_servers', str, 'localhost:9092',
              'Kafka bootstrap servers, host:port[,host:port...].', r'^[^,\s]+(,[^,\s]+)*$'),
     FlagSpec('topics', str, None, 'Comma-separated Kafka topics to read.', r'^[^,\s]+(,[^,\s]+)*$'),
+    FlagSpec('topic_pattern', str, '',
+             'Read every topic whose whole name matches this regular expression (like the '
+             'connectors\' topics.regex); instead of --topics. Topics created and partitions '
+             'added while the job runs are picked up within --topic_discovery_interval_secs.',
+             r'^.*$'),
+    FlagSpec('topic_discovery_interval_secs', float, 30.0,
+             'How often a streaming job looks for new topics matching --topic_pattern and new '
+             'partitions of its topics.', _NUMBER),
     FlagSpec('group_id', str, None,
              'Kafka consumer group: where offsets are committed after rows are loaded, and where '
              'a restart resumes from.', r'^[A-Za-z0-9._-]+$'),
@@ -108,8 +116,23 @@ FLAG_SPECS: List[FlagSpec] = [
              'Route by a field of the JSON value holding "db.tbl" (or "tbl" with '
              '--default_database).', r'^[A-Za-z0-9_.]*$'),
     FlagSpec('default_database', str, '', 'Database for bare table names.', r'^[A-Za-z0-9_]*$'),
-    FlagSpec('format', str, 'json', 'Record format of Kafka values (json).', r'^json$',
-             choices=['json']),
+    FlagSpec('format', str, 'json',
+             'Record format of Kafka values: json, or avro, protobuf, json_schema in the '
+             'Confluent wire format (magic byte, schema id), decoded with the schemas of '
+             '--schema_registry_url.', r'^(json|avro|protobuf|json_schema)$',
+             choices=['json', 'avro', 'protobuf', 'json_schema']),
+    FlagSpec('schema_registry_url', str, '',
+             'Confluent-compatible Schema Registry URL(s), comma-separated (needed by --format '
+             'avro, protobuf, json_schema).', r'^(https?://[^,\s]+(,https?://[^,\s]+)*)?$'),
+    FlagSpec('schema_registry_basic_auth', str, '',
+             'Registry basic auth, USER:PASSWORD (default: the SCHEMA_REGISTRY_BASIC_AUTH '
+             'environment variable). Never logged.', r'^.*$', secret=True),
+    FlagSpec('schema_registry_ca_location', str, '',
+             'CA bundle (PEM) to verify the registry\'s https certificate.', r'^.*$'),
+    FlagSpec('schema_registry_certificate_location', str, '',
+             'Client certificate (PEM) for a registry that wants mutual TLS.', r'^.*$'),
+    FlagSpec('schema_registry_key_location', str, '',
+             'Private key (PEM) of --schema_registry_certificate_location.', r'^.*$'),
     FlagSpec('cdc_format', str, 'none',
              'CDC envelope of the values: none, debezium, canal, maxwell or auto; deletes become '
              '__DORIS_DELETE_SIGN__ (Doris) / __op (StarRocks).',
@@ -117,6 +140,15 @@ FLAG_SPECS: List[FlagSpec] = [
              choices=['none', 'debezium', 'canal', 'maxwell', 'auto']),
     FlagSpec('max_record_bytes', int, 10 * 1024 * 1024,
              'Records larger than this go to dead letters.', _INT),
+    FlagSpec('schema_evolution', str, 'none',
+             'none: columns a table lacks are reported once per table and column and left out, '
+             'as Doris does; add_columns: such columns are added first (ALTER TABLE ... ADD '
+             'COLUMN through the FE, typed from the record\'s schema or value), never dropped '
+             'or narrowed.', r'^(none|add_columns)$', choices=['none', 'add_columns']),
+    FlagSpec('create_tables', str_to_bool, False,
+             'Create a missing target table from the first record\'s schema: UNIQUE KEY on the '
+             'source\'s primary key for keyed CDC, else DUPLICATE KEY; DISTRIBUTED BY and '
+             'BUCKETS from --table_config (distributed_by, buckets).', _BOOL, is_bool=True),
     # Batching
     FlagSpec('batch_rows', int, 10_000, 'Flush a table\'s batch at this many rows.', _INT),
     FlagSpec('batch_bytes', int, 10 * 1024 * 1024,
