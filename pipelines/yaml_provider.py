@@ -45,11 +45,13 @@ INPUT_ROWS = 'rows'
 INPUT_FORMATS = (INPUT_AUTO, INPUT_KAFKA, INPUT_ROWS)
 _KAFKA_FIELDS = frozenset(['topic', 'partition', 'offset', 'value'])
 _READ_FLAGS = ('bootstrap_servers', 'topics', 'group_id', 'stop_at_end', 'auto_offset_reset',
-               'consumer_config', 'max_chunk_records')
+               'consumer_config', 'max_chunk_records', 'topic_pattern',
+               'topic_discovery_interval_secs', 'journal_topic')
 # The writer takes every flag but those only the read uses.
 _WRITE_FLAGS = tuple(spec.name for spec in FLAG_SPECS
                      if spec.name not in ('topics', 'stop_at_end', 'auto_offset_reset',
-                                          'kafka_reader', 'max_chunk_records'))
+                                          'kafka_reader', 'max_chunk_records', 'topic_pattern',
+                                          'topic_discovery_interval_secs'))
 # Placeholders for rows that do not come from Kafka: nothing is read or committed.
 _ROWS_ONLY_FLAGS = {'group_id': 'beam-yaml-rows', 'delivery_guarantee': AT_LEAST_ONCE}
 
@@ -156,9 +158,12 @@ class ReadFromKafkaNative(beam.PTransform):
     except ConfigurationError as error:
       raise ValueError(str(error)) from None
     from transforms.kafka import ReadKafkaChunks  # pylint: disable=import-outside-toplevel
-    self._read = ReadKafkaChunks(dict(settings.consumer_config), settings.topics,
+    self._read = ReadKafkaChunks(dict(settings.consumer_config), settings.topics or None,
                                  stop_at_end=settings.stop_at_end,
-                                 max_chunk_records=settings.max_chunk_records)
+                                 max_chunk_records=settings.max_chunk_records,
+                                 topic_pattern=settings.topic_pattern,
+                                 discovery_interval_secs=settings.discovery_interval_secs,
+                                 excluded_topics=settings.excluded_topics)
 
   def expand(self, pbegin):
     return (pbegin

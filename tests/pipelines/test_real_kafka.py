@@ -304,6 +304,98 @@ def test_aborted_transactions_never_load_and_offsets_pass_the_transaction_marker
   _assert_committed_to_the_end(real_kafka, group, [topic])
 
 
+# -- f2: topic patterns, new topics and added partitions while a job runs -----------------------
+
+
+def _add_partitions(kafka, topic: str, total: int) -> None:
+  """Grows ``topic`` to ``total`` partitions (CreatePartitions) and waits for their leaders."""
+  from confluent_kafka.admin import NewPartitions  # pylint: disable=import-outside-toplevel
+  admin = kafka.admin()
+  admin.create_partitions([NewPartitions(topic, total)])[topic].result(timeout=60)
+  kafka.wait_for_leaders(topic, total, kafka.replication)
+
+
+def _produce_to(kafka, topic: str, partition: int, values: Sequence[bytes]) -> None:
+  """``values`` to one partition, with a fresh producer (its metadata knows the new partitions)."""
+  from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+  errors = []
+  producer = Producer(kafka.client_config(acks='all'))
+  for value in values:
+    producer.produce(topic, value, partition=partition,
+                     on_delivery=lambda err, _msg: errors.append(err) if err else None)
+  assert producer.flush(60) == 0 and not errors, errors
+
+
+def _log_text(path: str) -> str:
+  with open(path, encoding='utf-8', errors='replace') as handle:
+    return handle.read()
+
+
+def test_a_pattern_job_loads_a_topic_created_and_partitions_added_while_it_runs(
+    real_kafka, make_stream_load_server, tmp_path):
+  """``--topic_pattern`` with ``--auto_offset_reset=latest`` on a real broker: the topic there at
+  start is read from where it was; a topic created while the job runs and two partitions added
+  to the first topic are found within the discovery interval and read from their first record
+  (records produced before they were found load too), each record once; SIGTERM drains and
+  the group's offsets reach the end offsets of all of them."""
+  server = make_stream_load_server()
+  prefix = real_kafka.unique_topic('pat').replace('-', '_')
+  first = real_kafka.create_topic(f'{prefix}_a', partitions=2)
+  group = f'g-{prefix}'
+  argv = [a for a in _streaming(pipeline_argv(
+      real_kafka, server, ['x'], group, str(tmp_path / 'dead'), table='demo.events',
+      auto_offset_reset='latest', topic_discovery_interval_secs=1, batch_interval_secs=1))
+          if not a.startswith('--topics=')] + [f'--topic_pattern={prefix}_[a-z]']
+  log = str(tmp_path / 'pattern.log')
+  proc = start_cli(argv, log_path=log)
+  try:
+    wait_for(lambda: 'Reading 2 partitions' in _log_text(log), 'the read started', proc=proc)
+    real_kafka.produce(first, event_bytes(range(0, 100)))
+    wait_for(lambda: _events_loaded(server) == 100, 'the first topic loaded', proc=proc)
+    second = real_kafka.create_topic(f'{prefix}_b', partitions=3)
+    real_kafka.produce(second, event_bytes(range(100, 200)))
+    wait_for(lambda: _events_loaded(server) == 200, 'the topic created while running loaded',
+             proc=proc)
+    _add_partitions(real_kafka, first, 4)
+    _produce_to(real_kafka, first, 2, event_bytes(range(200, 230)))
+    _produce_to(real_kafka, first, 3, event_bytes(range(230, 260)))
+    wait_for(lambda: _events_loaded(server) == 260, 'the added partitions loaded', proc=proc)
+    _drain(proc, 'topic pattern')
+  finally:
+    _stop(proc)
+  assert_events_exactly_once(server, range(260))
+  _assert_committed_to_the_end(real_kafka, group, [first, second])
+  text = _log_text(log)
+  assert text.count(f'Discovered topic {second} ') == 1, text[-3000:]
+  assert text.count(f'Discovered 2 new partition(s) of topic {first} ') == 1, text[-3000:]
+  assert read_dead_letters(str(tmp_path / 'dead')) == []
+
+
+def test_a_topics_job_reads_partitions_added_while_it_runs(real_kafka, make_stream_load_server,
+                                                           tmp_path):
+  """Plain ``--topics``: a partition added to the topic is read too (from its first record)."""
+  server = make_stream_load_server()
+  topic = real_kafka.create_topic(real_kafka.unique_topic('grow'), partitions=2)
+  real_kafka.produce(topic, event_bytes(range(50)))
+  group = f'g-{topic}'
+  argv = _streaming(pipeline_argv(real_kafka, server, [topic], group, str(tmp_path / 'dead'),
+                                  table='demo.events', topic_discovery_interval_secs=1,
+                                  batch_interval_secs=1))
+  log = str(tmp_path / 'topics.log')
+  proc = start_cli(argv, log_path=log)
+  try:
+    wait_for(lambda: _events_loaded(server) == 50, 'the records there at start', proc=proc)
+    _add_partitions(real_kafka, topic, 3)
+    _produce_to(real_kafka, topic, 2, event_bytes(range(50, 80)))
+    wait_for(lambda: _events_loaded(server) == 80, 'the added partition loaded', proc=proc)
+    _drain(proc, 'added partition')
+  finally:
+    _stop(proc)
+  assert_events_exactly_once(server, range(80))
+  _assert_committed_to_the_end(real_kafka, group, [topic])
+  assert _log_text(log).count(f'Discovered 1 new partition(s) of topic {topic} ') == 1
+
+
 # -- g: SASL and TLS ----------------------------------------------------------------------------
 
 

@@ -1,9 +1,11 @@
 """Kafka for the loader: a native reader, the offset committer and Beam's KafkaIO adapter.
 
-One job per module: ``config`` (client settings and errors), ``partitions``
-(what to read, where to start), ``reader`` (``ReadKafkaChunks``,
-``ReadFromKafka``), ``stop`` (stopping a local read), ``offsets`` (the pure
-``OffsetTracker``), ``commit`` (``CommitOffsets``), ``xlang`` (Java KafkaIO).
+One job per module: ``config`` (client settings and errors), ``topics``
+(topic names or a pattern, never an internal topic), ``partitions`` (what to
+read, where to start), ``discovery`` (new topics and partitions while a
+streaming read runs), ``reader`` (``ReadKafkaChunks``, ``ReadFromKafka``),
+``stop`` (stopping a local read), ``offsets`` (the pure ``OffsetTracker``),
+``commit`` (``CommitOffsets``), ``xlang`` (Java KafkaIO).
 """
 
 from transforms.kafka.commit import CommitOffsets

@@ -19,8 +19,10 @@ from transforms.kafka import stop
 from transforms.kafka.config import (EARLIEST, LATEST, KafkaConfigError, KafkaSourceError,
                                      KafkaUnreachableError, UnknownTopicError,
                                      client_failure_cause, describe_servers, new_consumer)
+from transforms.kafka.topics import TopicSelector
 
-__all__ = ['PartitionSpec', 'UNBOUNDED_STOP_OFFSET', 'normalize_partitions', 'list_partitions',
+__all__ = ['PartitionSpec', 'WatchSpec', 'WATCH_KEY', 'UNBOUNDED_STOP_OFFSET',
+           'normalize_partitions', 'list_partitions', 'matching_partitions', 'start_offsets',
            'resolve_specs']
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,15 +65,63 @@ def normalize_partitions(
   return {t: sorted(set(ps)) for t, ps in wanted.items()}
 
 
-def list_partitions(consumer, config, topics, partitions,
-                     timeout_secs) -> List[Tuple[str, int]]:
-  """Fetches metadata and returns the (topic, partition)s to read.
+def _metadata_error(consumer, config, timeout_secs, asked, error) -> KafkaUnreachableError:
+  return KafkaUnreachableError(
+      f'Kafka at bootstrap.servers={describe_servers(config)!r} did not answer a '
+      f'metadata request within {timeout_secs}s '
+      f'(start_timeout_secs): {error.args[0] if error.args else error}'
+      f'{client_failure_cause(consumer, asked)}')
+
+
+def matching_partitions(consumer, config, selector: TopicSelector,
+                        timeout_secs) -> Dict[str, List[int]]:
+  """Fetches the metadata of every topic; returns {topic: [partitions]} of the selected ones.
+
+  One metadata request for the whole cluster (what a pattern needs; with exact
+  names, topics that do not exist are left out).
 
   Raises:
     KafkaUnreachableError: no broker answered within ``timeout_secs``.
-    UnknownTopicError: a topic or an asked-for partition does not exist.
   """
-  from confluent_kafka import KafkaException
+  from confluent_kafka import KafkaException  # pylint: disable=import-outside-toplevel
+  asked = time.monotonic()
+  try:
+    metadata = consumer.list_topics(timeout=timeout_secs)
+  except KafkaException as e:
+    raise _metadata_error(consumer, config, timeout_secs, asked, e) from e
+  return {name: sorted(md.partitions) for name, md in metadata.topics.items()
+          if md.error is None and md.partitions and selector.matches(name)}
+
+
+def list_partitions(consumer, config, topics, partitions,
+                     timeout_secs, *, allow_empty=False) -> List[Tuple[str, int]]:
+  """Fetches metadata and returns the (topic, partition)s to read.
+
+  Args:
+    consumer: a consumer (for its metadata requests).
+    config: its configuration (for messages).
+    topics: topic names, or a ``TopicSelector``.
+    partitions: the user's partition selection (``normalize_partitions``), or
+      None for all.
+    timeout_secs: the metadata request's timeout.
+    allow_empty: a pattern may match nothing yet (a streaming read waits for
+      its topics); otherwise that is an ``UnknownTopicError``.
+
+  Raises:
+    KafkaUnreachableError: no broker answered within ``timeout_secs``.
+    UnknownTopicError: a topic or an asked-for partition does not exist, or
+      no topic matches the pattern.
+  """
+  if isinstance(topics, TopicSelector) and topics.is_pattern:
+    found = matching_partitions(consumer, config, topics, timeout_secs)
+    if not found and not allow_empty:
+      raise UnknownTopicError(
+          f'no topic on {describe_servers(config)} matches the {topics.describe()} (the whole '
+          'name must match; internal topics and the load journal\'s never do)')
+    return [(topic, p) for topic in sorted(found) for p in found[topic]]
+  if isinstance(topics, TopicSelector):
+    topics = list(topics.topics)
+  from confluent_kafka import KafkaException  # pylint: disable=import-outside-toplevel
   wanted = normalize_partitions(topics, partitions)
   result = []
   for topic in topics:
@@ -79,11 +129,7 @@ def list_partitions(consumer, config, topics, partitions,
     try:
       metadata = consumer.list_topics(topic, timeout=timeout_secs)
     except KafkaException as e:
-      raise KafkaUnreachableError(
-          f'Kafka at bootstrap.servers={describe_servers(config)!r} did not answer a '
-          f'metadata request within {timeout_secs}s '
-          f'(start_timeout_secs): {e.args[0] if e.args else e}'
-          f'{client_failure_cause(consumer, asked)}') from e
+      raise _metadata_error(consumer, config, timeout_secs, asked, e) from e
     topic_md = metadata.topics.get(topic)
     if topic_md is None or topic_md.error is not None or not topic_md.partitions:
       error = topic_md.error if topic_md is not None else 'missing'
@@ -104,65 +150,116 @@ def list_partitions(consumer, config, topics, partitions,
   return result
 
 
+def start_offsets(consumer, config, tps: Sequence[Tuple[str, int]], reset: str,
+                  need_end: bool, timeout_secs) -> List[Tuple[str, int, int, Optional[int]]]:
+  """Where each partition starts: the group's committed offset, else ``reset``.
+
+  Args:
+    consumer: a consumer of the group (``config['group.id']``).
+    config: its configuration.
+    tps: the ``(topic, partition)``s.
+    reset: ``auto.offset.reset`` (earliest/latest aliases, or ``error``).
+    need_end: fetch every partition's end offset (else only where ``reset``
+      needs the watermarks).
+    timeout_secs: each request's timeout.
+
+  Returns:
+    ``(topic, partition, start, end)`` per partition, in the order of ``tps``;
+    ``end`` is None when it was not fetched.
+
+  Raises:
+    KafkaUnreachableError: a request timed out.
+    KafkaSourceError: a committed offset is unreadable, or there is none and
+      ``reset`` is ``error``.
+  """
+  from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
+  if not tps:
+    return []
+  try:
+    committed = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout_secs)
+  except KafkaException as e:
+    raise KafkaUnreachableError(
+        f'could not fetch committed offsets of group '
+        f'{config["group.id"]!r} within {timeout_secs}s: {e}') from e
+  result = []
+  for tp in committed:
+    if tp.error is not None:
+      raise KafkaSourceError(f'committed offset of {tp.topic}[{tp.partition}]: {tp.error}')
+    low = high = None
+    if need_end or tp.offset < 0:
+      try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(tp.topic, tp.partition), timeout=timeout_secs)
+      except KafkaException as e:
+        raise KafkaUnreachableError(
+            f'could not fetch offsets of {tp.topic}[{tp.partition}] '
+            f'within {timeout_secs}s: {e}') from e
+    if tp.offset >= 0:
+      start = tp.offset
+    elif reset in EARLIEST:
+      start = low
+    elif reset in LATEST:
+      start = high
+    else:
+      raise KafkaSourceError(
+          f'group {config["group.id"]!r} has no committed offset for '
+          f'{tp.topic}[{tp.partition}] and auto.offset.reset=error')
+    result.append((tp.topic, tp.partition, start, high))
+  return result
+
+
 def resolve_specs(config, topics, partitions, stop_at_end, timeout_secs,
                    stop_after_secs) -> List[PartitionSpec]:
-  """Resolves start (committed, else auto.offset.reset) and stop offsets."""
-  from confluent_kafka import KafkaException, TopicPartition
+  """Resolves start (committed, else auto.offset.reset) and stop offsets.
+
+  ``topics`` are names or a ``TopicSelector``; a pattern that matches no
+  topic yet gives no spec in a streaming read (discovery picks its topics up
+  later) and an ``UnknownTopicError`` with ``stop_at_end``.
+  """
   consumer = new_consumer(config)
   try:
-    tps = list_partitions(consumer, config, topics, partitions, timeout_secs)
-    try:
-      committed = consumer.committed(
-          [TopicPartition(t, p) for t, p in tps], timeout=timeout_secs)
-    except KafkaException as e:
-      raise KafkaUnreachableError(
-          f'could not fetch committed offsets of group '
-          f'{config["group.id"]!r} within {timeout_secs}s: {e}') from e
+    tps = list_partitions(consumer, config, topics, partitions, timeout_secs,
+                          allow_empty=not stop_at_end)
     reset = str(config.get('auto.offset.reset', 'latest')).lower()
     stop_at = (time.time() + stop_after_secs
                if stop_after_secs is not None else None)
     specs = []
-    for tp in committed:
-      if tp.error is not None:
-        raise KafkaSourceError(
-            f'committed offset of {tp.topic}[{tp.partition}]: {tp.error}')
-      need_watermarks = stop_at_end or tp.offset < 0
-      low = high = None
-      if need_watermarks:
-        try:
-          low, high = consumer.get_watermark_offsets(
-              TopicPartition(tp.topic, tp.partition), timeout=timeout_secs)
-        except KafkaException as e:
-          raise KafkaUnreachableError(
-              f'could not fetch offsets of {tp.topic}[{tp.partition}] '
-              f'within {timeout_secs}s: {e}') from e
-      if tp.offset >= 0:
-        start = tp.offset
-      elif reset in EARLIEST:
-        start = low
-      elif reset in LATEST:
-        start = high
-      else:
-        raise KafkaSourceError(
-            f'group {config["group.id"]!r} has no committed offset for '
-            f'{tp.topic}[{tp.partition}] and auto.offset.reset=error')
+    for topic, partition, start, high in start_offsets(consumer, config, tps, reset, stop_at_end,
+                                                       timeout_secs):
       stop_offset = max(start, high) if stop_at_end else UNBOUNDED_STOP_OFFSET
-      specs.append(
-          PartitionSpec(tp.topic, tp.partition, start, stop_offset, stop_at, len(committed)))
-    _LOGGER.info('Reading %d partitions from %s: %s', len(specs),
-                 describe_servers(config),
-                 ', '.join(f'{s.topic}[{s.partition}]@{s.start_offset}'
-                           for s in specs))
+      specs.append(PartitionSpec(topic, partition, start, stop_offset, stop_at, len(tps)))
+    if specs:
+      _LOGGER.info('Reading %d partitions from %s: %s', len(specs),
+                   describe_servers(config),
+                   ', '.join(f'{s.topic}[{s.partition}]@{s.start_offset}'
+                             for s in specs))
+    else:
+      _LOGGER.warning('No topic on %s matches the %s yet: waiting for one (checking every '
+                      'discovery interval)', describe_servers(config), topics.describe())
     return specs
   finally:
     consumer.close()
 
 
+class WatchSpec(NamedTuple):
+  """The element of a streaming read's discovery loop (beside the ``PartitionSpec``s).
+
+  The reading splittable DoFn treats it apart: it looks for new partitions
+  every discovery interval and reads the ones it found (see ``discovery``).
+  """
+  known: Tuple[Tuple[str, int], ...]  # the partitions read from the start
+  stop_at_epoch_secs: Optional[float]
+
+
+# The stop registry's name for the discovery loop: a drain ends when it is done too.
+WATCH_KEY = ('', -1)
+
+
 class _ResolvePartitionsFn(beam.DoFn):
-  """Impulse -> one ``PartitionSpec`` per partition to read."""
+  """Impulse -> one ``PartitionSpec`` per partition to read (and a ``WatchSpec``)."""
 
   def __init__(self, config, topics, partitions, stop_at_end, timeout_secs,
-               stop_after_secs, stop_token=None):
+               stop_after_secs, stop_token=None, watch=False):
     self._config = config
     self._topics = topics
     self._partitions = partitions
@@ -170,10 +267,15 @@ class _ResolvePartitionsFn(beam.DoFn):
     self._timeout_secs = timeout_secs
     self._stop_after_secs = stop_after_secs
     self._stop_token = stop_token
+    self._watch = watch
 
   def process(self, unused_impulse):
     specs = resolve_specs(self._config, self._topics, self._partitions, self._stop_at_end,
                           self._timeout_secs, self._stop_after_secs)
-    stop.expect_partitions(self._stop_token, [(s.topic, s.partition) for s in specs])
+    expected = [(s.topic, s.partition) for s in specs]
+    stop.expect_partitions(self._stop_token, expected + ([WATCH_KEY] if self._watch else []))
     yield from specs
-
+    if self._watch:
+      stop_at = (time.time() + self._stop_after_secs
+                 if self._stop_after_secs is not None else None)
+      yield WatchSpec(tuple(expected), specs[0].stop_at_epoch_secs if specs else stop_at)

@@ -30,11 +30,16 @@ from transforms.kafka import coders as _coders  # noqa: F401  (registers the chu
 from transforms.kafka import stop
 from transforms.kafka.config import (KafkaConfigError, KafkaSourceError, describe_servers,
                                      new_consumer, reader_config)
-from transforms.kafka.partitions import (UNBOUNDED_STOP_OFFSET, PartitionSpec, list_partitions,
-                                         normalize_partitions, _ResolvePartitionsFn)
+from transforms.kafka.discovery import (DEFAULT_DISCOVERY_INTERVAL_SECS, Discovery,
+                                        WatchRestriction, WatchTracker, try_discover)
+from transforms.kafka.partitions import (UNBOUNDED_STOP_OFFSET, WATCH_KEY, PartitionSpec,
+                                         WatchSpec, list_partitions, normalize_partitions,
+                                         _ResolvePartitionsFn)
+from transforms.kafka.topics import DEFAULT_JOURNAL_TOPIC, TopicSelector
 from transforms.types import ChunkRead, KafkaChunk, KafkaRecord
 
-__all__ = ['ReadKafkaChunks', 'ReadFromKafka', 'chunk_read_of', 'DEFAULT_MAX_CHUNK_RECORDS']
+__all__ = ['ReadKafkaChunks', 'ReadFromKafka', 'chunk_read_of', 'DEFAULT_MAX_CHUNK_RECORDS',
+           'DEFAULT_DISCOVERY_INTERVAL_SECS']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,7 +70,13 @@ _FETCH_QUEUE_BACKOFF_MS = 10
 
 
 def prefetch_kbytes(partition_count: int) -> int:
-  """librdkafka's ``queued.max.messages.kbytes`` for one of ``partition_count`` partitions."""
+  """librdkafka's ``queued.max.messages.kbytes`` for one of ``partition_count`` partitions.
+
+  A partition found while a streaming read runs gets the share of the count
+  then (the partitions already read keep theirs: a live consumer's queue
+  cannot shrink), so after growth the prefetch may reach twice the budget
+  until the job restarts.
+  """
   low, high = _PREFETCH_KBYTES_BOUNDS
   return max(low, min(high, _PREFETCH_BUDGET_KBYTES // max(1, partition_count)))
 
@@ -113,28 +124,61 @@ class _PartitionOffsetTracker(OffsetRestrictionTracker):
 
 
 class _PartitionRestrictionProvider(core.RestrictionProvider):
-  """One OffsetRange per partition; never split up front."""
+  """One OffsetRange per partition; never split up front.
+
+  The discovery loop's element (``WatchSpec``) has a ``WatchRestriction``.
+  """
 
   def initial_restriction(self, element: PartitionSpec):
+    if isinstance(element, WatchSpec):
+      return WatchRestriction(frozenset(element.known))
     return OffsetRange(element.start_offset,
                        max(element.start_offset, element.stop_offset))
 
   def create_tracker(self, restriction):
+    if isinstance(restriction, WatchRestriction):
+      return WatchTracker(restriction)
     return _PartitionOffsetTracker(restriction)
 
   def split(self, element, restriction):
     yield restriction
 
   def restriction_size(self, element, restriction):
-    if restriction.stop >= UNBOUNDED_STOP_OFFSET:
+    if isinstance(restriction, WatchRestriction) or restriction.stop >= UNBOUNDED_STOP_OFFSET:
       return 1  # backlog unknown
     return restriction.size()
 
   def truncate(self, element, restriction):
-    # On drain an unbounded read stops at once; a bounded one finishes.
-    if restriction.stop >= UNBOUNDED_STOP_OFFSET:
+    # On drain an unbounded read (and the discovery loop) stops at once; a bounded one finishes.
+    if isinstance(restriction, WatchRestriction) or restriction.stop >= UNBOUNDED_STOP_OFFSET:
       return None
     return restriction
+
+
+class _LateTracker:
+  """The tracker of a partition the discovery loop reads: an unbounded range from its position.
+
+  It stands in for the runner's tracker view inside the loop's element; a
+  deferral is the loop's own (it defers after reading every such partition).
+  """
+
+  def __init__(self, start: int):
+    self._tracker = _PartitionOffsetTracker(OffsetRange(start, UNBOUNDED_STOP_OFFSET))
+
+  def current_restriction(self):
+    return self._tracker.current_restriction()
+
+  def try_claim(self, position) -> bool:
+    return self._tracker.try_claim(position)
+
+  def defer_remainder(self, deferred_time=None):  # pylint: disable=unused-argument
+    pass
+
+  @property
+  def next_offset(self) -> int:
+    """Where the next read of the partition starts: after the last claimed offset."""
+    claimed = self._tracker._current_position  # pylint: disable=protected-access
+    return self._tracker.start_position() if claimed is None else claimed + 1
 
 
 
@@ -404,7 +448,30 @@ def _report_lag(consumer, topic: str, partition: int, position: int) -> None:
 
 
 class _ReadUnboundedPartitionFn(_ReadPartitionFn):
-  """Reads one partition without end (``stop_at_end=False``)."""
+  """Reads one partition without end (``stop_at_end=False``), or runs the discovery loop.
+
+  The loop (a ``WatchSpec`` element, see ``discovery``) looks for new
+  partitions every ``discovery.interval_secs`` and reads the ones it found
+  with the same per-partition code, one consumer each, in its own element.
+  """
+
+  def __init__(self, *args, discovery: Optional[Discovery] = None):
+    super().__init__(*args)
+    self._discovery = discovery
+
+  def setup(self):
+    super().setup()
+    self._discovery_consumer = None
+    self._late_watermarks: Dict[Tuple[str, int], ManualWatermarkEstimator] = {}
+
+  def teardown(self):
+    consumer, self._discovery_consumer = getattr(self, '_discovery_consumer', None), None
+    if consumer is not None:
+      try:
+        consumer.close()
+      except Exception:  # pylint: disable=broad-except
+        _LOGGER.debug('closing the discovery consumer failed', exc_info=True)
+    super().teardown()
 
   @beam.DoFn.unbounded_per_element()
   def process(
@@ -413,7 +480,78 @@ class _ReadUnboundedPartitionFn(_ReadPartitionFn):
       tracker=beam.DoFn.RestrictionParam(_PartitionRestrictionProvider()),
       watermark_estimator=beam.DoFn.WatermarkEstimatorParam(
           ManualWatermarkEstimator.default_provider())):
-    yield from super().process(spec, tracker, watermark_estimator)
+    if isinstance(spec, WatchSpec):
+      yield from self._watch(spec, tracker, watermark_estimator)
+    else:
+      yield from super().process(spec, tracker, watermark_estimator)
+
+  def _watch(self, spec: WatchSpec, tracker, watermark_estimator):
+    """One turn of the discovery loop: look for partitions when due, read the found ones."""
+    state: WatchRestriction = tracker.current_restriction()
+    if (stop.stop_requested(self._stop_token) or
+        spec.stop_at_epoch_secs is not None and time.time() >= spec.stop_at_epoch_secs):
+      for topic, partition, _ in state.late:
+        stop.partition_done(self._stop_token, (topic, partition))
+      _LOGGER.info('Stopping the discovery of new partitions (%d found while running: %s)',
+                   len(state.late), ', '.join(f'{t}[{p}]@{o}' for t, p, o in state.late) or '-')
+      stop.partition_done(self._stop_token, WATCH_KEY)
+      tracker.try_claim(state._replace(done=True))
+      return
+    now = time.time()
+    if now >= state.next_check_epoch:
+      found = try_discover(self._metadata_consumer(), self._config, self._discovery, state.known)
+      if found:
+        # Registered before any of them is read: a drain waits for them.
+        stop.expect_partitions(self._stop_token, [(f.topic, f.partition) for f in found])
+      state = state._replace(
+          known=state.known | {(f.topic, f.partition) for f in found},
+          late=state.late + tuple((f.topic, f.partition, f.start_offset) for f in found),
+          next_check_epoch=now + self._discovery.interval_secs)
+      if not tracker.try_claim(state):
+        return
+    if self._bundle_deadline is None:
+      self._bundle_deadline = time.monotonic() + self._max_bundle_secs
+    late = []
+    for topic, partition, position in state.late:
+      inner = _LateTracker(position)
+      estimator = self._late_watermarks.get((topic, partition))
+      if estimator is None:
+        estimator = ManualWatermarkEstimator(watermark_estimator.current_watermark())
+        self._late_watermarks[(topic, partition)] = estimator
+      yield from _ReadPartitionFn.process(
+          self, PartitionSpec(topic, partition, position, UNBOUNDED_STOP_OFFSET,
+                              spec.stop_at_epoch_secs, len(state.known)), inner, estimator)
+      late.append((topic, partition, inner.next_offset))
+    state = state._replace(late=tuple(late))
+    if not tracker.try_claim(state):
+      return
+    self._advance_watch_watermark(watermark_estimator, state)
+    if not state.late and not spec.known:
+      # Alone in the reading stage (a pattern that matches nothing yet): wait here, as idle
+      # partitions do, instead of spinning through empty bundles.
+      wait = min(self._bundle_wait_secs, max(0.0, state.next_check_epoch - time.time()))
+      if wait > 0:
+        time.sleep(wait)
+        self._bundle_wait_secs -= wait
+    tracker.defer_remainder(Duration(seconds=max(0.0, min(
+        self._poll_timeout_secs, state.next_check_epoch - time.time()))))
+
+  def _advance_watch_watermark(self, watermark_estimator, state: WatchRestriction) -> None:
+    """The loop's watermark: the oldest of its partitions', or wall time when it reads none."""
+    marks = [self._late_watermarks.get((t, p)) for t, p, _ in state.late]
+    marks = [m.current_watermark() for m in marks if m is not None]
+    if state.late and (len(marks) < len(state.late) or any(m is None for m in marks)):
+      return
+    candidate = (min(marks) if marks else
+                 Timestamp.now() - Duration(seconds=IDLE_WATERMARK_LAG_SECS))
+    current = watermark_estimator.current_watermark()
+    if current is None or candidate > current:
+      watermark_estimator.set_watermark(candidate)
+
+  def _metadata_consumer(self):
+    if self._discovery_consumer is None:
+      self._discovery_consumer = new_consumer(self._config)
+    return self._discovery_consumer
 
 
 # ---------------------------------------------------------------------------
@@ -457,11 +595,23 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
   that long after the read started) or ``stop_token`` with
   :func:`request_stop` (same process only); both complete the restrictions,
   so the pipeline drains and ``run()`` returns.
+
+  Topics: a list of names, or ``topic_pattern``, a regular expression the
+  whole topic name must match (``re.fullmatch``); a pattern never matches an
+  internal topic (``__*``, ``_schemas``, ``_confluent*``) nor one of
+  ``excluded_topics`` (the load journal's).  A bounded read resolves its
+  topics once, at start (a pattern matching nothing is an
+  ``UnknownTopicError``).  An unbounded read without ``partitions`` also
+  looks for new partitions every ``discovery_interval_secs`` (None: never):
+  new topics matching the pattern and partitions added to its topics; they
+  start at the group's committed offset, else at the earliest offset (see
+  ``transforms.kafka.discovery``).  A pattern that matches nothing at start
+  is logged and waited for.
   """
 
   def __init__(self,
                consumer_config: Dict[str, Any],
-               topics: Sequence[str],
+               topics: Optional[Sequence[str]] = None,
                partitions: Optional[Sequence[Union[int, Tuple[str,
                                                                int]]]] = None,
                stop_at_end: bool = False,
@@ -473,13 +623,16 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
                stop_after_secs: Optional[float] = None,
                stop_token: Optional[str] = None,
                max_bundle_secs: float = DEFAULT_MAX_BUNDLE_SECS,
-               max_bundle_records: int = DEFAULT_MAX_BUNDLE_RECORDS):
+               max_bundle_records: int = DEFAULT_MAX_BUNDLE_RECORDS,
+               topic_pattern: Optional[str] = None,
+               discovery_interval_secs: Optional[float] = DEFAULT_DISCOVERY_INTERVAL_SECS,
+               excluded_topics: Sequence[str] = (DEFAULT_JOURNAL_TOPIC,)):
     """Initializes the reader.
 
     Args:
       consumer_config: librdkafka consumer settings; ``bootstrap.servers``
         and ``group.id`` are required.
-      topics: topics to read.
+      topics: topics to read (or ``topic_pattern``).
       partitions: partitions to read: ints (the same for every topic) or
         ``(topic, partition)`` pairs; ``None`` reads all partitions.
       stop_at_end: read up to the end offsets seen at start, then finish.
@@ -494,6 +647,12 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
       max_bundle_secs: checkpoint the reading bundle after this long.
       max_bundle_records: checkpoint the reading bundle after this many
         records.
+      topic_pattern: read every topic whose whole name matches this regular
+        expression (instead of ``topics``).
+      discovery_interval_secs: an unbounded read looks for new topics and
+        partitions this often; None: never.
+      excluded_topics: names ``topic_pattern`` never matches (the load
+        journal's topic).
 
     Raises:
       KafkaConfigError: an argument is invalid.
@@ -502,10 +661,25 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
     self._config = reader_config(consumer_config)
     if isinstance(topics, str):
       topics = [t for t in topics.split(',') if t]
-    if not topics or not all(isinstance(t, str) and t for t in topics):
-      raise KafkaConfigError(f'topics must be a non-empty list, got {topics!r}')
-    self._topics = list(topics)
-    normalize_partitions(self._topics, partitions)
+    if topic_pattern is not None:
+      if topics:
+        raise KafkaConfigError('give topics or topic_pattern, not both')
+      if partitions is not None:
+        raise KafkaConfigError('partitions cannot be chosen with topic_pattern')
+      try:
+        self._selector = TopicSelector(pattern=topic_pattern, excluded=excluded_topics)
+      except ValueError as error:
+        raise KafkaConfigError(str(error)) from None
+      self._topics = []
+    else:
+      if not topics or not all(isinstance(t, str) and t for t in topics):
+        raise KafkaConfigError(f'topics must be a non-empty list, got {topics!r}')
+      self._topics = list(topics)
+      self._selector = TopicSelector(topics=self._topics)
+      normalize_partitions(self._topics, partitions)
+    if discovery_interval_secs is not None and not discovery_interval_secs > 0:
+      raise KafkaConfigError(
+          f'discovery_interval_secs must be > 0 or None, got {discovery_interval_secs!r}')
     self._partitions = list(partitions) if partitions is not None else None
     if max_chunk_records < 1:
       raise KafkaConfigError(
@@ -527,30 +701,43 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
     self._stop_token = stop_token
     self._max_bundle_secs = float(max_bundle_secs)
     self._max_bundle_records = int(max_bundle_records)
+    # Partitions chosen by hand are a fixed set: no discovery.
+    self._discovery = (
+        Discovery(self._selector, float(discovery_interval_secs), self._start_timeout_secs)
+        if not self._stop_at_end and discovery_interval_secs is not None and partitions is None
+        else None)
 
   def expand(self, pbegin):
     if self._validate:
       consumer = new_consumer(self._config)
       try:
-        list_partitions(consumer, self._config, self._topics,
-                         self._partitions, self._start_timeout_secs)
+        found = list_partitions(consumer, self._config, self._selector, self._partitions,
+                                self._start_timeout_secs, allow_empty=not self._stop_at_end)
       finally:
         consumer.close()
-    fn_class = (_ReadPartitionFn if self._stop_at_end
-                else _ReadUnboundedPartitionFn)
+      if not found:
+        _LOGGER.warning('No topic on %s matches the %s yet: the read waits for one (looking '
+                        'every %ss)', describe_servers(self._config), self._selector.describe(),
+                        self._discovery.interval_secs if self._discovery else '-')
+    if self._stop_at_end:
+      read_fn = _ReadPartitionFn(self._config, self._max_chunk_records, self._poll_timeout_secs,
+                                 self._max_bundle_secs, self._max_bundle_records,
+                                 self._stop_token)
+    else:
+      read_fn = _ReadUnboundedPartitionFn(self._config, self._max_chunk_records,
+                                          self._poll_timeout_secs, self._max_bundle_secs,
+                                          self._max_bundle_records, self._stop_token,
+                                          discovery=self._discovery)
     return (
         pbegin
         | 'Impulse' >> beam.Impulse()
         | 'ResolvePartitions' >> beam.ParDo(
-            _ResolvePartitionsFn(self._config, self._topics, self._partitions,
+            _ResolvePartitionsFn(self._config, self._selector, self._partitions,
                                  self._stop_at_end, self._start_timeout_secs,
-                                 self._stop_after_secs, self._stop_token))
+                                 self._stop_after_secs, self._stop_token,
+                                 watch=self._discovery is not None))
         | 'Reshuffle' >> beam.Reshuffle()
-        | 'ReadPartitions' >> beam.ParDo(
-            fn_class(self._config, self._max_chunk_records,
-                     self._poll_timeout_secs, self._max_bundle_secs,
-                     self._max_bundle_records,
-                     self._stop_token)).with_output_types(KafkaChunk))
+        | 'ReadPartitions' >> beam.ParDo(read_fn).with_output_types(KafkaChunk))
 
   def display_data(self):
     return {
@@ -558,7 +745,9 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
                                              label='Bootstrap servers'),
         'group_id': DisplayDataItem(self._config['group.id'],
                                     label='Consumer group'),
-        'topics': DisplayDataItem(','.join(self._topics), label='Topics'),
+        'topics': DisplayDataItem(self._selector.pattern or ','.join(self._topics),
+                                  label='Topic pattern' if self._selector.is_pattern
+                                  else 'Topics'),
         'stop_at_end': DisplayDataItem(self._stop_at_end, label='Stop at end'),
         'max_chunk_records': DisplayDataItem(self._max_chunk_records,
                                              label='Max records per chunk'),

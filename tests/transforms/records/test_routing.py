@@ -116,3 +116,67 @@ def test_parse_record_raises_value_error_with_the_reason():
   with pytest.raises(ValueError, match='invalid_json'):
     parser.parse_record(record(b'{'))
   assert parser.parse_record(record({'a': 1}))[0].table == 'db.t'
+
+
+# -- topic patterns in --topic_table_map --------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_a_key_of_topic_name_characters_is_an_exact_name_any_other_a_pattern():
+  from transforms.records.routing import is_topic_name
+  assert is_topic_name('orders.v1-eu_2')
+  assert not is_topic_name('orders_.*')
+  assert not is_topic_name('logs_[0-9]+')
+  assert not is_topic_name('(a|b)')
+
+
+@pytest.mark.unit
+def test_patterns_match_whole_topic_names_exact_names_win_first_pattern_wins():
+  routing = Routing(topic_table_map=parse_topic_table_map(
+      'orders_.*=db.orders, orders_eu=db.orders_eu, orders_[a-z]{2}=db.two_letters, '
+      'orders.v1=db.v1'))
+  mapping = routing.topic_table_map
+  assert mapping.get('orders_eu') == 'db.orders_eu'    # the exact name wins over both patterns
+  assert mapping.get('orders_us') == 'db.orders'       # the first matching pattern, in order
+  assert mapping.get('orders_') == 'db.orders'
+  assert mapping.get('xorders_us') is None             # a pattern matches the whole name
+  assert mapping.get('orders.v1') == 'db.v1'
+  assert mapping.get('ordersXv1') is None              # '.' in an exact name is a dot
+  assert 'orders_us' in mapping and 'users' not in mapping
+  assert mapping['orders_us'] == 'db.orders'
+  with pytest.raises(KeyError):
+    _ = mapping['users']
+  assert mapping.patterns == ('orders_.*', 'orders_[a-z]{2}')
+  # The keys stay as written (display data, hashing, equality).
+  assert list(mapping) == ['orders_.*', 'orders_eu', 'orders_[a-z]{2}', 'orders.v1']
+  assert routing == Routing(topic_table_map=dict(mapping)) and hash(routing) == hash(
+      Routing(topic_table_map=dict(mapping)))
+
+
+@pytest.mark.unit
+def test_pattern_routes_survive_pickling():
+  import pickle
+  routing = Routing(topic_table_map={'ev_.*': 'db.events'})
+  copy = pickle.loads(pickle.dumps(routing))
+  assert copy.topic_table_map.get('ev_eu') == 'db.events'
+  assert copy == routing
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('value', ['orders_(=db.a', 'a[=db.a'])
+def test_a_bad_pattern_key_names_the_flag(value):
+  with pytest.raises(ValueError, match='--topic_table_map') as info:
+    parse_topic_table_map(value)
+  assert value.split('=')[0] in str(info.value)
+  with pytest.raises(ValueError, match='--topic_table_map'):
+    Routing(topic_table_map={value.split('=')[0]: 'db.a'})
+
+
+@pytest.mark.unit
+def test_chunks_route_by_pattern_and_unmatched_topics_are_dead_letters():
+  parser = RecordParser(Routing(topic_table_map={'ev_.*': 'db.events', 'users': 'db.users'}))
+  assert list(parser.parse_chunk(chunk([{'x': 1}], topic='ev_eu')).rows_by_table) == ['db.events']
+  assert list(parser.parse_chunk(chunk([{'x': 1}], topic='users')).rows_by_table) == ['db.users']
+  result = parser.parse_chunk(chunk([{'x': 1}], topic='orders'))
+  assert result.rows_by_table == {}
+  assert [d.reason.split(':')[0] for d in result.dead_letters] == ['unmapped_topic']
