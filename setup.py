@@ -21,10 +21,14 @@ REQUIRED = [
 
 YAML = ['apache-beam[yaml]>=2.77,<3']  # Beam YAML: jinja2, jsonschema, docstring-parser, pandas
 
+# --format=avro|protobuf|json_schema: confluent-kafka's Schema Registry client and deserializers
+# (httpx, authlib, cachetools, fastavro, protobuf, googleapis-common-protos, jsonschema).
+REGISTRY = ['confluent-kafka[avro,protobuf,schemaregistry,json]>=2.16,<3']
+
 DEV = [
     'sqlglot>=30,<31',  # the local Stream Load server's SQL
     'pyarrow>=14',      # the local server reads Arrow bodies
-]
+] + REGISTRY
 
 TEST = [
     'pytest>=8,<10',
@@ -32,7 +36,7 @@ TEST = [
     'trustme>=1.1,<2',
     'wheel>=0.42,<1',  # the packaging test builds a wheel offline
     'import-linter>=2,<3',  # the layering contract (tests/test_layers.py)
-] + YAML + DEV
+] + YAML + DEV  # DEV brings REGISTRY
 
 setuptools.setup(
     name='kafka-beam-stream-load',
@@ -43,5 +47,5 @@ setuptools.setup(
                                                'pipelines.*']),
     package_data={'pipelines': ['samples/*']},
     install_requires=REQUIRED,
-    extras_require={'test': TEST, 'yaml': YAML, 'dev': DEV},
+    extras_require={'test': TEST, 'yaml': YAML, 'dev': DEV, 'registry': REGISTRY},
 )

@@ -14,9 +14,14 @@ bottleneck) twice, in one run:
     rows grouped per table, a Stream Load PUT per 10,000 rows over one
     pooled session -- the least a hand-written loader does.
 
+With ``--format=avro`` the records are Avro in the Confluent wire format
+(``AvroSerializer``, confluent-kafka's in-memory ``mock://`` registry, which
+both runs reach because both run in this process); the plain loop then
+decodes with ``AvroDeserializer`` instead of ``orjson.loads``.
+
 The last line reads ``e2e: <rows/s> rows/s, <ratio>x vs plain loop``.
 Run: ``.venv/bin/python bench/e2e_bench.py [--records 200000] [--load_format csv|arrow]
-[--group_commit sync_mode|async_mode]``.
+[--group_commit sync_mode|async_mode] [--format json|avro]``.
 """
 
 from __future__ import annotations
@@ -42,25 +47,50 @@ TOPICS_PER_TABLE = 2
 BATCH_ROWS = 10_000
 
 
+REGISTRY_URL = 'mock://e2e-bench'
+AVRO_SCHEMA = {'type': 'record', 'name': 'BenchRecord', 'namespace': 'bench', 'fields': [
+    {'name': 'id', 'type': 'long'}, {'name': 'user_id', 'type': 'long'},
+    {'name': 'amount', 'type': 'double'}, {'name': 'ok', 'type': 'boolean'},
+    {'name': 'status', 'type': 'string'}, {'name': 'ts', 'type': 'string'},
+    {'name': 'note', 'type': 'string'}]}
+
+
+def record_fields(i: int) -> dict:
+  return {'id': i, 'user_id': i % 9973, 'amount': (i % 1000) / 10, 'ok': i % 3 == 0,
+          'status': ('new', 'paid', 'sent')[i % 3],
+          'ts': '2026-11-23 10:00:00', 'note': f'{i:08d}' * 110}
+
+
 def make_record(i: int) -> bytes:
-  return orjson.dumps({'id': i, 'user_id': i % 9973, 'amount': (i % 1000) / 10, 'ok': i % 3 == 0,
-                       'status': ('new', 'paid', 'sent')[i % 3],
-                       'ts': '2026-11-23 10:00:00', 'note': f'{i:08d}' * 110})
+  return orjson.dumps(record_fields(i))
 
 
-def produce(kafka: KafkaCluster, records: int, run: str) -> Dict[str, str]:
+def avro_codec():
+  """``(encode, decode)`` of the Avro records, through the in-process mock registry."""
+  import json
+  from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+  from confluent_kafka.serialization import MessageField, SerializationContext
+  from transforms.records.formats import registry_client
+  client = registry_client({'url': REGISTRY_URL})
+  serializer = AvroSerializer(client, json.dumps(AVRO_SCHEMA))
+  ctx = SerializationContext('bench', MessageField.VALUE)
+  return (lambda i: serializer(record_fields(i), ctx)), AvroDeserializer(client)
+
+
+def produce(kafka: KafkaCluster, records: int, run: str, encode=make_record) -> Dict[str, str]:
   topics = {f'{run}-{t.split(".")[1]}-{k}': t for t in TABLES for k in range(TOPICS_PER_TABLE)}
   names = list(topics)
   per_topic: Dict[str, List[bytes]] = {name: [] for name in names}
   for i in range(records):
-    per_topic[names[i % len(names)]].append(make_record(i))
+    per_topic[names[i % len(names)]].append(encode(i))
   for name, values in per_topic.items():
     kafka.produce(name, values)
   return topics
 
 
-def plain_loop(kafka: KafkaCluster, topics: Dict[str, str], fe_url: str, expected: int) -> int:
-  """Consume -> parse -> batch per table -> PUT, in one thread."""
+def plain_loop(kafka: KafkaCluster, topics: Dict[str, str], fe_url: str, expected: int,
+               decode=orjson.loads) -> int:
+  """Consume -> parse (``decode``) -> batch per table -> PUT, in one thread."""
   consumer = Consumer({'bootstrap.servers': kafka.bootstrap_servers, 'group.id': 'plain-loop',
                        'enable.auto.commit': False, 'auto.offset.reset': 'earliest'})
   assignment = [TopicPartition(t, p, 0) for t in topics for p in range(kafka.num_partitions)]
@@ -95,7 +125,7 @@ def plain_loop(kafka: KafkaCluster, topics: Dict[str, str], fe_url: str, expecte
           continue
         seen += 1
         table = topics[message.topic()]
-        batches[table].append(orjson.loads(message.value()))
+        batches[table].append(decode(message.value()))
         if len(batches[table]) >= BATCH_ROWS:
           loaded += flush(table)
     for table in TABLES:
@@ -120,24 +150,32 @@ def main() -> None:
   parser.add_argument('--group_commit', default='off_mode',
                       choices=['off_mode', 'sync_mode', 'async_mode'],
                       help='Doris group commit for the pipeline (with at-least-once delivery)')
+  parser.add_argument('--format', default='json', choices=['json', 'avro'],
+                      help='the records\' format (avro: Confluent wire format, mock registry)')
   args = parser.parse_args()
+  encode, decode = make_record, orjson.loads
+  if args.format == 'avro':
+    encode, decode = avro_codec()
   import bench.sink_bench as sink_bench
   sink_bench.SCHEMA = 'CREATE DATABASE bench;\n' + SCHEMA_TABLES
   kafka = KafkaCluster(compression='lz4')
   with emulator() as fe_url:
-    topics = produce(kafka, args.records, 'plain')
+    topics = produce(kafka, args.records, 'plain', encode)
     started = time.perf_counter()
-    plain_rows = plain_loop(kafka, topics, fe_url, args.records)
+    plain_rows = plain_loop(kafka, topics, fe_url, args.records, decode)
     plain_secs = time.perf_counter() - started
     assert plain_rows == args.records, plain_rows
 
-    topics = produce(kafka, args.records, 'beam')
+    topics = produce(kafka, args.records, 'beam', encode)
     argv = [f'--bootstrap_servers={kafka.bootstrap_servers}', f'--topics={",".join(topics)}',
             '--group_id=e2e-bench', '--stop_at_end', f'--fe_nodes={fe_url}', '--user=root',
             f'--password={PASSWORD}',
             '--topic_table_map=' + ','.join(f'{k}={v}' for k, v in topics.items()),
             '--dead_letter_path=/tmp/e2e-bench-dead-letters', '--progress_interval_secs=0',
-            f'--load_format={args.load_format}', f'--group_commit={args.group_commit}']
+            f'--load_format={args.load_format}', f'--group_commit={args.group_commit}',
+            f'--format={args.format}']
+    if args.format != 'json':
+      argv.append(f'--schema_registry_url={REGISTRY_URL}')
     if args.group_commit != 'off_mode':
       argv.append('--delivery_guarantee=at_least_once')
     import logging
@@ -152,7 +190,7 @@ def main() -> None:
   print(f'plain loop: {plain_rate:.0f} rows/s ({plain_secs:.1f} s)')
   print(f'pipeline (DirectRunner -> FnApiRunner, whole run incl. start-up): {beam_rate:.0f} rows/s '
         f'({beam_secs:.1f} s)')
-  print(f'e2e: {beam_rate:.0f} rows/s, {beam_rate / plain_rate:.2f}x vs plain loop')
+  print(f'e2e: {beam_rate:.0f} rows/s, {beam_rate / plain_rate:.2f}x vs plain loop ({args.format})')
 
 
 if __name__ == '__main__':

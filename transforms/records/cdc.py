@@ -17,8 +17,8 @@ from transforms.records.reasons import (BAD_ENVELOPE, SKIP_CONTROL, SKIP_DDL, SK
                                         Reject, Skip, json_type)
 from transforms.types import OP_DELETE, OP_UPSERT, KafkaRecord, Row
 
-__all__ = ['debezium', 'canal', 'maxwell', 'detect_envelope', 'PLAIN', 'DEBEZIUM', 'CANAL',
-           'MAXWELL']
+__all__ = ['debezium', 'canal', 'maxwell', 'detect_envelope', 'json_key', 'PLAIN', 'DEBEZIUM',
+           'CANAL', 'MAXWELL']
 
 # Kinds of record values, as detected by ``detect_envelope``.
 PLAIN = 'none'
@@ -72,7 +72,7 @@ def _key_change_before_image(after: dict, old: Any, pk_names: list) -> Optional[
 
 
 
-def _debezium_key(key: Optional[bytes]) -> Optional[dict]:
+def json_key(key: Optional[bytes]) -> Optional[dict]:
   """The key fields of a Debezium record key (JSON, maybe schema-wrapped), or None."""
   if not key:
     return None
@@ -110,9 +110,9 @@ def debezium(parser, obj: dict, record: KafkaRecord, chunk_table: Optional[str])
   elif op == 'd':
     image = obj.get('before')
     if image is None:
-      image = _debezium_key(record.key)
+      image = parser.key_image(record)
       if image is None:
-        raise Reject(BAD_ENVELOPE, 'Debezium delete without "before" row or JSON key')
+        raise Reject(BAD_ENVELOPE, 'Debezium delete without "before" row or a decodable key')
     op_out = OP_DELETE
   elif op in ('t', 'm'):
     # Truncate and logical-decoding messages have no row to load.

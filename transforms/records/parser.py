@@ -1,10 +1,13 @@
 """``RecordParser``: Kafka records -> rows bound for tables, dead letters, chunk accounting.
 
 Pure Python, no Beam (tests, benchmarks and plain loops use it directly).
-Values are JSON (orjson): plain objects (or arrays of objects), or CDC
-envelopes (``cdc``).  A plain JSON object is kept as its original bytes
-(``Row.raw``), so the sink does not encode it again.  The target table comes
-from ``Routing`` or the envelope.
+Values are JSON (orjson) or, with a registry ``ValueFormat`` (``formats``),
+Avro / Protobuf / JSON Schema in the Confluent wire format, decoded to the
+same dicts: plain objects (or arrays of objects), or CDC envelopes
+(``cdc``).  A plain JSON object is kept as its original bytes (``Row.raw``),
+so the sink does not encode it again; decoded values have ``raw=None`` and
+the size of their JSON encoding.  The target table comes from ``Routing`` or
+the envelope.
 
 Offset accounting: every ``Row`` and every ``DeadLetter`` produced from a
 chunk later acknowledges one unit of that chunk; ``ChunkRead.count`` is their
@@ -25,6 +28,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import orjson
 
 from transforms.records import cdc
+from transforms.records.formats import RegistryDecoder, ValueFormat
 from transforms.records.numbers import LONG_NUMBER, NUMBER_CHARS, exact_loads, has_inexact_number
 from transforms.records.reasons import (BAD_TABLE_NAME, EMPTY_VALUE, MISSING_TABLE, NOT_OBJECT,
                                         SKIP_EMPTY, SKIP_TOMBSTONE, TOO_LARGE, UNENCODABLE,
@@ -54,6 +58,9 @@ class ParsedChunk(NamedTuple):
     deletes: rows with ``op == 'delete'``.
     skipped: skip code -> number of records that produced nothing.
     dead_letter_codes: reason code -> number of dead letters.
+    column_types: table -> column -> Doris type, from the records' schemas
+      (empty for schemaless JSON: types are inferred from values).
+    key_columns: table -> the source's primary key columns, where known.
   """
   rows_by_table: Dict[str, List[Row]]
   dead_letters: List[DeadLetter]
@@ -62,6 +69,8 @@ class ParsedChunk(NamedTuple):
   deletes: int
   skipped: Dict[str, int]
   dead_letter_codes: Dict[str, int]
+  column_types: Mapping[str, Mapping[str, str]] = {}
+  key_columns: Mapping[str, Tuple[str, ...]] = {}
 
 
 class RecordParser:
@@ -77,6 +86,11 @@ class RecordParser:
     sequence_columns: table (``"db.tbl"``, or bare with ``default_database``)
       -> sequence column; rows lacking it get their Kafka offset.
     max_record_bytes: larger values are dead-lettered unparsed.
+    value_format: how values are encoded (default: JSON); a registry format
+      decodes with a ``RegistryDecoder`` made by ``open`` (or at the first
+      record) and closed by ``close``.
+    keep_retrying: a long-running job: wait out an unavailable registry
+      instead of failing.
 
   Raises:
     ValueError: on a bad configuration, naming the flag and value.
@@ -87,7 +101,9 @@ class RecordParser:
                cdc: str = 'none',
                target: str = 'doris',
                sequence_columns: Optional[Mapping[str, str]] = None,
-               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+               value_format: Optional[ValueFormat] = None,
+               keep_retrying: bool = False):
     if not isinstance(routing, Routing):
       raise ValueError(f'routing: expected a Routing, got {routing!r}')
     if cdc not in CDC_FORMATS:
@@ -114,9 +130,39 @@ class RecordParser:
     self.target = target
     self.sequence_columns = seq
     self.max_record_bytes = max_record_bytes
+    if value_format is None:
+      value_format = ValueFormat()
+    if not isinstance(value_format, ValueFormat):
+      raise ValueError(f'value_format: expected a ValueFormat, got {value_format!r}')
+    self.value_format = value_format
+    self.keep_retrying = bool(keep_retrying)
+    self._registry = value_format.uses_registry
+    self._envelope = cdc in ('debezium', 'auto')
+    self._decoder: Optional[RegistryDecoder] = None
+    self._plan = None  # the writer schema plan of the record parsed last
     self._op_field = DORIS_DELETE_SIGN if target == 'doris' else STARROCKS_OP
     # Validated table names seen in --table_field values or envelopes.
     self._qualified: Dict[Tuple[Any, Any], Optional[str]] = {}
+
+  # -- the decoder's life ----------------------------------------------------
+
+  def open(self) -> Optional[RegistryDecoder]:
+    """Makes the registry decoder (registry formats; a no-op for json). Idempotent."""
+    if self._registry and self._decoder is None:
+      self._decoder = self.value_format.decoder(keep_retrying=self.keep_retrying)
+    return self._decoder
+
+  def close(self) -> None:
+    """Closes the registry decoder, if any (``open`` or the next record makes a new one)."""
+    decoder, self._decoder = self._decoder, None
+    if decoder is not None:
+      decoder.close()
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state['_decoder'] = None  # a client per worker: never pickled
+    state['_plan'] = None
+    return state
 
   # -- chunks ----------------------------------------------------------------
 
@@ -131,6 +177,10 @@ class RecordParser:
     skipped: Dict[str, int] = {}
     codes: Dict[str, int] = {}
     parsed = deletes = count = 0
+    column_types: Dict[str, Dict[str, str]] = {}
+    key_columns: Dict[str, Tuple[str, ...]] = {}
+    plans: Dict[str, Any] = {}  # table -> the plan whose column types it has
+    registry = self._registry
     # The chunk is one topic, so fixed and per-topic routes resolve once.
     routing = self.routing
     if routing.table is not None:
@@ -153,6 +203,8 @@ class RecordParser:
                       record.offset, e.code, e.detail)
         continue
       parsed += 1
+      if registry and rows:
+        self._note_schema(rows, record, plans, column_types, key_columns)
       for row in rows:
         bucket = rows_by_table.get(row.table)
         if bucket is None:
@@ -170,7 +222,28 @@ class RecordParser:
         records_parsed=parsed,
         deletes=deletes,
         skipped=skipped,
-        dead_letter_codes=codes)
+        dead_letter_codes=codes,
+        column_types=column_types,
+        key_columns=key_columns)
+
+  def _note_schema(self, rows: List[Row], record: KafkaRecord, plans: Dict[str, Any],
+                   column_types: Dict[str, Dict[str, str]],
+                   key_columns: Dict[str, Tuple[str, ...]]) -> None:
+    """Adds the column types (and key columns) of the record's schema to its tables'."""
+    plan = self._plan
+    for row in rows:
+      table = row.table
+      if plans.get(table) is plan:
+        continue
+      first = table not in plans
+      plans[table] = plan
+      types = plan.column_types(self._envelope)
+      if types:
+        column_types.setdefault(table, {}).update(types)
+      if first and self._envelope and record.key:
+        keys = self._decoder.key_fields(record.key, record.topic)
+        if keys:
+          key_columns[table] = keys
 
   # -- records ---------------------------------------------------------------
 
@@ -213,6 +286,10 @@ class RecordParser:
     if len(value) > self.max_record_bytes:
       raise Reject(TOO_LARGE, f'record of {len(value)} bytes is larger than '
                     f'max_record_bytes={self.max_record_bytes}')
+    if self._registry:
+      decoder = self._decoder if self._decoder is not None else self.open()
+      obj, self._plan = decoder.decode(value, record.topic, record.headers)
+      return self._map(obj, value, record, chunk_table)
     try:
       obj = orjson.loads(value)
     except orjson.JSONDecodeError as e:
@@ -223,7 +300,7 @@ class RecordParser:
     # 20-digit integer loses digits when a row is encoded again (raw rows are
     # sent as they came). Rare, so detect it afterwards and re-parse exactly;
     # the first test is a C-speed scan for a run of 16 digits or dots.
-    if rows and rows[-1].raw is None and LONG_NUMBER in value.translate(NUMBER_CHARS):
+    if rows and rows[-1].raw is not value and LONG_NUMBER in value.translate(NUMBER_CHARS):
       try:
         if any(has_inexact_number(row.fields) for row in rows):
           return self._map(exact_loads(value), value, record, chunk_table)
@@ -253,11 +330,14 @@ class RecordParser:
   def _plain_row(self, obj: dict, value: bytes, record: KafkaRecord,
                  chunk_table: Optional[str]) -> Row:
     table = chunk_table if chunk_table is not None else self._table_from_field(obj)
+    if self._registry:  # decoded, not JSON bytes: the sink encodes the row
+      return self.make_row(table, obj, OP_UPSERT, record, cdc=False)
     column = self.sequence_columns.get(table) if self.sequence_columns else None
     if column is not None and column not in obj:
       obj[column] = record.offset
+      encoded = _encode(obj)
       return Row(table, obj, OP_UPSERT, record.topic, record.partition, record.offset,
-                 _encoded_size(obj), None)
+                 len(encoded), encoded)
     # Valid JSON has newlines only as whitespace; the sink splits NDJSON on them.
     raw = value if b'\n' not in value else None
     return Row(table, obj, OP_UPSERT, record.topic, record.partition, record.offset,
@@ -284,8 +364,17 @@ class RecordParser:
       column = self.sequence_columns.get(table)
       if column is not None and column not in fields:
         fields[column] = record.offset
+    # The encoding that measures the row is kept: the sink sends it as it is.
+    encoded = _encode(fields)
     return Row(table, fields, op, record.topic, record.partition, record.offset,
-               _encoded_size(fields), None)
+               len(encoded), encoded)
+
+  def key_image(self, record: KafkaRecord) -> Optional[dict]:
+    """The record key's fields (a Debezium delete without ``before``), or None."""
+    if self._registry:
+      decoder = self._decoder if self._decoder is not None else self.open()
+      return decoder.decode_key(record.key, record.topic)
+    return cdc.json_key(record.key)
 
   # -- routing ---------------------------------------------------------------
 
@@ -335,10 +424,10 @@ class RecordParser:
 
 
 
-def _encoded_size(fields: dict) -> int:
-  """Byte length of the row's JSON encoding."""
+def _encode(fields: dict) -> bytes:
+  """The row's JSON encoding (one line: orjson writes no newline)."""
   try:
-    return len(orjson.dumps(fields))
+    return orjson.dumps(fields)
   except orjson.JSONEncodeError as e:  # orjson writes at most 254 levels of nesting.
     raise Reject(UNENCODABLE, f'row cannot be encoded as JSON again: {e}') from None
 

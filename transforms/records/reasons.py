@@ -27,8 +27,13 @@ UNMAPPED_TOPIC = 'unmapped_topic'
 BAD_TABLE_NAME = 'bad_table_name'
 BAD_ENVELOPE = 'bad_envelope'
 UNENCODABLE = 'unencodable'
+# Schema-registry formats (--format=avro|protobuf|json_schema):
+BAD_WIRE_FORMAT = 'bad_wire_format'  # no Confluent framing (magic byte, schema id)
+UNKNOWN_SCHEMA = 'unknown_schema'    # the registry does not know the schema id (404)
+UNDECODABLE = 'undecodable'          # the bytes do not match the writer schema
 REASON_CODES = (TOO_LARGE, EMPTY_VALUE, INVALID_UTF8, INVALID_JSON, NOT_OBJECT,
-                 MISSING_TABLE, UNMAPPED_TOPIC, BAD_TABLE_NAME, BAD_ENVELOPE, UNENCODABLE)
+                 MISSING_TABLE, UNMAPPED_TOPIC, BAD_TABLE_NAME, BAD_ENVELOPE, UNENCODABLE,
+                 BAD_WIRE_FORMAT, UNKNOWN_SCHEMA, UNDECODABLE)
 
 # Skip reason codes (records producing nothing; counted in ``skipped_<code>``).
 SKIP_TOMBSTONE = 'tombstone'

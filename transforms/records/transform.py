@@ -14,9 +14,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import DoOutputsTuple, TaggedOutput
 
 from transforms import metrics
+from transforms.records.formats import ValueFormat
 from transforms.records.parser import DEFAULT_MAX_RECORD_BYTES, RecordParser
 from transforms.records.reasons import REASON_CODES, SKIP_CODES
 from transforms.records.routing import Routing
+from transforms.schema import SCHEMA_CHANGE_FAILED, SchemaEvolution, SchemaEvolutionConfig
 from transforms.types import KafkaChunk, RowBatch
 
 __all__ = ['ParseRecords']
@@ -27,8 +29,11 @@ _LOGGER = logging.getLogger('transforms.records')
 class _ParseRecordsFn(beam.DoFn):
   """Emits ``RecordParser.parse_chunk``'s results and updates the metrics."""
 
-  def __init__(self, parser: RecordParser):
+  def __init__(self, parser: RecordParser,
+               schema_evolution: Optional[SchemaEvolutionConfig] = None):
     self._parser = parser
+    self._schema_config = schema_evolution
+    self._evolution: Optional[SchemaEvolution] = None
     self._records = Metrics.counter(metrics.NAMESPACE, 'records_parsed')
     self._rows = Metrics.counter(metrics.NAMESPACE, 'rows_parsed')
     self._dead_letters = Metrics.counter(metrics.NAMESPACE, 'dead_letters')
@@ -38,11 +43,36 @@ class _ParseRecordsFn(beam.DoFn):
                      for code in REASON_CODES}
     self._by_skip = {code: Metrics.counter(metrics.NAMESPACE, f'skipped_{code}')
                      for code in SKIP_CODES}
+    self._schema_failed = Metrics.counter(metrics.NAMESPACE, f'dead_letters_{SCHEMA_CHANGE_FAILED}')
+
+  def setup(self):
+    self._parser.open()  # registry formats: the worker's schema registry client
+    if self._schema_config is not None:
+      self._evolution = SchemaEvolution(self._schema_config, counter=_schema_counter)
+
+  def teardown(self):
+    self._parser.close()
+    if self._evolution is not None:
+      self._evolution.close()
+      self._evolution = None
 
   def process(self, chunk: KafkaChunk) -> Iterable[Any]:
     result = self._parser.parse_chunk(chunk)
     rows = 0
+    evolution = self._evolution
     for table, table_rows in result.rows_by_table.items():
+      if evolution is not None:
+        # Before the rows leave: the table gets their new columns (or is created).
+        table_rows, letters = evolution.ensure(table, table_rows,
+                                               result.column_types.get(table),
+                                               result.key_columns.get(table), chunk)
+        for letter in letters:
+          yield TaggedOutput(ParseRecords.DEAD_LETTERS, letter)
+        if letters:
+          self._dead_letters.inc(len(letters))
+          self._schema_failed.inc(len(letters))
+        if not table_rows:
+          continue
       rows += len(table_rows)
       yield table, table_rows
     for dead_letter in result.dead_letters:
@@ -67,6 +97,13 @@ class _ParseRecordsFn(beam.DoFn):
         self._by_skip[code].inc(n)
 
 
+def _schema_counter(name: str, table: str, n: int) -> None:
+  """``schema_<name>``: in total, and per table (namespace ``<NAMESPACE>.schema_<name>``)."""
+  full = name if name.startswith('schema_') else f'schema_{name}'
+  Metrics.counter(metrics.NAMESPACE, full).inc(n)
+  Metrics.counter(f'{metrics.NAMESPACE}.{full}', table).inc(n)
+
+
 class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]):
   """Parses ``KafkaChunk``s into per-table row lists, dead letters and chunk reads.
 
@@ -79,7 +116,8 @@ class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]
     (truncated to 64 KiB). Codes: ``too_large``, ``empty_value``,
     ``invalid_utf8``, ``invalid_json``, ``not_object``, ``missing_table``,
     ``unmapped_topic``, ``bad_table_name``, ``bad_envelope``, ``unencodable``
-    (a row nested deeper than orjson writes, when it must be encoded again).
+    (a row nested deeper than orjson writes, when it must be encoded again);
+    registry formats: ``bad_wire_format``, ``unknown_schema``, ``undecodable``.
   * ``chunk_reads``: one ``ChunkRead`` per input chunk; ``count`` = rows +
     dead letters made from it (each acknowledges one unit later).
 
@@ -99,6 +137,15 @@ class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]
     sequence_columns: table -> sequence column filled with the Kafka offset
       where a row lacks it (keys must stay in one partition).
     max_record_bytes: larger records are dead-lettered.
+    value_format: how values are encoded (``--format``; default JSON); Avro,
+      Protobuf and JSON Schema values are decoded with the registry's schemas
+      (dead letters ``bad_wire_format``, ``unknown_schema``, ``undecodable``;
+      an unavailable registry fails the bundle).
+    keep_retrying: a long-running job: wait out an unavailable registry.
+    schema_evolution: what to do with columns a table lacks and tables that
+      do not exist (``transforms.schema``); None: nothing (rows as they are).
+      Rows a rejected schema change cannot take become dead letters with the
+      reason ``schema_change_failed``.
 
   Raises:
     ValueError: on a bad configuration, naming the flag and value.
@@ -112,14 +159,20 @@ class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]
                cdc: str = 'none',
                target: str = 'doris',
                sequence_columns: Optional[Mapping[str, str]] = None,
-               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+               max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+               schema_evolution: Optional[SchemaEvolutionConfig] = None,
+               value_format: Optional[ValueFormat] = None,
+               keep_retrying: bool = False):
     super().__init__()
     self._parser = RecordParser(routing, cdc=cdc, target=target,
                                 sequence_columns=sequence_columns,
-                                max_record_bytes=max_record_bytes)
+                                max_record_bytes=max_record_bytes, value_format=value_format,
+                                keep_retrying=keep_retrying)
+    self._schema_evolution = schema_evolution
 
   def expand(self, chunks: beam.PCollection[KafkaChunk]) -> DoOutputsTuple:
-    return chunks | 'ParseChunks' >> beam.ParDo(_ParseRecordsFn(self._parser)).with_output_types(
+    return chunks | 'ParseChunks' >> beam.ParDo(
+        _ParseRecordsFn(self._parser, self._schema_evolution)).with_output_types(
         beam.typehints.Tuple[str, RowBatch]).with_outputs(
         self.DEAD_LETTERS, self.CHUNK_READS, main=self.ROWS)
 
@@ -131,6 +184,9 @@ class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]
         'target': parser.target,
         'max_record_bytes': parser.max_record_bytes,
     }
+    if parser.value_format.uses_registry:
+      data['format'] = parser.value_format.name
+      data['schema_registry_url'] = parser.value_format.registry_urls
     if routing.table is not None:
       data['table'] = routing.table
     if routing.topic_table_map is not None:
@@ -139,5 +195,8 @@ class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]
       data['table_field'] = routing.table_field
     if parser.sequence_columns:
       data['sequence_columns'] = ','.join(f'{t}={c}' for t, c in parser.sequence_columns.items())
+    if self._schema_evolution is not None:
+      data['schema_evolution'] = self._schema_evolution.mode
+      data['create_tables'] = self._schema_evolution.create_tables
     return data
 
