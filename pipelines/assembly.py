@@ -34,7 +34,7 @@ from transforms.batching import BatchPerTable, KeyByTable
 from transforms.dead_letters import WriteDeadLetters
 from transforms.delivery import (JournalUnavailableError, LoadedRanges, SkipLoadedRows,
                                  ensure_journal_topic, recover)
-from transforms.records import ParseRecords
+from transforms.records import ParseRecords, ValueFormat
 from transforms.runtime import runs_in_process
 from transforms.stream_load import WriteToStreamLoad
 from transforms.types import LoadResult, acks_of_load_result
@@ -88,7 +88,7 @@ def start_up(config: PipelineConfig, check_cluster: Optional[bool] = None) -> Lo
   except ValueError as error:
     raise ConfigurationError(str(error)) from None
   if check_cluster if check_cluster is not None else config.validate_tables:
-    check_tables(load, config.static_tables())
+    check_tables(load, config.static_tables(), create_missing=config.create_tables)
   if config.journal is None:
     return LoadedRanges()
   try:
@@ -136,7 +136,12 @@ def _count_consumed(chunk) -> None:
 
 
 def _read_chunks(p: beam.Pipeline, config: PipelineConfig, stop_token: Optional[str]):
-  """The Kafka read: native chunks, or Beam's Java KafkaIO as one-record chunks."""
+  """The Kafka read: native chunks, or Beam's Java KafkaIO as one-record chunks.
+
+  The native read of a streaming job also picks up new partitions (and, with
+  ``--topic_pattern``, new matching topics) every
+  ``--topic_discovery_interval_secs``.
+  """
   from transforms import kafka  # pylint: disable=import-outside-toplevel  (confluent-kafka)
   settings = config.kafka
   try:
@@ -144,16 +149,21 @@ def _read_chunks(p: beam.Pipeline, config: PipelineConfig, stop_token: Optional[
       reader = kafka.ReadKafkaChunksXlang(dict(settings.consumer_config), settings.topics,
                                           stop_at_end=settings.stop_at_end)
     else:
-      reader = kafka.ReadKafkaChunks(dict(settings.consumer_config), settings.topics,
+      reader = kafka.ReadKafkaChunks(dict(settings.consumer_config), settings.topics or None,
                                      stop_at_end=settings.stop_at_end,
                                      max_chunk_records=settings.max_chunk_records,
-                                     stop_token=stop_token)
+                                     stop_token=stop_token,
+                                     topic_pattern=settings.topic_pattern,
+                                     discovery_interval_secs=settings.discovery_interval_secs,
+                                     excluded_topics=settings.excluded_topics)
     chunks = p | 'ReadFromKafka' >> reader
   except kafka.KafkaSourceError as error:
     # Found while the graph is built: the flags are wrong, nothing has run.
+    topics = (f'--topic_pattern={settings.topic_pattern}' if settings.topic_pattern
+              else f'--topics={",".join(settings.topics)}')
     raise ConfigurationError(f'Kafka (--bootstrap_servers='
-                             f'{settings.consumer_config.get("bootstrap.servers")}, --topics='
-                             f'{",".join(settings.topics)}): {error}') from None
+                             f'{settings.consumer_config.get("bootstrap.servers")}, {topics}): '
+                             f'{error}') from None
   if config.metrics_port:
     _ = chunks | 'CountConsumed' >> beam.Map(_count_consumed)
   return chunks
@@ -216,7 +226,9 @@ def load_chunks(chunks, config: PipelineConfig, *, loaded: Optional[LoadedRanges
   parsed = chunks | 'ParseRecords' >> ParseRecords(
       config.routing, cdc=config.cdc_format, target=config.load.target,
       sequence_columns=config.table_config.sequence_columns(),
-      max_record_bytes=config.max_record_bytes)
+      max_record_bytes=config.max_record_bytes, schema_evolution=config.schema,
+      value_format=ValueFormat(config.value_format, config.schema_registry),
+      keep_retrying=not config.kafka.stop_at_end)
   tables = load_rows(parsed.rows, config, parse_dead_letters=parsed.dead_letters, loaded=loaded,
                      stop_token=stop_token)
   load_acks = tables.load_results | 'AckLoadedRows' >> beam.FlatMap(acks_of_load_result)

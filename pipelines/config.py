@@ -19,8 +19,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import AT_LEAST_ONCE, EXACTLY_ONCE, KafkaToDorisOptions
 from pipelines.table_config import TableConfig, TableConfigError, load_table_config
 from transforms.batching import BatchLimits
-from transforms.delivery import JournalConfig
+from transforms.delivery import DEFAULT_JOURNAL_TOPIC, JournalConfig
 from transforms.records import Routing, parse_topic_table_map
+from transforms.records.formats import require_registry_support
+from transforms.schema import SchemaEvolutionConfig
 from transforms.stream_load import StreamLoadConfig
 from transforms.stream_load.labels import sanitize_label_part
 
@@ -71,6 +73,9 @@ class KafkaSettings:
       matches (instead of ``topics``), or None.
     discovery_interval_secs: how often a streaming read looks for new
       matching topics and new partitions.
+    excluded_topics: topics a pattern never matches: the load journal's
+      (``--journal_topic`` and the default one); internal topics (``__*``)
+      never match anyway.
   """
   consumer_config: Mapping[str, Any]
   topics: Tuple[str, ...]
@@ -80,6 +85,7 @@ class KafkaSettings:
   max_chunk_records: int
   topic_pattern: Optional[str] = None
   discovery_interval_secs: float = 30.0
+  excluded_topics: Tuple[str, ...] = (DEFAULT_JOURNAL_TOPIC,)
 
   @classmethod
   def from_options(cls, options: PipelineOptions, require_topics: bool = True) -> 'KafkaSettings':
@@ -106,6 +112,7 @@ class KafkaSettings:
                                  f'{error}') from None
       if opts.kafka_reader == 'xlang':
         raise ConfigurationError('--topic_pattern needs --kafka_reader=native')
+    excluded = tuple(sorted({DEFAULT_JOURNAL_TOPIC, opts.journal_topic or DEFAULT_JOURNAL_TOPIC}))
     if opts.max_chunk_records < 1:
       raise ConfigurationError(f'--max_chunk_records: must be >= 1, got {opts.max_chunk_records}')
     if not opts.topic_discovery_interval_secs > 0:
@@ -114,7 +121,8 @@ class KafkaSettings:
     return cls(consumer_config_of(opts), tuple(_split_list(opts.topics)), opts.group_id,
                bool(opts.stop_at_end), opts.kafka_reader, opts.max_chunk_records,
                topic_pattern=pattern,
-               discovery_interval_secs=float(opts.topic_discovery_interval_secs))
+               discovery_interval_secs=float(opts.topic_discovery_interval_secs),
+               excluded_topics=excluded)
 
 
 def _routing_of(opts: KafkaToDorisOptions) -> Routing:
@@ -167,6 +175,10 @@ def _schema_registry_of(opts: KafkaToDorisOptions) -> Optional[Dict[str, str]]:
   if opts.format not in ('avro', 'protobuf', 'json_schema'):
     raise ConfigurationError(f'--format: expected json|avro|protobuf|json_schema, '
                              f'got {opts.format!r}')
+  try:
+    require_registry_support(opts.format)
+  except ValueError as error:
+    raise ConfigurationError(str(error)) from None
   urls = _split_list(opts.schema_registry_url)
   if not urls:
     raise ConfigurationError(f'--format={opts.format} needs --schema_registry_url')
@@ -215,6 +227,7 @@ class PipelineConfig:
   schema_registry: Optional[Mapping[str, str]] = None
   schema_evolution: str = 'none'
   create_tables: bool = False
+  schema: Optional[SchemaEvolutionConfig] = None
 
   @property
   def exactly_once(self) -> bool:
@@ -274,6 +287,7 @@ class PipelineConfig:
           verify=opts.ca_bundle or True, load_format=opts.load_format,
           group_commit=opts.group_commit)
       _check_group_commit(load, table_config, opts.delivery_guarantee)
+      schema = _schema_evolution_of(opts, load, table_config)
       journal = (JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
                  if opts.delivery_guarantee == EXACTLY_ONCE else None)
     except (TableConfigError, ValueError) as error:
@@ -292,8 +306,26 @@ class PipelineConfig:
         progress_interval_secs=opts.progress_interval_secs,
         validate_tables=bool(opts.validate_tables),
         value_format=opts.format, schema_registry=_schema_registry_of(opts),
-        schema_evolution=opts.schema_evolution, create_tables=bool(opts.create_tables))
+        schema_evolution=opts.schema_evolution, create_tables=bool(opts.create_tables),
+        schema=schema)
 
+
+
+def _schema_evolution_of(opts: KafkaToDorisOptions, load: StreamLoadConfig,
+                         table_config: TableConfig) -> SchemaEvolutionConfig:
+  """``--schema_evolution`` / ``--create_tables`` with what they need from the other flags."""
+  try:
+    return SchemaEvolutionConfig(
+        load=load, mode=opts.schema_evolution, create_tables=bool(opts.create_tables),
+        tables=table_config.ddl_options(),
+        mapped_tables=tuple(sorted(table for table, options in table_config.load_options().items()
+                                   if options.columns or options.jsonpaths)),
+        sequence_columns=table_config.sequence_columns(),
+        load_formats={table: options.load_format
+                      for table, options in table_config.load_options().items()
+                      if options.load_format})
+  except ValueError as error:
+    raise ConfigurationError(str(error)) from None
 
 
 def options_of(flags: Mapping[str, Any]) -> PipelineOptions:

@@ -4,7 +4,8 @@ A pipeline that starts, reads, batches and only then learns that the FE is
 unreachable or that a table does not exist wastes minutes and floods dead
 letters.  The FE's table schema endpoint (``GET /api/{db}/{tbl}/_schema``,
 Doris's ``TableSchemaAction``, also served by StarRocks) answers both
-questions in one request per table.
+questions in one request per table.  With ``--create_tables`` a missing
+table is no failure: the loader creates it from its first rows (logged).
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ class PreflightError(RuntimeError):
   """The cluster or a table is not usable; the message says which and why."""
 
 
-def check_tables(config: StreamLoadConfig, tables: Iterable[str]) -> None:
+def check_tables(config: StreamLoadConfig, tables: Iterable[str],
+                 create_missing: bool = False) -> None:
   """Checks that some FE answers and that each table exists.
 
   A table counts as missing only on a definite answer (the FE says so); an
   FE that has neither endpoint is reachable but cannot tell, and the run
   goes on with a warning (a missing table then shows up as dead letters).
+
+  Args:
+    config: how to reach the FEs.
+    tables: ``db.tbl`` names.
+    create_missing: ``--create_tables``: missing tables are logged (they
+      will be created), not a failure.
 
   Raises:
     PreflightError: no FE reachable, credentials refused, or a table missing.
@@ -55,7 +63,10 @@ def check_tables(config: StreamLoadConfig, tables: Iterable[str]) -> None:
             missing.append(f'{table} ({detail})' if detail else table)
           elif found is None:
             unknown.append(table)
-        if missing:
+        if missing and create_missing:
+          _LOGGER.info('table(s) %s do not exist yet: --create_tables creates them from their '
+                       'first rows', ', '.join(missing))
+        elif missing:
           raise PreflightError(f'table(s) not found on {_host(fe)}: {", ".join(missing)} '
                                '(check --table / --topic_table_map / --table_config, and that '
                                'the tables were created)')

@@ -16,6 +16,11 @@ Example::
         sequence_column: seq
         max_filter_ratio: 0.01
         headers: {strict_mode: "true"}
+      demo.clicks:            # --create_tables: how to create it if it does not exist
+        key_columns: [click_id]
+        distributed_by: random      # or a list of columns (default: the key)
+        buckets: 8                  # default: auto
+        properties: {replication_num: "1"}
 
 Every key is checked: an unknown key, a bad type or a bad table name fails
 the pipeline at start with the file, the table and the key in the message.
@@ -30,6 +35,7 @@ from typing import Any, Dict, Mapping, Optional
 import yaml
 
 from transforms.batching import BatchLimits
+from transforms.schema import TableDdlOptions
 from transforms.stream_load.config import TableLoadOptions
 
 __all__ = ['TableConfig', 'TableSettings', 'load_table_config', 'parse_table_config']
@@ -61,6 +67,12 @@ _LOAD_KEYS = {
     'merge_commit_interval_ms': int,
     'merge_commit_parallel': int,
 }
+# --create_tables: how a missing table is made (key_columns, from _BATCH_KEYS, is its key).
+_DDL_KEYS = {
+    'distributed_by': (str, list),
+    'buckets': (int, str),
+    'properties': dict,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +80,7 @@ class TableSettings:
   """Everything configured for one table."""
   limits: BatchLimits
   load_options: TableLoadOptions
+  ddl: TableDdlOptions = TableDdlOptions()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +93,9 @@ class TableConfig:
 
   def load_options(self) -> Dict[str, TableLoadOptions]:
     return {table: settings.load_options for table, settings in self.tables.items()}
+
+  def ddl_options(self) -> Dict[str, TableDdlOptions]:
+    return {table: settings.ddl for table, settings in self.tables.items()}
 
   def sequence_columns(self) -> Dict[str, str]:
     return {table: s.load_options.sequence_column for table, s in self.tables.items()
@@ -126,10 +142,10 @@ def parse_table_config(document: Any, defaults: BatchLimits, source: str = '--ta
     settings = settings or {}
     if not isinstance(settings, dict):
       raise TableConfigError(f'{where}: settings must be a mapping')
-    unknown = set(settings) - set(_BATCH_KEYS) - set(_LOAD_KEYS)
+    unknown = set(settings) - set(_BATCH_KEYS) - set(_LOAD_KEYS) - set(_DDL_KEYS)
     if unknown:
       raise TableConfigError(f'{where}: unknown key(s) {sorted(unknown)}; known keys: '
-                             f'{sorted(set(_BATCH_KEYS) | set(_LOAD_KEYS))}')
+                             f'{sorted(set(_BATCH_KEYS) | set(_LOAD_KEYS) | set(_DDL_KEYS))}')
     limit_args = {}
     for key, (field, expected) in _BATCH_KEYS.items():
       if key in settings:
@@ -153,8 +169,36 @@ def parse_table_config(document: Any, defaults: BatchLimits, source: str = '--ta
         options.sequence_column is None and options.merge_type is not None):
       raise TableConfigError(f'{where}: shards > 1 with deletes needs key_columns to keep each '
                              'key on one shard')
-    parsed[table] = TableSettings(limits, options)
+    parsed[table] = TableSettings(limits, options, _ddl_options(where, settings))
   return TableConfig(parsed)
+
+
+def _ddl_options(where: str, settings: Dict[str, Any]) -> TableDdlOptions:
+  """``key_columns``, ``distributed_by``, ``buckets``, ``properties`` as creation options."""
+  for key, expected in _DDL_KEYS.items():
+    if key in settings:
+      _check_type(where, key, settings[key], expected)
+  distributed = settings.get('distributed_by')
+  if isinstance(distributed, str):
+    if distributed.lower() != 'random':
+      raise TableConfigError(f'{where}: distributed_by must be a list of columns or "random", '
+                             f'got {distributed!r}')
+    distributed = ()
+  buckets = settings.get('buckets')
+  if isinstance(buckets, str):
+    if buckets.lower() != 'auto':
+      raise TableConfigError(f'{where}: buckets must be a positive integer or "auto", '
+                             f'got {buckets!r}')
+    buckets = None
+  keys = settings.get('key_columns')
+  try:
+    return TableDdlOptions(
+        key_columns=tuple(keys) if keys else None,
+        distributed_by=tuple(distributed) if distributed is not None else None,
+        buckets=buckets,
+        properties={str(k): str(v) for k, v in (settings.get('properties') or {}).items()})
+  except ValueError as error:
+    raise TableConfigError(f'{where}: {error}') from None
 
 
 def load_table_config(path: Optional[str], defaults: BatchLimits) -> TableConfig:

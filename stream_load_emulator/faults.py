@@ -18,6 +18,9 @@ Kinds and where they fire (``node`` picks one FE/BE by index, or ``'fe0'``/``'be
   VISIBLE), then closes the connection without sending any HTTP response (a lost answer: the
   client cannot tell whether the load happened).
 - ``reset_after_body``: the same, but the connection is reset (RST) instead of closed.
+- ``schema_change_busy``: an ``ALTER TABLE`` on the SQL API answers Doris's "Table[t]'s
+  state(SCHEMA_CHANGE) is not NORMAL. Do not allow doing ALTER ops" (another schema change job
+  of the table is running); ``ddl_denied``: it answers Doris's missing ALTER privilege error.
 
 The two after-commit kinds model what Doris's label mechanism exists for
 (https://doris.apache.org/docs/data-operate/transaction#label-mechanism): a client that
@@ -35,7 +38,9 @@ from typing import Any, Dict, List, Optional, Union
 
 KINDS = ('http_500', 'http_503', 'reset_mid_body', 'slow', 'publish_timeout',
          'too_many_versions', 'txn_limit', 'be_down', 'fe_down', 'response_lost',
-         'reset_after_body')
+         'reset_after_body', 'schema_change_busy', 'ddl_denied')
+# Faults of the FE (the others, without a node named 'feN', hit the BEs).
+FE_KINDS = ('fe_down', 'schema_change_busy', 'ddl_denied')
 AFTER_COMMIT_KINDS = ('response_lost', 'reset_after_body')
 DEFAULT_SLOW_SECS = 2.0
 
@@ -56,7 +61,7 @@ class Fault:
       if node.lower() != '%s%d' % (role, index):
         return False
     else:
-      if role != ('fe' if self.kind == 'fe_down' else 'be'):
+      if role != ('fe' if self.kind in FE_KINDS else 'be'):
         return False
       if node is not None and int(node) != index:
         return False

@@ -18,6 +18,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from stream_load_emulator import cost as cost_lib
+from stream_load_emulator import ddl as ddl_lib
 from stream_load_emulator import faults as faults_lib
 from stream_load_emulator import load as load_lib
 from stream_load_emulator import nodes
@@ -133,6 +134,8 @@ class StreamLoadServer:
     if self.data_dir is None:
       self.data_dir = tempfile.mkdtemp(prefix='stream-load-emulator-')
     self.storage = storage_lib.Storage(self.data_dir, self.catalog)
+    for db, stmt in self.storage.load_ddl():  # tables created / altered by an earlier run
+      ddl_lib.execute(self, stmt, db, replay=True)
     self.txns = txn_lib.TxnManager(self.storage, self.label_keep_max_secs)
     self.loader = load_lib.Loader(self.catalog, self.storage, self.txns, self.flavor,
                                   self.max_body_bytes, self.count_only,
@@ -204,6 +207,8 @@ class StreamLoadServer:
     """``(column names, rows, Doris type names)`` of a Doris SQL statement."""
     if self.storage is None:
       raise RuntimeError('server is not started')
+    if ddl_lib.is_ddl(sql):
+      return ddl_lib.execute(self, sql, db)
     names, rows = self.storage.query(sql, db)
     types = [_type_of([r[i] for r in rows]) for i in range(len(names))]
     return names, rows, types

@@ -73,11 +73,64 @@ class Storage:
     self._conn.execute(
         'CREATE TABLE IF NOT EXISTS labels (db TEXT, label TEXT, txn_id INTEGER, '
         'table_name TEXT, status TEXT, finish_ts REAL, PRIMARY KEY (db, label))')
+    self._conn.execute('CREATE TABLE IF NOT EXISTS ddl (seq INTEGER PRIMARY KEY AUTOINCREMENT, '
+                       'db TEXT, stmt TEXT)')
+    self._conn.execute("ATTACH DATABASE ':memory:' AS information_schema")
+    self._conn.execute(
+        'CREATE TABLE information_schema.columns (TABLE_CATALOG TEXT, TABLE_SCHEMA TEXT, '
+        'TABLE_NAME TEXT, COLUMN_NAME TEXT, ORDINAL_POSITION INTEGER, COLUMN_DEFAULT TEXT, '
+        'IS_NULLABLE TEXT, DATA_TYPE TEXT, COLUMN_TYPE TEXT, COLUMN_KEY TEXT, '
+        'COLUMN_COMMENT TEXT)')
     self._attached = set()
     for db, tables in catalog.databases.items():
       self._attach(db)
       for table in tables.values():
         self._create_table(table)
+
+  # --- DDL (the SQL API's CREATE / ALTER) ---------------------------------------------------
+
+  def attach(self, db: str) -> None:
+    """Makes database ``db`` (its SQLite file) available."""
+    with self.lock:
+      self._attach(db)
+
+  def create_table(self, table: schema_lib.Table) -> None:
+    """Creates the SQLite table of ``table`` (idempotent)."""
+    with self.lock:
+      self._create_table(table)
+
+  def add_columns(self, table: schema_lib.Table, columns) -> None:
+    """Adds ``columns`` to ``table``'s rows: NULL, or their DEFAULT, in existing rows."""
+    with self.lock:
+      existing = {r[1].lower() for r in self._conn.execute(
+          'PRAGMA %s.table_info(%s)' % (_q(table.db), _q(table.name)))}
+      for c in columns:
+        if c.name.lower() not in existing:
+          self._conn.execute('ALTER TABLE %s.%s ADD COLUMN %s' % (
+              _q(table.db), _q(table.name), self._column_decl(c)))
+
+  def save_ddl(self, stmt: str, db: Optional[str]) -> None:
+    with self.lock:
+      self._conn.execute('INSERT INTO ddl (db, stmt) VALUES (?, ?)', (db, stmt))
+
+  def load_ddl(self) -> List[Tuple[Optional[str], str]]:
+    """Every DDL statement run through the SQL API, oldest first: ``(db, stmt)``."""
+    with self.lock:
+      return self._conn.execute('SELECT db, stmt FROM ddl ORDER BY seq').fetchall()
+
+  def _refresh_information_schema(self) -> None:
+    rows = []
+    for db, tables in sorted(self.catalog.databases.items()):
+      for table in tables.values():
+        key = {schema_lib.UNIQUE: 'UNI', schema_lib.PRIMARY: 'PRI', schema_lib.AGGREGATE: 'AGG',
+               schema_lib.DUPLICATE: 'DUP'}[table.keys_type]
+        for i, c in enumerate(table.columns):
+          rows.append(('internal', db, table.name, c.name, i + 1,
+                       c.default if c.has_default else None, 'YES' if c.nullable else 'NO',
+                       c.type_name.lower(), c.sql_type.lower(), key if c.is_key else '', ''))
+    self._conn.execute('DELETE FROM information_schema.columns')
+    self._conn.executemany('INSERT INTO information_schema.columns VALUES '
+                           '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', rows)
 
   def close(self) -> None:
     with self.lock:
@@ -92,16 +145,18 @@ class Storage:
     self._conn.execute('PRAGMA %s.synchronous=NORMAL' % _q(db))
     self._attached.add(db)
 
+  @staticmethod
+  def _column_decl(c: schema_lib.Column) -> str:
+    decl = '%s %s' % (_q(c.name), convert.sqlite_type(c))
+    if c.has_default and c.default is not None:
+      ok, value, _ = convert.convert(convert.make_converter(c), c, c.default, False)
+      if ok and value is not None:
+        decl += ' DEFAULT %s' % (value if isinstance(value, (int, float)) else
+                                 "'%s'" % str(value).replace("'", "''"))
+    return decl
+
   def _create_table(self, table: schema_lib.Table) -> None:
-    cols = []
-    for c in table.columns:
-      decl = '%s %s' % (_q(c.name), convert.sqlite_type(c))
-      if c.has_default and c.default is not None:
-        ok, value, _ = convert.convert(convert.make_converter(c), c, c.default, False)
-        if ok and value is not None:
-          decl += ' DEFAULT %s' % (value if isinstance(value, (int, float)) else
-                                   "'%s'" % str(value).replace("'", "''"))
-      cols.append(decl)
+    cols = [self._column_decl(c) for c in table.columns]
     if table.keys_type != schema_lib.DUPLICATE:
       cols.append('PRIMARY KEY (%s)' % ', '.join(_q(k) for k in table.key_columns))
     self._conn.execute('CREATE TABLE IF NOT EXISTS %s.%s (%s)'
@@ -227,6 +282,8 @@ class Storage:
           table.set('db', sqlglot.exp.to_identifier(db))
     text = expression.sql(dialect='sqlite')
     with self.lock:
+      if 'information_schema' in text.lower():
+        self._refresh_information_schema()
       cur = self._conn.execute(text)
       names = [d[0] for d in cur.description or ()]
       rows = [tuple(r) for r in cur.fetchall()]

@@ -1,0 +1,28 @@
+"""Schema evolution and table creation: tables follow the columns of the rows loaded into them.
+
+One job per module: ``config`` (settings, validated once), ``types`` (Doris
+types from values, DDL text; pure), ``fe_sql`` (columns and DDL over the
+FE's HTTP API), ``evolution`` (``SchemaEvolution``, per worker).  Doris only:
+StarRocks takes DDL over the MySQL protocol alone.
+"""
+
+from transforms.schema.config import (ADD_COLUMNS, MODES, NONE, SchemaEvolutionConfig,
+                                      TableDdlOptions)
+from transforms.schema.evolution import SCHEMA_CHANGE_FAILED, SchemaEvolution
+from transforms.schema.fe_sql import (FeAuthError, FeSqlClient, FeSqlError, FeUnavailableError,
+                                      SqlRejectedError)
+
+__all__ = [
+    'ADD_COLUMNS',
+    'MODES',
+    'NONE',
+    'SCHEMA_CHANGE_FAILED',
+    'FeAuthError',
+    'FeSqlClient',
+    'FeSqlError',
+    'FeUnavailableError',
+    'SchemaEvolution',
+    'SchemaEvolutionConfig',
+    'SqlRejectedError',
+    'TableDdlOptions',
+]
