@@ -18,9 +18,11 @@ from typing import List, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.kafka_to_doris import ConfigurationError, build_pipeline
+from pipelines.assembly import build_pipeline, start_up
+from pipelines.config import ConfigurationError, PipelineConfig
 from pipelines.options import KafkaToDorisOptions
 from pipelines.preflight import PreflightError
+from transforms.stream_load import StreamLoadError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,14 +36,20 @@ def make_options(argv: Sequence[str]) -> PipelineOptions:
 
 
 def submit(argv: Sequence[str]) -> beam.runners.runner.PipelineResult:
-  """Builds the pipeline and submits it; returns without waiting.
+  """Validates the flags, runs the start-up checks and the journal's recovery, submits.
+
+  Returns without waiting for the job (on the DirectRunner, ``run()`` itself
+  runs a bounded job to its end).
 
   Raises:
-    ConfigurationError, PreflightError: before anything is submitted.
+    ConfigurationError, PreflightError, StreamLoadError: before anything is
+      submitted.
   """
   options = make_options(argv)
+  config = PipelineConfig.from_options(options)
+  loaded = start_up(config)
   p = beam.Pipeline(options=options)
-  build_pipeline(p, options)
+  build_pipeline(p, config, loaded=loaded)
   return p.run()
 
 
@@ -49,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
   try:
     result = submit(sys.argv[1:] if argv is None else argv)
-  except (ConfigurationError, PreflightError) as error:
+  except (ConfigurationError, PreflightError, StreamLoadError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
   _LOGGER.info('submitted; the launcher exits now (state: %s)', result.state)

@@ -189,6 +189,40 @@ def test_entry_point_turns_on_streaming_for_an_unbounded_read():
   assert bounded.view_as(StandardOptions).streaming is False
 
 
+def _flex_main():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('flex_main', os.path.join(DATAFLOW_DIR, 'main.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.e2e
+def test_entry_point_validates_recovers_builds_and_runs_the_job(
+    kafka_cluster, stream_load_server, tmp_path):
+  """The launcher's code path end to end on the FnApiRunner (its run() runs a bounded job)."""
+  import orjson
+
+  from tests.harness import pipeline_argv
+  topic = kafka_cluster.unique_topic('flex')
+  kafka_cluster.produce(topic, [orjson.dumps({'event_id': i, 'event_type': 'v'})
+                                for i in range(300)])
+  argv = pipeline_argv(kafka_cluster, stream_load_server, [topic], f'g-{topic}',
+                       str(tmp_path / 'dead'), table='demo.events', batch_rows=100)
+  result = _flex_main().submit(argv + ['--runner=FnApiRunner'])
+  assert result.wait_until_finish() == 'DONE'
+  assert stream_load_server.query('SELECT count(*), count(DISTINCT event_id) FROM demo.events'
+                                  ) == [(300, 300)]
+  assert kafka_cluster.committed(f'g-{topic}', topic) == kafka_cluster.end_offsets(topic)
+
+
+def test_entry_point_reports_a_bad_flag_before_submitting(capsys):
+  argv = [f'--{name}={value}' for name, value in REQUIRED_SAMPLES.items()]
+  assert _flex_main().main(argv + ['--batch_rows=0', '--table=demo.events']) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and 'batch' in err and 'Traceback' not in err
+
+
 @pytest.mark.parametrize('script', ['build.sh', 'run.sh'])
 def test_launch_scripts_exist_and_use_the_template_files(script):
   path = os.path.join(DATAFLOW_DIR, script)
