@@ -20,7 +20,7 @@ Measured in one run:
 
 The last line reads ``sink: <MB/s> MB/s, <ratio>x vs naive``.
 Run: ``.venv/bin/python bench/sink_bench.py [--batches 12] [--load_format csv|arrow]
-[--group_commit sync_mode|async_mode]``.
+[--group_commit sync_mode|async_mode] [--flush_workers N]``.
 """
 
 from __future__ import annotations
@@ -123,11 +123,12 @@ def naive_load(fe_url: str, batches: List[Tuple[str, List[dict]]]) -> None:
 
 
 def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str,
-              load_format: str = 'json', group_commit: str = 'off_mode') -> Dict[str, int]:
-  """WriteToStreamLoad's DoFn at its defaults, without a runner around it."""
+              load_format: str = 'json', group_commit: str = 'off_mode',
+              flush_workers: int = 4) -> Dict[str, int]:
+  """WriteToStreamLoad's DoFn (defaults but ``flush_workers``), without a runner around it."""
   config = StreamLoadConfig(fe_nodes=(fe_url,), user='root', password=PASSWORD,
                             load_format=load_format, group_commit=group_commit)
-  fn = _WriteBatchesFn(_SinkSettings(config, flush_workers=4, label_prefix=f'bench-{run}',
+  fn = _WriteBatchesFn(_SinkSettings(config, flush_workers=flush_workers, label_prefix=f'bench-{run}',
                                      table_options={}, table_sharding={}, journal=None,
                                      stop_token=None))
   fn.setup()
@@ -156,6 +157,9 @@ def main() -> None:
   parser.add_argument('--load_format', default='json', choices=['json', 'csv', 'arrow'])
   parser.add_argument('--group_commit', default='off_mode',
                       choices=['off_mode', 'sync_mode', 'async_mode'])
+  parser.add_argument('--flush_workers', type=int, default=4,
+                      help='loads in flight (default 4, the pipeline\'s default; the cost model '
+                           'runs 6 at once)')
   args = parser.parse_args()
   print(f'preparing {args.batches} batches of {SEED_ROWS} rows ...', flush=True)
   dict_batches = [(TABLES[i % len(TABLES)], make_rows(SEED_ROWS, i)) for i in range(args.batches)]
@@ -172,12 +176,14 @@ def main() -> None:
     naive_load(fe_url, dict_batches)
     naive_secs = time.perf_counter() - started
     started = time.perf_counter()
-    result = sink_load(fe_url, row_batches, 'cost', args.load_format, args.group_commit)
+    result = sink_load(fe_url, row_batches, 'cost', args.load_format, args.group_commit,
+                       args.flush_workers)
     sink_secs = time.perf_counter() - started
   assert result['rows'] == total_rows, result
   with emulator() as fe_url:
     started = time.perf_counter()
-    sink_load(fe_url, row_batches, 'client', args.load_format, args.group_commit)
+    sink_load(fe_url, row_batches, 'client', args.load_format, args.group_commit,
+              args.flush_workers)
     client_secs = time.perf_counter() - started
 
   naive_mbps = total_mb / naive_secs
@@ -187,7 +193,8 @@ def main() -> None:
         f'({naive_secs:.2f} s, {total_rows / naive_secs:.0f} rows/s)')
   print(f'client only (encode + send, count-only server, no cost model): '
         f'{total_mb / client_secs:.1f} MB/s ({total_rows / client_secs:.0f} rows/s)')
-  print(f'sink: {sink_mbps:.1f} MB/s, {sink_mbps / naive_mbps:.1f}x vs naive')
+  suffix = f' (flush_workers={args.flush_workers})' if args.flush_workers != 4 else ''
+  print(f'sink: {sink_mbps:.1f} MB/s, {sink_mbps / naive_mbps:.1f}x vs naive{suffix}')
 
 
 if __name__ == '__main__':
