@@ -38,7 +38,7 @@ from typing import Dict, Optional, Sequence
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-__all__ = ['KafkaCluster', 'MOCK_NUM_BROKERS', 'MOCK_PARTITIONS_PER_TOPIC']
+__all__ = ['KafkaCluster', 'MOCK_NUM_BROKERS', 'MOCK_PARTITIONS_PER_TOPIC', 'produce_all']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -103,34 +103,8 @@ class KafkaCluster:
     Raises:
       KafkaException: a record was not delivered.
     """
-    errors = []
-
-    def on_delivery(err, _msg):
-      if err is not None:
-        errors.append(err)
-
-    for i, value in enumerate(values):
-      kwargs = {'value': value, 'on_delivery': on_delivery}
-      if keys is not None:
-        kwargs['key'] = keys[i]
-      if partition is not None:
-        kwargs['partition'] = partition
-      elif keys is None:
-        kwargs['partition'] = i % self.num_partitions
-      if timestamps_ms is not None:
-        kwargs['timestamp'] = timestamps_ms[i]
-      if headers is not None:
-        kwargs['headers'] = headers
-      while True:
-        try:
-          self._producer.produce(topic, **kwargs)
-          break
-        except BufferError:
-          self._producer.poll(0.05)
-    remaining = self._producer.flush(FLUSH_TIMEOUT_SECS)
-    if remaining or errors:
-      raise KafkaException(
-          f'{remaining} records not flushed, delivery errors: {errors[:3]}')
+    produce_all(self._producer, topic, values, keys, partition, timestamps_ms, headers,
+                self.num_partitions, FLUSH_TIMEOUT_SECS)
 
   def end_offsets(self, topic: str) -> Dict[int, int]:
     """Returns {partition: high watermark} of ``topic``."""
@@ -180,3 +154,45 @@ class KafkaCluster:
 
   def close(self) -> None:
     self._producer.flush(FLUSH_TIMEOUT_SECS)
+
+
+def produce_all(producer, topic: str, values: Sequence[Optional[bytes]],
+                keys: Optional[Sequence[Optional[bytes]]], partition: Optional[int],
+                timestamps_ms: Optional[Sequence[int]], headers: Optional[list],
+                num_partitions: int, flush_timeout_secs: float) -> None:
+  """Produces every value and waits for delivery (the mock and the real broker alike).
+
+  Without ``partition`` and ``keys`` records are spread round-robin over
+  ``num_partitions`` partitions.
+
+  Raises:
+    KafkaException: a record was not delivered.
+  """
+  errors = []
+
+  def on_delivery(err, _msg):
+    if err is not None:
+      errors.append(err)
+
+  for i, value in enumerate(values):
+    kwargs = {'value': value, 'on_delivery': on_delivery}
+    if keys is not None:
+      kwargs['key'] = keys[i]
+    if partition is not None:
+      kwargs['partition'] = partition
+    elif keys is None:
+      kwargs['partition'] = i % num_partitions
+    if timestamps_ms is not None:
+      kwargs['timestamp'] = timestamps_ms[i]
+    if headers is not None:
+      kwargs['headers'] = headers
+    while True:
+      try:
+        producer.produce(topic, **kwargs)
+        break
+      except BufferError:
+        producer.poll(0.05)
+  remaining = producer.flush(flush_timeout_secs)
+  if remaining or errors:
+    raise KafkaException(f'{topic}: {remaining} records not flushed, delivery errors: '
+                         f'{errors[:3]}')

@@ -61,6 +61,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from devtools import jars
+from devtools.local_kafka import produce_all
 
 __all__ = ['KafkaBroker', 'KafkaKRaftCluster', 'KafkaStartError', 'GroupOffsets', 'SASL_USERS',
            'DEFAULT_PARTITIONS', 'parse_group_description']
@@ -712,7 +713,8 @@ class _RealKafka:
     """
     partitions = self._ensure_topic(topic)
     producer = self._shared_producer()
-    _produce_all(producer, topic, values, keys, partition, timestamps_ms, headers, partitions)
+    produce_all(producer, topic, values, keys, partition, timestamps_ms, headers, partitions,
+                CLIENT_TIMEOUT_SECS * 4)
 
   def produce_transaction(self, topic: str, values: Sequence[Optional[bytes]],
                           keys: Optional[Sequence[Optional[bytes]]] = None,
@@ -728,7 +730,8 @@ class _RealKafka:
         'transactional.id': f'tx-{uuid.uuid4().hex[:12]}', 'acks': 'all', 'linger.ms': 5}))
     producer.init_transactions(CLIENT_TIMEOUT_SECS)
     producer.begin_transaction()
-    _produce_all(producer, topic, values, keys, partition, None, None, partitions)
+    produce_all(producer, topic, values, keys, partition, None, None, partitions,
+                CLIENT_TIMEOUT_SECS * 4)
     if abort:
       producer.abort_transaction(CLIENT_TIMEOUT_SECS)
     else:
@@ -809,39 +812,6 @@ class _RealKafka:
   def run_tool(self, main: str, args: Sequence[str]) -> subprocess.CompletedProcess:
     """Runs a Kafka command line tool (its main class) from the fetched classpath."""
     return _run_tool(self._classpath, self.work_dir, main, args)
-
-
-def _produce_all(producer, topic, values, keys, partition, timestamps_ms, headers,
-                 num_partitions) -> None:
-  """Produces every value with a delivery check; raises if one was not delivered."""
-  errors = []
-
-  def on_delivery(err, _msg):
-    if err is not None:
-      errors.append(err)
-
-  for i, value in enumerate(values):
-    kwargs = {'value': value, 'on_delivery': on_delivery}
-    if keys is not None:
-      kwargs['key'] = keys[i]
-    if partition is not None:
-      kwargs['partition'] = partition
-    elif keys is None:
-      kwargs['partition'] = i % num_partitions
-    if timestamps_ms is not None:
-      kwargs['timestamp'] = timestamps_ms[i]
-    if headers is not None:
-      kwargs['headers'] = headers
-    while True:
-      try:
-        producer.produce(topic, **kwargs)
-        break
-      except BufferError:
-        producer.poll(0.05)
-  remaining = producer.flush(CLIENT_TIMEOUT_SECS * 4)
-  if remaining or errors:
-    raise KafkaException(f'{topic}: {remaining} records not flushed, delivery errors: '
-                         f'{errors[:3]}')
 
 
 class KafkaBroker(_RealKafka):
