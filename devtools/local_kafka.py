@@ -38,7 +38,7 @@ from typing import Dict, Optional, Sequence
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-__all__ = ['KafkaCluster', 'MOCK_NUM_BROKERS', 'MOCK_PARTITIONS_PER_TOPIC', 'produce_all']
+__all__ = ['KafkaCluster', 'MOCK_NUM_BROKERS', 'MOCK_PARTITIONS_PER_TOPIC', 'produce_all', 'reader_config']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,13 +80,7 @@ class KafkaCluster:
 
   def consumer_config(self, group_id: Optional[str] = None, **extra) -> dict:
     """A consumer config for the reader: bootstrap servers and a group."""
-    config = {
-        'bootstrap.servers': self.bootstrap_servers,
-        'group.id': group_id or f'group-{uuid.uuid4().hex[:8]}',
-        'auto.offset.reset': 'earliest',
-    }
-    config.update(extra)
-    return config
+    return reader_config(self.bootstrap_servers, group_id, **extra)
 
   def produce(self,
               topic: str,
@@ -154,6 +148,17 @@ class KafkaCluster:
 
   def close(self) -> None:
     self._producer.flush(FLUSH_TIMEOUT_SECS)
+
+
+def reader_config(bootstrap_servers: str, group_id: Optional[str] = None, **extra) -> dict:
+  """A consumer config for the reader: bootstrap servers, a group (a fresh one by default)."""
+  config = {
+      'bootstrap.servers': bootstrap_servers,
+      'group.id': group_id or f'group-{uuid.uuid4().hex[:8]}',
+      'auto.offset.reset': 'earliest',
+  }
+  config.update(extra)
+  return config
 
 
 def produce_all(producer, topic: str, values: Sequence[Optional[bytes]],

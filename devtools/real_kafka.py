@@ -61,7 +61,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from devtools import jars
-from devtools.local_kafka import produce_all
+from devtools.local_kafka import produce_all, reader_config
 
 __all__ = ['KafkaBroker', 'KafkaKRaftCluster', 'KafkaStartError', 'GroupOffsets', 'SASL_USERS',
            'DEFAULT_PARTITIONS', 'parse_group_description']
@@ -585,13 +585,7 @@ class _RealKafka:
 
   def consumer_config(self, group_id: Optional[str] = None, **extra) -> dict:
     """A consumer config for the reader: bootstrap servers and a group."""
-    config = {
-        'bootstrap.servers': self.bootstrap_servers,
-        'group.id': group_id or f'group-{uuid.uuid4().hex[:8]}',
-        'auto.offset.reset': 'earliest',
-    }
-    config.update(extra)
-    return config
+    return reader_config(self.bootstrap_servers, group_id, **extra)
 
   def sasl_config(self, user: str = 'alice', password: Optional[str] = None) -> Dict[str, str]:
     """Client settings for the SASL_PLAINTEXT listener (``security=True``)."""

@@ -175,6 +175,16 @@ class CrashScenario:
         self.uncommitted_at_kill[event_id] += 1
     return True
 
+  def kill_live(self, kills: int, rng) -> None:
+    """Starts streaming jobs and SIGKILLs each at a random moment after it has loaded twice."""
+    for kill in range(kills):
+      proc = self.start(streaming=True)
+      loads = len(self.server.loads)
+      # Mid-operation: the job has loaded since it started (read, batched, committed some).
+      wait_for(lambda: len(self.server.loads) >= loads + 2, f'run {kill} loading', proc=proc)
+      time.sleep(rng.random() * 1.5)  # a random moment, not a synchronisation
+      assert self.kill(proc, f'live kill {kill}'), 'a streaming job never ends by itself'
+
   def kill_when(self, condition: Callable[[], bool], phase: str, **extra) -> None:
     proc = self.start(**extra)
     try:

@@ -149,13 +149,7 @@ def test_a_live_job_killed_while_records_arrive_then_run_to_the_end(
                            n_orders=100, batch_rows=300, batch_interval_secs=1,
                            delivery_guarantee=delivery)
   with LiveFeed(scenario) as feed:
-    for kill in range(3):
-      proc = scenario.start(streaming=True)
-      loads = len(server.loads)
-      # Mid-operation: the job has loaded since it started (read, batched, committed some).
-      wait_for(lambda: len(server.loads) >= loads + 2, f'run {kill} loading', proc=proc)
-      time.sleep(rng.random() * 1.5)  # a random moment, not a synchronisation
-      assert scenario.kill(proc, f'live kill {kill}'), 'a streaming job never ends by itself'
+    scenario.kill_live(3, rng)
     assert feed.rounds > 3, 'records kept arriving while the job ran'
   scenario.finish()
   result = scenario.check()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 import signal
-import time
 import types
 from typing import Iterable, List, Sequence
 
@@ -90,12 +89,7 @@ def test_exactly_once_on_a_real_broker_bounded_then_live_kills_while_records_arr
   assert scenario.check()['duplicated_events'] == 0
 
   with LiveFeed(scenario) as feed:
-    for kill in range(2):
-      proc = scenario.start(streaming=True)
-      loads = len(server.loads)
-      wait_for(lambda: len(server.loads) >= loads + 2, f'run {kill} loading', proc=proc)
-      time.sleep(rng.random() * 1.5)  # a random moment, not a synchronisation
-      assert scenario.kill(proc, f'live kill {kill}'), 'a streaming job never ends by itself'
+    scenario.kill_live(2, rng)
     assert feed.rounds > 3, 'records kept arriving while the job ran'
   scenario.finish()
   result = scenario.check()
