@@ -214,11 +214,13 @@ class BatchLoader:
     if (options is not None and options.columns) or 'columns' in body_headers:
       return {}
     marker = DORIS_DELETE_SIGN if self._target == DORIS else STARROCKS_OP
-    seen: Dict[str, None] = {}
-    for row in rows:
-      seen.update(dict.fromkeys(column_names(row)))
-    if marker not in seen:
+    # A membership test per row first (this runs on a flush thread, for every batch).
+    if not any(marker in (row.fields if row.fields is not None else row.columns)
+               for row in rows):
       return {}
     if self._target == DORIS:
       return {'hidden_columns': DORIS_DELETE_SIGN}
+    seen: Dict[str, None] = {}
+    for row in rows:
+      seen.update(dict.fromkeys(column_names(row)))
     return {'columns': ','.join(f'`{name}`' for name in seen)}
