@@ -3,8 +3,12 @@
 ``ValueFormat`` is the picklable configuration (validated once, at
 construction); ``ValueFormat.decoder()`` makes, on the worker, a
 ``RegistryDecoder``: one ``SchemaRegistryClient`` and confluent-kafka's own
-deserializers (``AvroDeserializer`` -- fastavro --, ``ProtobufDeserializer``,
-``JSONDeserializer``).  The client caches schemas by id; the decoder caches,
+deserializers (``ProtobufDeserializer``, ``JSONDeserializer``; for Avro,
+``AvroDeserializer``'s parsed writer schema read by fastavro's
+``schemaless_reader``, as ``AvroDeserializer`` reads it without a subject, minus
+its per-call overhead).  The framing (magic byte, schema id or GUID, Protobuf
+message indexes) is read by confluent's ``dual_schema_id_deserializer``.  The
+client caches schemas by id; the decoder caches,
 per schema id, what it compiled from the writer schema: the converter of
 logical types (``avro_schema``, ``protobuf_schema``; Protobuf: the message
 class too) and the Doris column types.
@@ -272,7 +276,9 @@ class RegistryDecoder:
       from confluent_kafka.schema_registry.avro import AvroDeserializer
       from confluent_kafka.schema_registry.common.avro import AVRO_TYPE
       self._type = AVRO_TYPE
+      from fastavro import schemaless_reader
       self._avro = AvroDeserializer(self._client, conf={'subject.name.strategy': _no_subject})
+      self._schemaless_reader = schemaless_reader
     elif kind == 'protobuf':
       from confluent_kafka.schema_registry.common.protobuf import PROTOBUF_TYPE
       self._type = PROTOBUF_TYPE
@@ -311,7 +317,7 @@ class RegistryDecoder:
            if headers else None)
     schema_id = self._schema_id(self._type)
     try:
-      self._read_schema_id(value, ctx, schema_id)
+      payload = self._read_schema_id(value, ctx, schema_id)
     except Exception as error:  # pylint: disable=broad-except  (struct.error, SerializationError)
       raise Reject(BAD_WIRE_FORMAT, f'not in the Confluent Schema Registry wire format '
                    f'(magic byte 0 or 1, schema id, payload): {_first(error)}') from None
@@ -322,7 +328,7 @@ class RegistryDecoder:
       plan = self._plan(key, schema_id)
     while True:
       try:
-        data = plan.deserialize(value, ctx)
+        data = plan.deserialize(value, ctx, payload)
         break
       except self._registry_error as error:  # a reference fetched while deserializing
         self._classify(error, f'schema {_id_text(schema_id)}')
@@ -403,8 +409,18 @@ class RegistryDecoder:
     if kind == 'avro':
       parsed = json.loads(schema.schema_str)
       convert = avro_schema.value_converter(parsed)
-      avro = self._avro
-      return _Plan(avro, convert, parsed, kind)
+      # The writer schema as AvroDeserializer parses it (named references
+      # resolved through the registry), read by fastavro as AvroDeserializer
+      # reads it when no subject is used (no rules, no migrations, the writer
+      # schema as reader schema) -- without its per-call work around that
+      # (schema lookups under a lock, expanding the schema for rules it does
+      # not run), which cost twice the read itself. A test holds the two equal.
+      writer = self._avro._get_parsed_schema(schema)  # pylint: disable=protected-access
+      if writer == 'bytes' or (isinstance(writer, dict) and writer.get('type') == 'bytes'):
+        return _Plan(lambda value, ctx, payload: payload.read(), convert, parsed, kind)
+      read = self._schemaless_reader
+      return _Plan(lambda value, ctx, payload: read(payload, writer, None, False), convert,
+                   parsed, kind)
     if kind == 'protobuf':
       # pylint: disable=import-outside-toplevel
       from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
@@ -423,10 +439,12 @@ class RegistryDecoder:
                                           {'subject.name.strategy': _no_subject}, self._client)
       fix = protobuf_schema.dict_converter(message_class.DESCRIPTOR)
       to_dict = protobuf_schema.to_dict
-      return _Plan(deserializer, lambda message: fix(to_dict(message)), message_class.DESCRIPTOR,
-                   kind)
+      return _Plan(lambda value, ctx, payload: deserializer(value, ctx),
+                   lambda message: fix(to_dict(message)), message_class.DESCRIPTOR, kind)
     parsed = json.loads(schema.schema_str)
-    return _Plan(self._json, lambda value: value, parsed, kind)
+    json_deserializer = self._json
+    return _Plan(lambda value, ctx, payload: json_deserializer(value, ctx), lambda value: value,
+                 parsed, kind)
 
   # -- failures ------------------------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""pipelines.allocator: the job keeps freed memory for its next batches (glibc)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+# Allocates ~200 MB in 1 KB objects (above pymalloc's limit: glibc's malloc), frees them,
+# prints how many MB of RSS the free gave back to the kernel.
+_PROBE = '''
+import sys
+sys.path.insert(0, {root!r})
+from pipelines.allocator import tune_allocator
+applied = tune_allocator() if {tune} else False
+
+import os
+STATM = os.open('/proc/self/statm', os.O_RDONLY)
+
+def rss_mb():  # small objects only (pymalloc): nothing lands on top of the freed memory
+  return int(os.pread(STATM, 200, 0).split()[1]) * 4096 / 2**20
+
+rss_mb()
+
+objects = [bytes(1024) for _ in range(200_000)]
+before = rss_mb()
+del objects
+print(applied, before - rss_mb())
+'''
+
+
+def _returned_mb(tune: bool, **env) -> tuple:
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  environment = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+  environment.update(env)
+  out = subprocess.run([sys.executable, '-c', _PROBE.format(root=root, tune=tune)],
+                       capture_output=True, text=True, check=True, env=environment).stdout
+  applied, returned = out.split()
+  return applied == 'True', float(returned)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings')
+def test_the_job_keeps_freed_memory_instead_of_faulting_it_in_again():
+  applied, returned = _returned_mb(tune=False)
+  assert not applied and returned > 100  # glibc's default: the free pages go back
+  applied, returned = _returned_mb(tune=True)
+  assert applied and returned < 20       # tuned: kept for the next batches
+
+
+def test_the_users_own_glibc_settings_win():
+  applied, returned = _returned_mb(tune=True, MALLOC_TRIM_THRESHOLD_='131072')
+  assert not applied and returned > 100
