@@ -31,7 +31,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipelines.allocator import tune_allocator
+from pipelines.process_tuning import tune_process
 from pipelines.assembly import (TABLE_BYTES_LOADED, TABLE_LOADS, TABLE_ROWS_LOADED,
                                 build_pipeline, start_up)
 from pipelines.config import ConfigurationError, PipelineConfig
@@ -208,7 +208,7 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
   started = time.monotonic()
   try:
     if runs_locally(options):
-      tune_allocator()
+      tune_process()
       with _StopSignals(token) as signals:
         result = p.run()
         result.wait_until_finish()

@@ -1,4 +1,4 @@
-"""pipelines.allocator: the job keeps freed memory for its next batches (glibc)."""
+"""pipelines.process_tuning: the job keeps freed memory (glibc) and collects garbage rarely."""
 
 import os
 import subprocess
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 _PROBE = '''
 import sys
 sys.path.insert(0, {root!r})
-from pipelines.allocator import tune_allocator
+from pipelines.process_tuning import tune_allocator
 applied = tune_allocator() if {tune} else False
 
 import os
@@ -52,3 +52,17 @@ def test_the_job_keeps_freed_memory_instead_of_faulting_it_in_again():
 def test_the_users_own_glibc_settings_win():
   applied, returned = _returned_mb(tune=True, MALLOC_TRIM_THRESHOLD_='131072')
   assert not applied and returned > 100
+
+
+def test_a_local_run_collects_garbage_rarely():
+  """The job's process gets the GC thresholds the README states (default: 700, 10, 10)."""
+  probe = (
+      'import gc, sys\n'
+      f'sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))!r})\n'
+      'from pipelines.process_tuning import tune_process\n'
+      'before = gc.get_threshold()\n'
+      'applied = tune_process()\n'
+      'print(before, gc.get_threshold(), applied["gc"])\n')
+  out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True,
+                       check=True).stdout.strip()
+  assert out == '(700, 10, 10) (50000, 20, 100) True'
