@@ -48,6 +48,42 @@ PROPERTIES ("replication_num" = "1");
 '''
 
 
+# How order 10**12 + 5 of ``order_messages`` reads back from shop.orders.
+ORDER_5 = ['c5', '2023-11-14 22:13:25.000000', '2024-01-06', 'AQ==', 'PAID', '1.25']
+
+
+def order_messages(order_class, count: int) -> list:
+  """``count`` Protobuf orders (ids from 10**12) with a Timestamp and a Date each."""
+  messages = []
+  for i in range(count):
+    message = order_class(id=10**12 + i, customer=f'c{i}', blob=b'\x01', status=i % 2,
+                          qty=i, price=i / 4, paid=i % 2 == 0)
+    message.created.FromSeconds(1_700_000_000 + i)
+    message.ship_day.year, message.ship_day.month, message.ship_day.day = 2024, 1, 1 + i % 28
+    messages.append(message)
+  return messages
+
+
+def bad_values(good: bytes) -> list:
+  """Three records no schema decodes, made from a good wire-format value."""
+  return [b'\x00\x00\x00\x03\xe7' + good[5:],  # schema id 999: unknown to the registry
+          good[:12],                           # truncated
+          b'{"id": 1, "op": "c"}']             # JSON: the first byte is no magic byte
+
+
+def assert_bad_values_dead_lettered(letters: list, first_offset: int) -> None:
+  """``bad_values`` produced at ``first_offset``.. became dead letters with their reasons."""
+  assert sorted((letter['offset'], letter['reason'].split(':')[0]) for letter in letters) == [
+      (first_offset, 'unknown_schema'), (first_offset + 1, 'undecodable'),
+      (first_offset + 2, 'bad_wire_format')]
+
+
+def assert_logical_values_of_account_13(query) -> None:
+  """``_image(13, ...)``'s decimal, date, micros timestamp and variable-scale decimal."""
+  (row,) = query('SELECT balance, opened, updated_at, ratio FROM shop.accounts WHERE id = 13')
+  assert [str(v) for v in row] == ['13.13', '2022-01-21', '2023-11-14 22:13:33.000013', '0.091']
+
+
 def _image(i: int, name: str) -> dict:
   return {'id': i, 'name': name, 'balance': decimal.Decimal(f'{i}.{i % 100:02d}'),
           'opened': 19000 + i, 'updated_at': 1_700_000_000_000_000 + i * 1_000_001,
@@ -74,10 +110,7 @@ def test_debezium_avro_inserts_updates_deletes_and_bad_records(
     keys.append(key_of({'id': i}))
     values.append(None)  # Debezium's tombstone
     keys.append(key_of({'id': i}))
-  good = values[0]
-  bad = [b'\x00\x00\x00\x03\xe7' + good[5:],  # schema id 999: unknown to the registry
-         good[:12],                           # truncated
-         b'{"id": 1, "op": "c"}']             # JSON: first byte is no magic byte
+  bad = bad_values(values[0])
   # One partition keeps every change of a key in order (Debezium keys by primary key).
   kafka_cluster.produce(topic, values + bad, keys=keys + [b'k'] * len(bad), partition=0)
   group = f'g-{topic}'
@@ -91,12 +124,8 @@ def test_debezium_avro_inserts_updates_deletes_and_bad_records(
   assert query('SELECT name FROM shop.accounts WHERE id = 2') == [('v2',)]
   assert query('SELECT name FROM shop.accounts WHERE id = 3') == [('u3',)]
   assert query('SELECT count(*) FROM shop.accounts WHERE id IN (0, 10, 20, 30, 40)') == [(0,)]
-  (row,) = query('SELECT balance, opened, updated_at, ratio FROM shop.accounts WHERE id = 13')
-  assert [str(v) for v in row] == ['13.13', '2022-01-21', '2023-11-14 22:13:33.000013', '0.091']
-  letters = read_dead_letters(dead_dir)
-  assert sorted((letter['offset'], letter['reason'].split(':')[0]) for letter in letters) == [
-      (len(values), 'unknown_schema'), (len(values) + 1, 'undecodable'),
-      (len(values) + 2, 'bad_wire_format')]
+  assert_logical_values_of_account_13(query)
+  assert_bad_values_dead_lettered(read_dead_letters(dead_dir), len(values))
   assert summary.totals['rows_loaded'] == 50 + 25 + 5
   assert kafka_cluster.committed(group, topic) == {0: len(values) + len(bad)}
 
@@ -108,14 +137,7 @@ def test_a_protobuf_topic_loads_without_generated_classes(
   topic = kafka_cluster.unique_topic('orders-proto')
   order_class = order_message_class('e2e')
   serialize = protobuf_serializer(url, order_class, topic=topic)
-  values = []
-  for i in range(200):
-    message = order_class(id=10**12 + i, customer=f'c{i}', blob=b'\x01', status=i % 2,
-                          qty=i, price=i / 4, paid=i % 2 == 0)
-    message.created.FromSeconds(1_700_000_000 + i)
-    message.ship_day.year, message.ship_day.month, message.ship_day.day = 2024, 1, 1 + i % 28
-    values.append(serialize(message))
-  kafka_cluster.produce(topic, values)
+  kafka_cluster.produce(topic, [serialize(m) for m in order_messages(order_class, 200)])
   group = f'g-{topic}'
   summary = run_in_process(pipeline_argv(
       kafka_cluster, server, [topic], group, str(tmp_path / 'dead'), format='protobuf',
@@ -126,8 +148,7 @@ def test_a_protobuf_topic_loads_without_generated_classes(
       (200, 200, sum(range(200)))]
   (row,) = query(f'SELECT customer, created, ship_day, blob, status, price FROM shop.orders '
                  f'WHERE id = {10**12 + 5}')
-  assert [str(v) for v in row] == ['c5', '2023-11-14 22:13:25.000000', '2024-01-06', 'AQ==', 'PAID',
-                                   '1.25']
+  assert [str(v) for v in row] == ORDER_5
   assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
 
 
