@@ -31,12 +31,12 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipelines.process_tuning import tune_process
 from pipelines.assembly import (TABLE_BYTES_LOADED, TABLE_LOADS, TABLE_ROWS_LOADED,
                                 build_pipeline, start_up)
 from pipelines.config import ConfigurationError, PipelineConfig
 from pipelines.options import KafkaToDorisOptions
 from pipelines.preflight import PreflightError
+from pipelines.process_tuning import tune_process
 from pipelines.health import HealthServer, mark_draining
 from transforms import metrics, monitoring
 from transforms.kafka import request_stop
