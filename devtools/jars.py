@@ -24,7 +24,7 @@ import subprocess
 from typing import Optional
 
 __all__ = ['JarFetchError', 'REPO_ROOT', 'JARS_ROOT', 'MIN_JAVA_VERSION', 'pom_path', 'lib_dir',
-           'is_fetched', 'fetch', 'classpath', 'java_version', 'java_available',
+           'is_prepared', 'mark_prepared', 'locked', 'run_maven', 'is_fetched', 'fetch', 'classpath', 'java_version', 'java_available',
            'maven_available', 'missing_tools']
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,20 +55,31 @@ def _pom_digest(name: str) -> str:
     return hashlib.sha256(handle.read()).hexdigest()
 
 
-def is_fetched(name: str) -> bool:
-  """Whether ``.jars/<name>/lib`` is complete and was made from the current pom."""
+def is_prepared(name: str, made: str) -> bool:
+  """Whether ``made`` (a path under ``.jars/<name>``) exists and was made from the current pom."""
   stamp = os.path.join(JARS_ROOT, name, _STAMP)
   try:
     with open(stamp, encoding='ascii') as handle:
       recorded = handle.read().strip()
   except OSError:
     return False
-  return recorded == _pom_digest(name) and os.path.isdir(lib_dir(name))
+  return recorded == _pom_digest(name) and os.path.exists(made)
+
+
+def mark_prepared(name: str) -> None:
+  """Records that ``.jars/<name>`` was made from the current pom (see ``is_prepared``)."""
+  with open(os.path.join(JARS_ROOT, name, _STAMP), 'w', encoding='ascii') as stamp:
+    stamp.write(_pom_digest(name) + '\n')
+
+
+def is_fetched(name: str) -> bool:
+  """Whether ``.jars/<name>/lib`` is complete and was made from the current pom."""
+  return is_prepared(name, lib_dir(name))
 
 
 @contextlib.contextmanager
-def _locked(name: str):
-  """One fetch of ``name`` at a time across processes."""
+def locked(name: str):
+  """One fetch (or build) of ``name`` at a time across processes."""
   os.makedirs(os.path.join(JARS_ROOT, name), exist_ok=True)
   with open(os.path.join(JARS_ROOT, name, '.lock'), 'w', encoding='ascii') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -76,6 +87,21 @@ def _locked(name: str):
       yield
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run_maven(args, cwd: str = REPO_ROOT, timeout_secs: float = FETCH_TIMEOUT_SECS,
+              error=None) -> None:
+  """``mvn -q -B <args>``; raises ``error`` (default ``JarFetchError``) with its output's end."""
+  error = error or JarFetchError
+  command = ['mvn', '-q', '-B', *args]
+  try:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout_secs, check=False)
+  except subprocess.TimeoutExpired as expired:
+    raise error(f'{" ".join(command)} did not finish in {timeout_secs:.0f}s') from expired
+  if result.returncode != 0:
+    output = (result.stdout + result.stderr).strip()[-3000:]
+    raise error(f'{" ".join(command)} failed (exit {result.returncode}):\n{output}')
 
 
 def fetch(name: str, timeout_secs: float = FETCH_TIMEOUT_SECS) -> str:
@@ -94,7 +120,7 @@ def fetch(name: str, timeout_secs: float = FETCH_TIMEOUT_SECS) -> str:
     raise FileNotFoundError(f'no pom for {name!r}: {pom}')
   if is_fetched(name):
     return lib_dir(name)
-  with _locked(name):
+  with locked(name):
     if is_fetched(name):  # another process fetched it while we waited
       return lib_dir(name)
     if not maven_available():
@@ -102,20 +128,13 @@ def fetch(name: str, timeout_secs: float = FETCH_TIMEOUT_SECS) -> str:
     target = lib_dir(name)
     partial = target + '.partial'
     shutil.rmtree(partial, ignore_errors=True)
-    command = ['mvn', '-q', '-B', '-f', pom, 'dependency:copy-dependencies',
-               f'-DoutputDirectory={partial}', '-DincludeScope=runtime']
-    try:
-      result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=timeout_secs, check=False)
-    except subprocess.TimeoutExpired as error:
-      raise JarFetchError(f'{" ".join(command)} did not finish in {timeout_secs:.0f}s') from error
-    if result.returncode != 0 or not _has_jars(partial):
-      output = (result.stdout + result.stderr).strip()[-3000:]
-      raise JarFetchError(f'{" ".join(command)} failed (exit {result.returncode}):\n{output}')
+    run_maven(['-f', pom, 'dependency:copy-dependencies', f'-DoutputDirectory={partial}',
+               '-DincludeScope=runtime'], timeout_secs=timeout_secs)
+    if not _has_jars(partial):
+      raise JarFetchError(f'mvn dependency:copy-dependencies of {pom} copied no jar')
     shutil.rmtree(target, ignore_errors=True)
     os.rename(partial, target)
-    with open(os.path.join(JARS_ROOT, name, _STAMP), 'w', encoding='ascii') as stamp:
-      stamp.write(_pom_digest(name) + '\n')
+    mark_prepared(name)
     return target
 
 
@@ -155,16 +174,17 @@ def maven_available() -> bool:
   return shutil.which('mvn') is not None
 
 
-def missing_tools(name: str) -> Optional[str]:
+def missing_tools(name: str, prepared: Optional[bool] = None) -> Optional[str]:
   """Why the tool ``name`` cannot run here (no suitable Java; no Maven and no fetched jars).
 
+  ``prepared``: whether what Maven makes for ``name`` exists (default: its jars are fetched).
   Returns None when it can.
   """
   version = java_version()
   if version is None:
     return 'java is not on PATH (the integration tests need Java and Maven)'
   if version < MIN_JAVA_VERSION:
-    return f'java {version} is too old: Kafka 4 needs Java {MIN_JAVA_VERSION}'
-  if not is_fetched(name) and not maven_available():
-    return f'mvn is not on PATH and the {name} jars were never fetched (.jars/{name}/lib)'
+    return f'java {version} is too old: the integration tier (Kafka 4) needs Java {MIN_JAVA_VERSION}'
+  if not (is_fetched(name) if prepared is None else prepared) and not maven_available():
+    return f'mvn is not on PATH and the {name} jars were never fetched (.jars/{name})'
   return None

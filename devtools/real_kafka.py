@@ -64,7 +64,7 @@ from devtools import jars
 from devtools.local_kafka import produce_all, reader_config
 
 __all__ = ['KafkaBroker', 'KafkaKRaftCluster', 'KafkaStartError', 'GroupOffsets', 'SASL_USERS',
-           'DEFAULT_PARTITIONS', 'parse_group_description']
+           'DEFAULT_PARTITIONS', 'parse_group_description', 'free_ports']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _run_tool(classpath: str, work_dir: str, main: str, args: Sequence[str],
                         check=False)
 
 
-def _free_ports(count: int) -> List[int]:
+def free_ports(count: int) -> List[int]:
   """``count`` distinct free TCP ports on 127.0.0.1 (held together while chosen)."""
   sockets = []
   try:
@@ -380,7 +380,7 @@ class _RealKafka:
     ssl_settings = self._make_certificates() if security else {}
     ports = []
     for _ in range(node_count):
-      broker, controller, sasl, ssl = _free_ports(4)
+      broker, controller, sasl, ssl = free_ports(4)
       ports.append(_Ports(broker, controller, sasl if security else None,
                           ssl if security else None))
     voters = ','.join(f'{i + 1}@127.0.0.1:{p.controller}' for i, p in enumerate(ports))

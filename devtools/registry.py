@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import fcntl
-import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,18 +35,19 @@ from typing import Optional
 import requests
 
 from devtools import jars
+from devtools.real_kafka import free_ports
 
 __all__ = ['RegistryBuildError', 'RegistryStartError', 'SchemaRegistry', 'build', 'is_built',
            'missing_tools', 'APP_VERSION', 'CCOMPAT_PATH']
 
 APP_VERSION = '2.0.2.Final'
 CCOMPAT_PATH = '/apis/ccompat/v6'
-POM = os.path.join(jars.MAVEN_ROOT, 'apicurio', 'pom.xml')
-HOME = os.path.join(jars.JARS_ROOT, 'apicurio')
+_NAME = 'apicurio'
+POM = jars.pom_path(_NAME)
+HOME = os.path.join(jars.JARS_ROOT, _NAME)
 RUN_JAR = os.path.join(HOME, 'quarkus-app', 'quarkus-run.jar')
 BUILD_TIMEOUT_SECS = 900
 READY_TIMEOUT_SECS = 90
-_STAMP = os.path.join(HOME, '.complete')
 _APP_JAR = os.path.join(os.path.expanduser('~'), '.m2', 'repository', 'io', 'apicurio',
                         'apicurio-registry-app', APP_VERSION,
                         f'apicurio-registry-app-{APP_VERSION}.jar')
@@ -62,7 +60,7 @@ quarkus.index-dependency.registryapp.artifact-id=apicurio-registry-app
 """
 
 
-class RegistryBuildError(RuntimeError):
+class RegistryBuildError(jars.JarFetchError):
   """Maven could not build the registry; the message holds the end of its output."""
 
 
@@ -70,42 +68,14 @@ class RegistryStartError(RuntimeError):
   """The registry did not come up; the message holds the end of its log."""
 
 
-def _pom_digest() -> str:
-  with open(POM, 'rb') as handle:
-    return hashlib.sha256(handle.read()).hexdigest()
-
-
 def is_built() -> bool:
   """Whether the runnable registry exists and was built from the current pom."""
-  try:
-    with open(_STAMP, encoding='ascii') as handle:
-      return handle.read().strip() == _pom_digest() and os.path.isfile(RUN_JAR)
-  except OSError:
-    return False
+  return jars.is_prepared(_NAME, RUN_JAR)
 
 
 def missing_tools() -> Optional[str]:
   """Why the registry cannot run here (Java, or Maven for a first build); None when it can."""
-  version = jars.java_version()
-  if version is None:
-    return 'java is not on PATH (the integration tests need Java and Maven)'
-  if version < jars.MIN_JAVA_VERSION:
-    return f'java {version} is too old: the registry tests need Java {jars.MIN_JAVA_VERSION}'
-  if not is_built() and not jars.maven_available():
-    return 'mvn is not on PATH and the schema registry was never built (.jars/apicurio)'
-  return None
-
-
-def _mvn(args, cwd: str, timeout_secs: float) -> None:
-  command = ['mvn', '-q', '-B', *args]
-  try:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout_secs, check=False)
-  except subprocess.TimeoutExpired as error:
-    raise RegistryBuildError(f'{" ".join(command)} did not finish in {timeout_secs:.0f}s') from error
-  if result.returncode != 0:
-    output = (result.stdout + result.stderr).strip()[-3000:]
-    raise RegistryBuildError(f'{" ".join(command)} failed (exit {result.returncode}):\n{output}')
+  return jars.missing_tools(_NAME, prepared=is_built())
 
 
 def build(timeout_secs: float = BUILD_TIMEOUT_SECS) -> str:
@@ -116,9 +86,7 @@ def build(timeout_secs: float = BUILD_TIMEOUT_SECS) -> str:
   """
   if is_built():
     return RUN_JAR
-  os.makedirs(HOME, exist_ok=True)
-  with open(os.path.join(HOME, '.lock'), 'w', encoding='ascii') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
+  with jars.locked(_NAME):
     if is_built():  # another process built it while we waited
       return RUN_JAR
     if not jars.maven_available():
@@ -128,8 +96,8 @@ def build(timeout_secs: float = BUILD_TIMEOUT_SECS) -> str:
     resources = os.path.join(work, 'src', 'main', 'resources')
     os.makedirs(os.path.join(resources, 'META-INF'))
     shutil.copy(POM, os.path.join(work, 'pom.xml'))
-    _mvn(['dependency:get', f'-Dartifact=io.apicurio:apicurio-registry-app:{APP_VERSION}',
-          '-Dtransitive=false'], work, timeout_secs)
+    jars.run_maven(['dependency:get', f'-Dartifact=io.apicurio:apicurio-registry-app:{APP_VERSION}',
+                    '-Dtransitive=false'], work, timeout_secs, RegistryBuildError)
     with zipfile.ZipFile(_APP_JAR) as app:
       settings = app.read('application.properties').decode('utf-8')
       web_xml = app.read('META-INF/web.xml')
@@ -137,22 +105,15 @@ def build(timeout_secs: float = BUILD_TIMEOUT_SECS) -> str:
       out.write(settings + _EXTRA_SETTINGS)
     with open(os.path.join(resources, 'META-INF', 'web.xml'), 'wb') as out:
       out.write(web_xml)
-    _mvn(['package', '-DskipTests'], work, timeout_secs)
+    jars.run_maven(['package', '-DskipTests'], work, timeout_secs, RegistryBuildError)
     built = os.path.join(work, 'target', 'quarkus-app')
     if not os.path.isfile(os.path.join(built, 'quarkus-run.jar')):
       raise RegistryBuildError(f'the build made no {built}/quarkus-run.jar')
     shutil.rmtree(os.path.dirname(RUN_JAR), ignore_errors=True)
     shutil.move(built, os.path.dirname(RUN_JAR))
     shutil.rmtree(work, ignore_errors=True)
-    with open(_STAMP, 'w', encoding='ascii') as stamp:
-      stamp.write(_pom_digest() + '\n')
+    jars.mark_prepared(_NAME)
   return RUN_JAR
-
-
-def _free_port() -> int:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-    sock.bind(('127.0.0.1', 0))
-    return sock.getsockname()[1]
 
 
 class SchemaRegistry:
@@ -178,7 +139,7 @@ class SchemaRegistry:
 
   def start(self, timeout_secs: float = READY_TIMEOUT_SECS) -> 'SchemaRegistry':
     jar = build()
-    self.port = _free_port()
+    self.port = free_ports(1)[0]
     command = ['java', f'-Xmx{self.heap_mb}m', '-XX:+UseSerialGC', '-XX:+ExitOnOutOfMemoryError',
                f'-Dquarkus.http.port={self.port}', '-Dquarkus.http.host=127.0.0.1',
                '-jar', jar]

@@ -275,8 +275,8 @@ class RegistryDecoder:
     if kind == 'avro':
       from confluent_kafka.schema_registry.avro import AvroDeserializer
       from confluent_kafka.schema_registry.common.avro import AVRO_TYPE
-      self._type = AVRO_TYPE
       from fastavro import schemaless_reader
+      self._type = AVRO_TYPE
       self._avro = AvroDeserializer(self._client, conf={'subject.name.strategy': _no_subject})
       self._schemaless_reader = schemaless_reader
     elif kind == 'protobuf':
