@@ -178,7 +178,7 @@ class SchemaEvolution:
       if failed is not None:
         return [], [_dead_letter(row, failed) for row in rows]
     known = state.known
-    if all(known.issuperset(_fields(row)) for row in rows):
+    if all(known.issuperset(_names(row)) for row in rows):
       # Known, but maybe as fields left out (reported): an Arrow body must not carry them.
       return (self._strip(table, state, rows) if state.reported else rows), []
     return self._evolve(table, state, rows, column_types or {})
@@ -467,6 +467,11 @@ class SchemaEvolution:
 
 def _fields(row: Row) -> dict:
   return row.fields if row.fields is not None else orjson.loads(row.raw)
+
+
+def _names(row: Row):
+  """The row's field names (a slim row's, without decoding its JSON again)."""
+  return row.fields if row.fields is not None else row.columns
 
 
 def _record_key_columns(rows: Sequence[Row], chunk: Optional[KafkaChunk]

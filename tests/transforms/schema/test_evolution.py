@@ -116,6 +116,21 @@ def test_none_reports_each_unknown_column_once_per_table_and_loads_the_rows_as_t
   assert fe.schema_reads == 4  # per table: the first read and one refresh on the miss
 
 
+def test_slim_rows_of_known_columns_pass_on_their_column_names_without_decoding_again():
+  fe = FakeFe({'shop.users': USERS})
+  evolution = _evolution(fe, mode='none')
+  # Bytes no JSON reader takes: only the column names may be looked at.
+  slim = [Row('shop.users', None, OP_UPSERT, 't', 0, i, 9, b'\xffnot json', ('id', 'name'))
+          for i in range(3)]
+  kept, letters = evolution.ensure('shop.users', slim)
+  assert kept is slim and letters == []
+  unknown = Row('shop.users', None, OP_UPSERT, 't', 0, 3, 30, orjson.dumps({'id': 3, 'zip': 1}),
+                ('id', 'zip'))
+  kept, letters = evolution.ensure('shop.users', [unknown])
+  assert kept == [unknown] and letters == []
+  assert fe.statements == [] and fe.schema_reads == 2  # the miss on zip refreshed the columns
+
+
 def test_a_column_added_by_someone_else_is_learned_on_the_miss_not_reported(caplog):
   fe = FakeFe({'shop.users': USERS})
   evolution = _evolution(fe, mode='none')
