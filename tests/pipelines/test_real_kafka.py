@@ -365,6 +365,56 @@ def test_a_pattern_job_loads_a_topic_created_and_partitions_added_while_it_runs(
   assert read_dead_letters(str(tmp_path / 'dead')) == []
 
 
+def test_a_pattern_job_keeps_loading_when_a_topic_it_reads_is_deleted(
+    real_kafka, make_stream_load_server, tmp_path):
+  """A topic that ``--topic_pattern`` matched is deleted while the job runs: the job keeps
+  loading the other topic and says so once (at the next discovery). Re-created under the
+  same name (the documented limit), its records below the old offsets are skipped with one
+  warning per partition and nothing loads twice; SIGTERM drains with exit 0 and the kept topic
+  is committed to its end."""
+  server = make_stream_load_server()
+  prefix = real_kafka.unique_topic('del').replace('-', '_')
+  kept = real_kafka.create_topic(f'{prefix}_a', partitions=2)
+  doomed = real_kafka.create_topic(f'{prefix}_b', partitions=2)
+  group = f'g-{prefix}'
+  argv = [a for a in _streaming(pipeline_argv(
+      real_kafka, server, ['x'], group, str(tmp_path / 'dead'), table='demo.events',
+      topic_discovery_interval_secs=1, batch_interval_secs=1))
+          if not a.startswith('--topics=')] + [f'--topic_pattern={prefix}_[a-z]']
+  log = str(tmp_path / 'deleted.log')
+  proc = start_cli(argv, log_path=log)
+  try:
+    real_kafka.produce(kept, event_bytes(range(0, 50)))
+    real_kafka.produce(doomed, event_bytes(range(50, 100)))
+    wait_for(lambda: _events_loaded(server) == 100, 'both topics loaded', proc=proc)
+    admin = real_kafka.admin()
+    for future in admin.delete_topics([doomed]).values():
+      future.result(30)
+    for start in range(100, 400, 50):  # a while of records after the delete, in steps
+      real_kafka.produce(kept, event_bytes(range(start, start + 50)))
+      wait_for(lambda end=start + 50: _events_loaded(server) == end,
+               f'the kept topic loaded up to {start + 50}', proc=proc)
+    wait_for(lambda: f'Topic {doomed} is no longer on ' in _log_text(log),
+             'the deleted topic reported', proc=proc)
+    # Re-created under the same name: read on from the old offsets (25 per partition), its
+    # records below them skipped with a warning per partition, none loaded twice.
+    real_kafka.create_topic(doomed, partitions=2)
+    _produce_to(real_kafka, doomed, 0, event_bytes(range(400, 405)))
+    _produce_to(real_kafka, doomed, 1, event_bytes(range(405, 410)))
+    wait_for(lambda: _log_text(log).count(f'the broker sent offset 0, below the read position '
+                                          f'25 (the topic was deleted and re-created?)') == 2,
+             'both partitions of the re-created topic warned', proc=proc)
+    real_kafka.produce(kept, event_bytes(range(410, 420)))
+    wait_for(lambda: _events_loaded(server) == 410, 'the kept topic loaded on', proc=proc)
+    _drain(proc, 'deleted topic')
+  finally:
+    _stop(proc)
+  assert_events_exactly_once(server, list(range(400)) + list(range(410, 420)))
+  _assert_committed_to_the_end(real_kafka, group, [kept])
+  text = _log_text(log)
+  assert text.count(f'Topic {doomed} is no longer on ') == 1, text[-3000:]
+
+
 def test_a_topics_job_reads_partitions_added_while_it_runs(real_kafka, make_stream_load_server,
                                                            tmp_path):
   """Plain ``--topics``: a partition added to the topic is read too (from its first record)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam import coders
@@ -175,7 +175,10 @@ class _InProcessCommitOffsetsFn(beam.DoFn):
       if shared.users == 0 and shared.consumer is not None:
         consumer, shared.consumer = shared.consumer, None
         try:
-          _commit_all(consumer, shared.trackers)
+          for topic, error in _commit_all(consumer, shared.trackers):
+            _LOGGER.warning('the final offset commit of topic %s failed (%s); the other topics\' '
+                            'offsets are committed, and a restart re-reads that topic from its '
+                            'last committed offsets', topic, error)
           consumer.close()
         except Exception:  # pylint: disable=broad-except
           _LOGGER.warning('the final offset commit failed; a restart re-reads from the last '
@@ -209,14 +212,43 @@ def _on_async_commit(error, partitions) -> None:
                       tp.error)
 
 
-def _commit_all(consumer, trackers: Dict[Tuple[str, int], OffsetTracker]) -> None:
-  """Commits every tracker's committed position synchronously (the last word)."""
-  from confluent_kafka import TopicPartition  # pylint: disable=import-outside-toplevel
+def _commit_all(consumer, trackers: Dict[Tuple[str, int], OffsetTracker]
+                ) -> List[Tuple[str, Exception]]:
+  """Commits every tracker's committed position synchronously (the last word).
+
+  One request for all; if it fails, one per topic, so that a topic the broker
+  refuses (deleted: ``UNKNOWN_TOPIC_OR_PART``) does not cost the others their
+  commit.
+
+  Returns:
+    ``(topic, error)`` for each topic whose commit failed.
+
+  Raises:
+    KafkaException: the one request failed and there is no other topic to try.
+  """
+  # pylint: disable=import-outside-toplevel
+  from confluent_kafka import KafkaException, TopicPartition
   offsets = [TopicPartition(topic, partition, tracker.committed)
              for (topic, partition), tracker in sorted(trackers.items())
              if tracker.committed is not None]
-  if offsets:
+  if not offsets:
+    return []
+  try:
     consumer.commit(offsets=offsets, asynchronous=False)
+    return []
+  except KafkaException:
+    by_topic: Dict[str, list] = {}
+    for tp in offsets:
+      by_topic.setdefault(tp.topic, []).append(tp)
+    if len(by_topic) == 1:
+      raise
+  failed = []
+  for topic, topic_offsets in by_topic.items():
+    try:
+      consumer.commit(offsets=topic_offsets, asynchronous=False)
+    except KafkaException as error:
+      failed.append((topic, error))
+  return failed
 
 
 def _key_by_partition(item):

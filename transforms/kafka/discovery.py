@@ -38,8 +38,8 @@ from transforms.kafka.config import KafkaSourceError, describe_servers
 from transforms.kafka.partitions import matching_partitions, start_offsets
 from transforms.kafka.topics import TopicSelector, new_partitions
 
-__all__ = ['Discovery', 'WatchRestriction', 'WatchTracker', 'FoundPartition', 'discover',
-           'DEFAULT_DISCOVERY_INTERVAL_SECS']
+__all__ = ['Discovery', 'WatchRestriction', 'WatchTracker', 'FoundPartition', 'TopicCheck',
+           'discover', 'check_topics', 'try_check_topics', 'DEFAULT_DISCOVERY_INTERVAL_SECS']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,11 +73,14 @@ class WatchRestriction(NamedTuple):
       running: the loop reads them.
     next_check_epoch: when to ask the cluster again (wall time).
     done: the loop finished (drain, stop).
+    gone: topics of ``known`` the cluster did not list at the last check
+      (deleted), each reported once when it went and once if it comes back.
   """
   known: FrozenSet[Tuple[str, int]]
   late: Tuple[Tuple[str, int, int], ...] = ()
   next_check_epoch: float = 0.0
   done: bool = False
+  gone: FrozenSet[str] = frozenset()
 
 
 class WatchTracker(RestrictionTracker):
@@ -129,6 +132,12 @@ def _describe(found: Sequence[FoundPartition]) -> str:
   return ', '.join(parts)
 
 
+class TopicCheck(NamedTuple):
+  """What one look at the cluster found: new partitions, and the known topics now gone."""
+  found: List[FoundPartition]
+  gone: FrozenSet[str]
+
+
 def discover(consumer, config, discovery: Discovery,
              known: FrozenSet[Tuple[str, int]]) -> List[FoundPartition]:
   """Asks the cluster for partitions of the selected topics that are not ``known`` yet.
@@ -141,7 +150,37 @@ def discover(consumer, config, discovery: Discovery,
     KafkaSourceError: the cluster did not answer (the caller retries at the
       next interval).
   """
+  return check_topics(consumer, config, discovery, known).found
+
+
+def check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[str, int]],
+                 gone: FrozenSet[str] = frozenset()) -> TopicCheck:
+  """``discover``, and the known topics the cluster no longer lists (deleted).
+
+  A topic that went since the last check (``gone``: those gone then) is
+  reported once (WARNING): its partitions have nothing to read and keep their
+  committed offsets.  One that came back (re-created with that name) is
+  reported once (WARNING): its partitions are read on from the old topic's
+  offsets, and the readers skip its records below them (they could load
+  twice), saying so.
+
+  Raises:
+    KafkaSourceError: the cluster did not answer.
+  """
   current = matching_partitions(consumer, config, discovery.selector, discovery.timeout_secs)
+  now_gone = frozenset(topic for topic, _ in known if topic not in current)
+  for topic in sorted(now_gone - gone):
+    _LOGGER.warning('Topic %s is no longer on %s (deleted?): its partitions have nothing to '
+                    'read and keep their committed offsets; the other topics are read on',
+                    topic, describe_servers(config))
+  for topic in sorted(gone - now_gone):
+    _LOGGER.warning('Topic %s is back on %s (re-created?): its partitions are read on from the '
+                    'old topic\'s offsets; records below them are skipped (a re-created topic '
+                    'is best given a new name)', topic, describe_servers(config))
+  return TopicCheck(_found(consumer, config, discovery, current, known), now_gone)
+
+
+def _found(consumer, config, discovery: Discovery, current, known) -> List[FoundPartition]:
   new = new_partitions(current, known)
   if not new:
     return []
@@ -167,15 +206,15 @@ def discover(consumer, config, discovery: Discovery,
   return found
 
 
-def try_discover(consumer, config, discovery: Discovery,
-                 known: FrozenSet[Tuple[str, int]]) -> List[FoundPartition]:
-  """``discover``, but a failure is logged (WARNING) and answers nothing: the next interval
-  asks again, the read goes on."""
+def try_check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[str, int]],
+                     gone: FrozenSet[str] = frozenset()) -> TopicCheck:
+  """``check_topics``, but a failure is logged (WARNING) and finds nothing (``gone`` stays):
+  the next interval asks again, the read goes on."""
   started = time.monotonic()
   try:
-    return discover(consumer, config, discovery, known)
+    return check_topics(consumer, config, discovery, known, gone)
   except KafkaSourceError as error:
     _LOGGER.warning('Looking for new partitions (%s) failed after %.1fs; trying again in %ss: %s',
                     discovery.selector.describe(), time.monotonic() - started,
                     discovery.interval_secs, error)
-    return []
+    return TopicCheck([], gone)

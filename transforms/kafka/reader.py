@@ -31,7 +31,7 @@ from transforms.kafka import stop
 from transforms.kafka.config import (KafkaConfigError, KafkaSourceError, describe_servers,
                                      new_consumer, reader_config)
 from transforms.kafka.discovery import (DEFAULT_DISCOVERY_INTERVAL_SECS, Discovery,
-                                        WatchRestriction, WatchTracker, try_discover)
+                                        WatchRestriction, WatchTracker, try_check_topics)
 from transforms.kafka.partitions import (UNBOUNDED_STOP_OFFSET, WATCH_KEY, PartitionSpec,
                                          WatchSpec, list_partitions, normalize_partitions,
                                          _ResolvePartitionsFn)
@@ -222,6 +222,18 @@ class _ReadPartitionFn(beam.DoFn):
 
   def setup(self):
     self._consumers = {}
+    self._rewound: Dict[Tuple[str, int], int] = {}
+
+  def _report_rewind(self, topic: str, partition: int, position: int, offset: int) -> None:
+    """Says once per partition and position that records below the position are skipped."""
+    if self._rewound.get((topic, partition)) == position:
+      return
+    self._rewound[(topic, partition)] = position
+    _LOGGER.warning(
+        '%s[%d]: the broker sent offset %d, below the read position %d (the topic was deleted '
+        'and re-created?): offsets below %d are not read, so that nothing loads twice. A topic '
+        're-created under a new name is read from its start', topic, partition, offset, position,
+        position)
 
   def teardown(self):
     consumers, self._consumers = self._consumers, {}
@@ -353,7 +365,10 @@ class _ReadPartitionFn(beam.DoFn):
             _LOGGER.warning('Kafka error reading %s[%d]: %s', topic,
                             partition, error)
         if records and records[0].offset < position:
-          # Already emitted; cannot happen after an assign at ``position``.
+          # Below the read position: the consumer was reset backwards (the topic was deleted
+          # and re-created, ``auto.offset.reset`` applied). Those offsets were read (or
+          # belonged to the old topic): reading them would load them twice.
+          self._report_rewind(topic, partition, position, records[0].offset)
           records = [r for r in records if r.offset >= position]
         if records:
           cached.at_end = False
@@ -499,14 +514,15 @@ class _ReadUnboundedPartitionFn(_ReadPartitionFn):
       return
     now = time.time()
     if now >= state.next_check_epoch:
-      found = try_discover(self._metadata_consumer(), self._config, self._discovery, state.known)
+      found, gone = try_check_topics(self._metadata_consumer(), self._config, self._discovery,
+                                     state.known, state.gone)
       if found:
         # Registered before any of them is read: a drain waits for them.
         stop.expect_partitions(self._stop_token, [(f.topic, f.partition) for f in found])
       state = state._replace(
           known=state.known | {(f.topic, f.partition) for f in found},
           late=state.late + tuple((f.topic, f.partition, f.start_offset) for f in found),
-          next_check_epoch=now + self._discovery.interval_secs)
+          next_check_epoch=now + self._discovery.interval_secs, gone=gone)
       if not tracker.try_claim(state):
         return
     if self._bundle_deadline is None:

@@ -109,3 +109,50 @@ def test_in_process_commits_are_chosen_only_for_in_process_fnapi_runners():
     assert not runs_in_process(beam.Pipeline(
         runner=FnApiRunner(), options=PipelineOptions(direct_running_mode=mode)))
   assert not runs_in_process(beam.Pipeline(runner='DirectRunner'))
+
+
+class _RefusingConsumer:
+  """Commits like a broker that no longer has some topics (deleted): the whole request fails."""
+
+  def __init__(self, missing):
+    self.missing = set(missing)
+    self.committed = {}
+    self.requests = 0
+
+  def commit(self, offsets, asynchronous):
+    from confluent_kafka import KafkaError, KafkaException
+    assert asynchronous is False
+    self.requests += 1
+    if any(tp.topic in self.missing for tp in offsets):
+      raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+    self.committed.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+
+def _trackers(positions):
+  from transforms.kafka.offsets import OffsetTracker
+  trackers = {}
+  for key, committed in positions.items():
+    trackers[key] = OffsetTracker()
+    trackers[key].committed = committed
+  return trackers
+
+
+def test_the_final_commit_of_the_other_topics_survives_a_deleted_one():
+  from transforms.kafka.commit import _commit_all  # pylint: disable=import-outside-toplevel
+  consumer = _RefusingConsumer(['gone'])
+  failed = _commit_all(consumer, _trackers({('a', 0): 5, ('a', 1): 7, ('gone', 0): 3,
+                                            ('b', 0): 9}))
+  assert consumer.committed == {('a', 0): 5, ('a', 1): 7, ('b', 0): 9}
+  assert [topic for topic, _ in failed] == ['gone']
+  assert 'UNKNOWN_TOPIC_OR_PART' in str(failed[0][1])
+  assert consumer.requests == 4  # all at once, then one per topic
+
+
+def test_the_final_commit_of_a_single_topic_raises_its_failure():
+  from confluent_kafka import KafkaException
+  from transforms.kafka.commit import _commit_all  # pylint: disable=import-outside-toplevel
+  with pytest.raises(KafkaException):
+    _commit_all(_RefusingConsumer(['gone']), _trackers({('gone', 0): 3, ('gone', 1): 4}))
+  consumer = _RefusingConsumer([])
+  assert _commit_all(consumer, _trackers({('a', 0): 1, ('a', 1): None})) == []
+  assert consumer.committed == {('a', 0): 1} and consumer.requests == 1

@@ -337,3 +337,34 @@ def test_discover_reports_the_lag_of_found_partitions():
                              Discovery(TopicSelector(topics=['lagged']), 1.0, 1.0), frozenset())
   assert found == [discovery.FoundPartition('lagged', 0, 2, 9)]
   assert metrics.KAFKA_LAG.labels('lagged', '0')._value.get() == 7  # pylint: disable=protected-access
+
+
+def test_a_deleted_topic_is_reported_once_when_it_goes_and_once_when_it_comes_back(
+    monkeypatch, caplog):
+  """The loop's state remembers the topics gone at the last check: one WARNING when a topic
+  it read disappears, none at the next checks, one when a topic of that name is back."""
+  cluster = _Cluster({'kept': {0: (0, 0)}, 'doomed': {0: (0, 0)}})
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(pattern='kept|doomed'), None, interval=0.0)
+  spec = WatchSpec((('kept', 0), ('doomed', 0)), None)
+  caplog.set_level(logging.INFO, logger='transforms.kafka.discovery')
+  state = WatchRestriction(frozenset(spec.known))
+
+  def turn(state):
+    _, residual, _ = _turn(fn, spec, state)
+    return residual
+
+  state = turn(state)
+  assert state.gone == frozenset() and not caplog.records
+  del cluster.partitions['doomed']
+  for _ in range(3):
+    state = turn(state)
+  assert state.gone == frozenset(['doomed'])
+  cluster.partitions['doomed'] = {0: (0, 0)}
+  state = turn(state)
+  assert state.gone == frozenset()
+  lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+  assert [level for level, _ in lines] == ['WARNING', 'WARNING'], lines
+  assert lines[0][1].startswith('Topic doomed is no longer on fake:9092 (deleted?)')
+  assert lines[1][1].startswith('Topic doomed is back on fake:9092')
+  assert cluster.metadata_requests == 5
+
