@@ -39,7 +39,7 @@ from transforms.kafka.partitions import matching_partitions, start_offsets
 from transforms.kafka.topics import TopicSelector, new_partitions
 
 __all__ = ['Discovery', 'WatchRestriction', 'WatchTracker', 'FoundPartition', 'TopicCheck',
-           'discover', 'check_topics', 'try_check_topics', 'DEFAULT_DISCOVERY_INTERVAL_SECS']
+           'check_topics', 'try_check_topics', 'DEFAULT_DISCOVERY_INTERVAL_SECS']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -138,26 +138,15 @@ class TopicCheck(NamedTuple):
   gone: FrozenSet[str]
 
 
-def discover(consumer, config, discovery: Discovery,
-             known: FrozenSet[Tuple[str, int]]) -> List[FoundPartition]:
-  """Asks the cluster for partitions of the selected topics that are not ``known`` yet.
-
-  Each one starts at the group's committed offset, else at the earliest
-  offset.  Logs one INFO line per topic (a new topic, or new partitions of a
-  known one) and reports each partition's lag to the metrics and the monitor.
-
-  Raises:
-    KafkaSourceError: the cluster did not answer (the caller retries at the
-      next interval).
-  """
-  return check_topics(consumer, config, discovery, known).found
-
-
 def check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[str, int]],
                  gone: FrozenSet[str] = frozenset()) -> TopicCheck:
-  """``discover``, and the known topics the cluster no longer lists (deleted).
+  """Asks the cluster for partitions of the selected topics that are not ``known`` yet, and
+  for the known topics it no longer lists (deleted).
 
-  A topic that went since the last check (``gone``: those gone then) is
+  Each new partition starts at the group's committed offset, else at the
+  earliest offset.  Logs one INFO line per topic (a new topic, or new
+  partitions of a known one) and reports each partition's lag to the metrics
+  and the monitor.  A topic that went since the last check (``gone``: those gone then) is
   reported once (WARNING): its partitions have nothing to read and keep their
   committed offsets.  One that came back (re-created with that name) is
   reported once (WARNING): its partitions are read on from the old topic's
@@ -165,7 +154,8 @@ def check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[
   twice), saying so.
 
   Raises:
-    KafkaSourceError: the cluster did not answer.
+    KafkaSourceError: the cluster did not answer (the caller retries at the
+      next interval).
   """
   current = matching_partitions(consumer, config, discovery.selector, discovery.timeout_secs)
   now_gone = frozenset(topic for topic, _ in known if topic not in current)
@@ -177,10 +167,11 @@ def check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[
     _LOGGER.warning('Topic %s is back on %s (re-created?): its partitions are read on from the '
                     'old topic\'s offsets; records below them are skipped (a re-created topic '
                     'is best given a new name)', topic, describe_servers(config))
-  return TopicCheck(_found(consumer, config, discovery, current, known), now_gone)
+  return TopicCheck(_start_new_partitions(consumer, config, discovery, current, known), now_gone)
 
 
-def _found(consumer, config, discovery: Discovery, current, known) -> List[FoundPartition]:
+def _start_new_partitions(consumer, config, discovery: Discovery, current,
+                          known) -> List[FoundPartition]:
   new = new_partitions(current, known)
   if not new:
     return []

@@ -333,8 +333,9 @@ def test_the_loop_ends_at_stop_after_secs(monkeypatch):
 def test_discover_reports_the_lag_of_found_partitions():
   from transforms import metrics
   cluster = _Cluster({'lagged': {0: (2, 9)}})
-  found = discovery.discover(_MetadataConsumer(cluster), {'group.id': 'g'},
-                             Discovery(TopicSelector(topics=['lagged']), 1.0, 1.0), frozenset())
+  found, _ = discovery.check_topics(_MetadataConsumer(cluster), {'group.id': 'g'},
+                                    Discovery(TopicSelector(topics=['lagged']), 1.0, 1.0),
+                                    frozenset())
   assert found == [discovery.FoundPartition('lagged', 0, 2, 9)]
   assert metrics.KAFKA_LAG.labels('lagged', '0')._value.get() == 7  # pylint: disable=protected-access
 
