@@ -84,6 +84,15 @@ def assert_logical_values_of_account_13(query) -> None:
   assert [str(v) for v in row] == ['13.13', '2022-01-21', '2023-11-14 22:13:33.000013', '0.091']
 
 
+def assert_orders_loaded(query, count: int) -> None:
+  """``order_messages(..., count)`` are in shop.orders once each, order 5 with all its types."""
+  assert query('SELECT count(*), count(DISTINCT id), sum(qty) FROM shop.orders') == [
+      (count, count, sum(range(count)))]
+  (row,) = query(f'SELECT customer, created, ship_day, blob, status, price FROM shop.orders '
+                 f'WHERE id = {10**12 + 5}')
+  assert [str(v) for v in row] == ORDER_5
+
+
 def _image(i: int, name: str) -> dict:
   return {'id': i, 'name': name, 'balance': decimal.Decimal(f'{i}.{i % 100:02d}'),
           'opened': 19000 + i, 'updated_at': 1_700_000_000_000_000 + i * 1_000_001,
@@ -143,12 +152,7 @@ def test_a_protobuf_topic_loads_without_generated_classes(
       kafka_cluster, server, [topic], group, str(tmp_path / 'dead'), format='protobuf',
       schema_registry_url=url, table='shop.orders'))
   assert summary.totals['rows_loaded'] == 200
-  query = server.query
-  assert query('SELECT count(*), count(DISTINCT id), sum(qty) FROM shop.orders') == [
-      (200, 200, sum(range(200)))]
-  (row,) = query(f'SELECT customer, created, ship_day, blob, status, price FROM shop.orders '
-                 f'WHERE id = {10**12 + 5}')
-  assert [str(v) for v in row] == ORDER_5
+  assert_orders_loaded(server.query, 200)
   assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
 
 
