@@ -11,7 +11,9 @@
 Dataflow templates); ``load_chunks`` adds everything after the read (Beam
 YAML's ``WriteToStreamLoad`` feeds it records from its own read step).
 ``start_up`` runs before the graph: the start-up checks and, for
-exactly-once, the recovery of the load journal.
+exactly-once, the recovery of the load journal; ``run_context`` makes the
+run's ``RunContext`` (drain requests, operations), which every transform of
+the graph is given.
 
 No ``Flatten`` on the way to ``CommitOffsets``: the FnApiRunner holds a
 multi-input Flatten's output until every input ends, so no offset would be
@@ -21,8 +23,7 @@ committed while a streaming run runs (see transforms/KAFKA.md).
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -32,15 +33,15 @@ from pipelines.preflight import check_tables
 from transforms import metrics
 from transforms.batching import BatchPerTable, KeyByTable
 from transforms.dead_letters import WriteDeadLetters
-from transforms.delivery import (JournalUnavailableError, LoadedRanges, SkipLoadedRows,
-                                 ensure_journal_topic, recover)
+from transforms.delivery import (JournalConfig, JournalUnavailableError, LoadedRanges,
+                                 SkipLoadedRows, ensure_journal_topic, recover)
 from transforms.records import ParseRecords, ValueFormat
-from transforms.runtime import runs_in_process
-from transforms.stream_load import WriteToStreamLoad
+from transforms.runtime import RunContext
+from transforms.stream_load import FeProbe, StreamLoadConfig, WriteToStreamLoad
 from transforms.types import LoadResult, acks_of_load_result
 
-__all__ = ['build_pipeline', 'load_chunks', 'load_rows', 'start_up', 'PipelineOutputs',
-           'LoadedTables', 'TABLE_COUNTERS']
+__all__ = ['build_pipeline', 'load_chunks', 'load_rows', 'start_up', 'run_context',
+           'PipelineOutputs', 'LoadedTables', 'TABLE_COUNTERS']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,73 +90,70 @@ def start_up(config: PipelineConfig, check_cluster: Optional[bool] = None) -> Lo
     raise ConfigurationError(str(error)) from None
   if check_cluster if check_cluster is not None else config.validate_tables:
     check_tables(load, config.static_tables(), create_missing=config.create_tables)
-  if config.journal is None:
-    return LoadedRanges()
   try:
-    ensure_journal_topic(config.journal)
+    # The journal's topic also carries drain requests (every guarantee).
+    ensure_journal_topic(config.control_topic)
+    if config.journal is None:
+      return LoadedRanges()
     return recover(config.journal, load).loaded
   except JournalUnavailableError as error:
     raise ConfigurationError(
         f'Kafka (--bootstrap_servers={config.kafka.consumer_config.get("bootstrap.servers")}, '
-        f'the load journal --journal_topic={config.journal.topic}): {error}') from None
+        f'the load journal --journal_topic={config.control_topic.topic}): {error}') from None
 
 
-class _ProgressFn(beam.DoFn):
-  """Per-table counters, and a progress line every ``interval_secs``."""
+def run_context(config: PipelineConfig, run_id: Optional[str] = None) -> RunContext:
+  """The run's ``RunContext``: drain requests through Kafka, the operations settings."""
+  from transforms.kafka import KafkaStopChannel  # pylint: disable=import-outside-toplevel
+  from transforms.kafka.config import KafkaProbe  # pylint: disable=import-outside-toplevel
+  kafka_config = dict(config.kafka.consumer_config)
+  return RunContext(
+      run_id=run_id, stop_channel=KafkaStopChannel(kafka_config, config.control_topic.topic),
+      stall_timeout_secs=config.stall_timeout_secs or None, metrics_port=config.metrics_port,
+      probes={'Kafka': KafkaProbe(kafka_config), 'FE': FeProbe(config.load)},
+      progress_interval_secs=config.progress_interval_secs)
 
-  def __init__(self, interval_secs: float):
-    self._interval = interval_secs
 
-  def setup(self):
-    self._started = time.monotonic()
-    self._last_log = self._started
-    self._rows: Dict[str, int] = {}
-    self._bytes = 0
-    self._batches = 0
+class _RecoverLoaded:
+  """A worker's recovery of the load journal (picklable): the rows already loaded."""
 
-  def process(self, result: LoadResult):
-    table = result.table
-    self._rows[table] = self._rows.get(table, 0) + result.loaded_rows
-    self._bytes += result.bytes
-    self._batches += 1
-    Metrics.counter(TABLE_ROWS_LOADED, table).inc(result.loaded_rows)
-    Metrics.counter(TABLE_LOADS, table).inc()
-    Metrics.counter(TABLE_BYTES_LOADED, table).inc(result.bytes)
-    now = time.monotonic()
-    if self._interval and now - self._last_log >= self._interval:
-      self._last_log = now
-      elapsed = max(now - self._started, 1e-6)
-      total = sum(self._rows.values())
-      _LOGGER.info('progress: %d rows loaded in %d batches, %.1f MB/s, %.0f rows/s (%s)', total,
-                   self._batches, self._bytes / elapsed / 1e6, total / elapsed,
-                   ', '.join(f'{t}={n}' for t, n in sorted(self._rows.items())))
+  def __init__(self, journal: JournalConfig, load: StreamLoadConfig):
+    self._journal = journal
+    self._load = load
+
+  def __call__(self) -> LoadedRanges:
+    return recover(self._journal, self._load.resolved()).loaded
+
+
+def _count_table_loads(result: LoadResult) -> None:
+  """Per-table Beam counters (the run's summary reads them)."""
+  Metrics.counter(TABLE_ROWS_LOADED, result.table).inc(result.loaded_rows)
+  Metrics.counter(TABLE_LOADS, result.table).inc()
+  Metrics.counter(TABLE_BYTES_LOADED, result.table).inc(result.bytes)
 
 
 def _count_consumed(chunk) -> None:
   metrics.KAFKA_RECORDS_CONSUMED.labels(chunk.topic).inc(len(chunk.records))
 
 
-def _read_chunks(p: beam.Pipeline, config: PipelineConfig, stop_token: Optional[str]):
-  """The Kafka read: native chunks, or Beam's Java KafkaIO as one-record chunks.
+def _read_chunks(p: beam.Pipeline, config: PipelineConfig, context: RunContext,
+                 discovery_shards: int):
+  """The Kafka read: chunks, checkpointed at durable offsets (the rows held in batches).
 
-  The native read of a streaming job also picks up new partitions (and, with
+  The read of a streaming job also picks up new partitions (and, with
   ``--topic_pattern``, new matching topics) every
   ``--topic_discovery_interval_secs``.
   """
   from transforms import kafka  # pylint: disable=import-outside-toplevel  (confluent-kafka)
   settings = config.kafka
   try:
-    if settings.reader == 'xlang':
-      reader = kafka.ReadKafkaChunksXlang(dict(settings.consumer_config), settings.topics,
-                                          stop_at_end=settings.stop_at_end)
-    else:
-      reader = kafka.ReadKafkaChunks(dict(settings.consumer_config), settings.topics or None,
-                                     stop_at_end=settings.stop_at_end,
-                                     max_chunk_records=settings.max_chunk_records,
-                                     stop_token=stop_token,
-                                     topic_pattern=settings.topic_pattern,
-                                     discovery_interval_secs=settings.discovery_interval_secs,
-                                     excluded_topics=settings.excluded_topics)
+    reader = kafka.ReadKafkaChunks(dict(settings.consumer_config), settings.topics or None,
+                                   stop_at_end=settings.stop_at_end,
+                                   max_chunk_records=settings.max_chunk_records,
+                                   context=context, topic_pattern=settings.topic_pattern,
+                                   discovery_interval_secs=settings.discovery_interval_secs,
+                                   excluded_topics=settings.excluded_topics,
+                                   discovery_shards=discovery_shards, durable=True)
     chunks = p | 'ReadFromKafka' >> reader
   except kafka.KafkaSourceError as error:
     # Found while the graph is built: the flags are wrong, nothing has run.
@@ -177,77 +175,89 @@ class LoadedTables(NamedTuple):
   replayed_acks: Tuple
 
 
-def load_rows(rows, config: PipelineConfig, *, parse_dead_letters=None,
-              loaded: Optional[LoadedRanges] = None,
-              stop_token: Optional[str] = None) -> LoadedTables:
+def load_rows(rows, config: PipelineConfig, *, context: Optional[RunContext] = None,
+              parse_dead_letters=None, own_read: bool = False) -> LoadedTables:
   """``(table, [Row])`` chunks -> skip, key, batch, load; dead letters written.
 
   Args:
     rows: ``(table, [Row])`` elements (``ParseRecords`` output, or rows from
       elsewhere).
     config: the validated settings.
+    context: the run (the read's, when ``own_read``).
     parse_dead_letters: the dead letters of whatever made the rows.
-    loaded: rows an earlier run already loaded (from ``start_up``).
-    stop_token: the run token of the read (local runner: drain and end).
+    own_read: the rows come from this run's ``ReadKafkaChunks(durable=True)``:
+      batches and loads are held across bundles (a crash re-reads them), and
+      rows a crashed run had loaded are skipped (the journal, exactly-once).
+      Otherwise every bundle's rows load before it ends.
   """
+  context = context or RunContext()
   replayed_acks: Tuple = ()
-  if loaded:
-    skipped = rows | 'SkipLoadedRows' >> SkipLoadedRows(loaded)
+  if own_read and config.journal is not None:
+    skipped = rows | 'SkipLoadedRows' >> SkipLoadedRows(
+        context=context, recover=_RecoverLoaded(config.journal, config.load))
     rows, replayed_acks = skipped.rows, (skipped.acks,)
   table_limits = config.table_config.batch_limits()
-  # On the local runner everything here fuses into one stage: rows cross no pickle.
-  fused = stop_token is not None and runs_in_process(rows.pipeline)
   batches = (rows
-             | 'KeyByTable' >> KeyByTable(table_limits, slim_rows=not fused)
+             | 'KeyByTable' >> KeyByTable(table_limits, slim_rows=False)
              | 'BatchPerTable' >> BatchPerTable(config.default_limits, table_limits,
                                                 max_pending_bytes=config.max_pending_bytes,
-                                                stop_token=stop_token))
+                                                context=context, hold_across_bundles=own_read))
   written = batches | 'WriteToStreamLoad' >> WriteToStreamLoad(
       config.load, flush_workers=config.flush_workers, label_prefix=config.label_prefix,
       table_options=config.table_config.load_options(), table_sharding=config.table_sharding(),
-      journal=config.journal, stop_token=stop_token, keep_retrying=not config.kafka.stop_at_end)
+      journal=config.journal, context=context, hold_across_bundles=own_read,
+      keep_retrying=not config.kafka.stop_at_end)
   dead_letters = tuple(pc for pc in (parse_dead_letters, written.dead_letters) if pc is not None)
-  dead_letter_acks = dead_letters | 'WriteDeadLetters' >> WriteDeadLetters(config.dead_letter_path)
-  _ = written.load_results | 'Progress' >> beam.ParDo(_ProgressFn(config.progress_interval_secs))
+  dead_letter_acks = dead_letters | 'WriteDeadLetters' >> WriteDeadLetters(
+      config.dead_letter_path, context=context)
+  _ = written.load_results | 'CountTableLoads' >> beam.Map(_count_table_loads)
   return LoadedTables(written.load_results, dead_letters, tuple(dead_letter_acks), replayed_acks)
 
 
-def load_chunks(chunks, config: PipelineConfig, *, loaded: Optional[LoadedRanges] = None,
-                stop_token: Optional[str] = None) -> PipelineOutputs:
+def load_chunks(chunks, config: PipelineConfig, *, context: Optional[RunContext] = None,
+                own_read: bool = False) -> PipelineOutputs:
   """Everything after the read: parse, batch, load, dead letters, offset commits.
 
   Args:
     chunks: a PCollection of ``KafkaChunk``.
     config: the validated settings.
-    loaded: rows an earlier run already loaded (from ``start_up``).
-    stop_token: the run token of the read (local runner: drain and end).
+    context: the run (the read's, when ``own_read``).
+    own_read: the chunks come from this run's ``ReadKafkaChunks(durable=True)``
+      (see ``load_rows``).
   """
   from transforms import kafka  # pylint: disable=import-outside-toplevel  (confluent-kafka)
+  context = context or RunContext()
   parsed = chunks | 'ParseRecords' >> ParseRecords(
       config.routing, cdc=config.cdc_format, target=config.load.target,
       sequence_columns=config.table_config.sequence_columns(),
       max_record_bytes=config.max_record_bytes, schema_evolution=config.schema,
       value_format=ValueFormat(config.value_format, config.schema_registry),
       keep_retrying=not config.kafka.stop_at_end)
-  tables = load_rows(parsed.rows, config, parse_dead_letters=parsed.dead_letters, loaded=loaded,
-                     stop_token=stop_token)
+  tables = load_rows(parsed.rows, config, context=context,
+                     parse_dead_letters=parsed.dead_letters, own_read=own_read)
   load_acks = tables.load_results | 'AckLoadedRows' >> beam.FlatMap(acks_of_load_result)
   commits = ((parsed.chunk_reads, load_acks) + tables.replayed_acks + tables.dead_letter_acks
-             | 'CommitOffsets' >> kafka.CommitOffsets(dict(config.kafka.consumer_config)))
+             | 'CommitOffsets' >> kafka.CommitOffsets(dict(config.kafka.consumer_config),
+                                                      context=context))
   return PipelineOutputs(tables.load_results, tables.dead_letters, commits)
 
 
 def build_pipeline(p: beam.Pipeline, config: PipelineConfig, *,
-                   loaded: Optional[LoadedRanges] = None,
-                   stop_token: Optional[str] = None) -> PipelineOutputs:
+                   context: Optional[RunContext] = None,
+                   discovery_shards: int = 1) -> PipelineOutputs:
   """Adds the whole Kafka -> Stream Load graph to ``p``.
+
+  Everything after the read is fused with it in the process that reads, on
+  every runner: rows are never pickled, batches and loads live across
+  bundles, offsets are committed from the same process (``transforms.runtime``).
 
   Args:
     p: the pipeline.
     config: the validated settings (``PipelineConfig.from_options``).
-    loaded: rows an earlier run already loaded (``start_up``'s answer).
-    stop_token: a run token for draining on the local runner
-      (``transforms.kafka.stop``).
+    context: the run (``run_context(config)``; its ``Runtime`` in each worker
+      drains the job on a stop request).
+    discovery_shards: discovery loops of a streaming read (about the
+      runner's parallelism, so partitions found while running spread).
 
   Returns:
     The named outputs: load results, dead letters, committed offsets.
@@ -255,5 +265,6 @@ def build_pipeline(p: beam.Pipeline, config: PipelineConfig, *,
   Raises:
     ConfigurationError: the Kafka flags are wrong (found while building).
   """
-  chunks = _read_chunks(p, config, stop_token)
-  return load_chunks(chunks, config, loaded=loaded, stop_token=stop_token)
+  context = context or run_context(config)
+  chunks = _read_chunks(p, config, context, discovery_shards)
+  return load_chunks(chunks, config, context=context, own_read=True)

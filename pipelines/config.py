@@ -67,7 +67,6 @@ class KafkaSettings:
     topics: the topics.
     group_id: the consumer group (offsets, start positions, the journal's job).
     stop_at_end: read to the end offsets seen at start, then finish.
-    reader: ``native`` or ``xlang``.
     max_chunk_records: most records per chunk.
     topic_pattern: a regular expression every read topic's whole name
       matches (instead of ``topics``), or None.
@@ -81,7 +80,6 @@ class KafkaSettings:
   topics: Tuple[str, ...]
   group_id: str
   stop_at_end: bool
-  reader: str
   max_chunk_records: int
   topic_pattern: Optional[str] = None
   discovery_interval_secs: float = 30.0
@@ -110,8 +108,6 @@ class KafkaSettings:
       except re.error as error:
         raise ConfigurationError(f'--topic_pattern: {pattern!r} is not a regular expression: '
                                  f'{error}') from None
-      if opts.kafka_reader == 'xlang':
-        raise ConfigurationError('--topic_pattern needs --kafka_reader=native')
     excluded = tuple(sorted({DEFAULT_JOURNAL_TOPIC, opts.journal_topic or DEFAULT_JOURNAL_TOPIC}))
     if opts.max_chunk_records < 1:
       raise ConfigurationError(f'--max_chunk_records: must be >= 1, got {opts.max_chunk_records}')
@@ -119,7 +115,7 @@ class KafkaSettings:
       raise ConfigurationError('--topic_discovery_interval_secs: must be > 0, got '
                                f'{opts.topic_discovery_interval_secs}')
     return cls(consumer_config_of(opts), tuple(_split_list(opts.topics)), opts.group_id,
-               bool(opts.stop_at_end), opts.kafka_reader, opts.max_chunk_records,
+               bool(opts.stop_at_end), opts.max_chunk_records,
                topic_pattern=pattern,
                discovery_interval_secs=float(opts.topic_discovery_interval_secs),
                excluded_topics=excluded)
@@ -217,6 +213,7 @@ class PipelineConfig:
   flush_workers: int
   label_prefix: str
   journal: Optional[JournalConfig]
+  control_topic: JournalConfig
   max_pending_bytes: int
   dead_letter_path: str
   metrics_port: int
@@ -288,8 +285,8 @@ class PipelineConfig:
           group_commit=opts.group_commit)
       _check_group_commit(load, table_config, opts.delivery_guarantee)
       schema = _schema_evolution_of(opts, load, table_config)
-      journal = (JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
-                 if opts.delivery_guarantee == EXACTLY_ONCE else None)
+      control_topic = JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
+      journal = control_topic if opts.delivery_guarantee == EXACTLY_ONCE else None
     except (TableConfigError, ValueError) as error:
       if isinstance(error, ConfigurationError):
         raise
@@ -299,7 +296,7 @@ class PipelineConfig:
         max_record_bytes=opts.max_record_bytes, default_limits=default_limits,
         table_config=table_config, load=load, flush_workers=opts.flush_workers,
         label_prefix=opts.label_prefix or sanitize_label_part(opts.group_id)[:_LABEL_PREFIX_CHARS],
-        journal=journal,
+        journal=journal, control_topic=control_topic,
         max_pending_bytes=opts.max_pending_bytes or opts.flush_workers * opts.batch_bytes,
         dead_letter_path=opts.dead_letter_path, metrics_port=opts.metrics_port,
         stall_timeout_secs=opts.stall_timeout_secs,

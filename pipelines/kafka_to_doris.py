@@ -1,19 +1,21 @@
 """The command line: ``python -m pipelines.kafka_to_doris --help``.
 
 Parses the flags into one ``PipelineConfig``, runs the start-up checks and
-the journal's recovery, builds the graph (``pipelines.assembly``) and runs it;
+the journal's recovery, builds the graph (``pipelines.assembly``) and runs it
+on the requested runner with the settings it needs (``pipelines.runners``);
 prints a summary; exit codes: 0 done (or drained), 1 the pipeline failed,
 2 bad flags or an unusable cluster at start, 128 + signal number on a second
 stop signal.
 
-``--runner=DirectRunner`` (the default) runs on Beam's FnApiRunner with its
-in-process worker: the DirectRunner would pick the BundleBasedDirectRunner for
-a pipeline with timers, and that runner cannot run an unbounded splittable
-DoFn (see the README, "Runners").  There, the first SIGTERM or SIGINT drains:
-the reads stop, every pending batch is flushed (reason ``drain``), the loads
-are waited for, dead letters written, offsets committed, the summary printed,
-exit 0.  A second signal exits at once; offsets are committed only for
-loaded rows, so nothing is lost.
+The first SIGTERM or SIGINT drains the job on every runner: the reads stop,
+every pending batch is flushed (reason ``drain``), the loads are waited for,
+dead letters written, offsets committed, the job ends, the summary is
+printed, exit 0.  Workers in this process (the local runner, LOOPBACK) are
+told directly; workers elsewhere (Flink's or Prism's SDK worker processes)
+through a drain request on the job's Kafka, which ``--drain`` also sends for
+a job whose launcher is gone.  A second signal exits at once (and cancels a
+portable job); offsets are committed only for loaded rows, so nothing is
+lost.
 """
 
 from __future__ import annotations
@@ -23,48 +25,30 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
-import uuid
 from typing import Dict, List, Optional, Sequence
 
-import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.assembly import (TABLE_BYTES_LOADED, TABLE_LOADS, TABLE_ROWS_LOADED,
-                                build_pipeline, start_up)
-from pipelines.config import ConfigurationError, PipelineConfig
+                                build_pipeline, run_context, start_up)
+from pipelines.config import ConfigurationError, PipelineConfig, consumer_config_of
 from pipelines.options import KafkaToDorisOptions
 from pipelines.preflight import PreflightError
 from pipelines.process_tuning import tune_process
-from pipelines.health import HealthServer, mark_draining
-from transforms import metrics, monitoring
-from transforms.kafka import request_stop
+from pipelines.runners import (discovery_shards, make_pipeline, prepare_argv, runs_locally,
+                               workers_run_here)
+from transforms import metrics
+from transforms.delivery.skip import SHARED_NAME as LOADED_RANGES
+from transforms.runtime import RunContext, acquire, release
 from transforms.stream_load import StreamLoadError
 
-__all__ = ['run', 'run_pipeline', 'make_pipeline', 'RunSummary', 'root_cause_message']
+__all__ = ['run', 'run_pipeline', 'make_pipeline', 'RunSummary', 'root_cause_message',
+           'request_drain']
 
 _LOGGER = logging.getLogger(__name__)
-
-_DIRECT_RUNNERS = (None, 'DirectRunner', 'direct', 'FnApiRunner')
-
-
-def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
-  """A pipeline on the requested runner; DirectRunner means the FnApiRunner here."""
-  runner = options.view_as(StandardOptions).runner
-  if runner in _DIRECT_RUNNERS:
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=import-outside-toplevel
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode != 'in_memory':
-      _LOGGER.warning('--direct_running_mode=%s is not supported: the batcher and the sink keep '
-                      'their work in this process; running in_memory', direct.direct_running_mode)
-      direct.direct_running_mode = 'in_memory'
-    return beam.Pipeline(runner=FnApiRunner(), options=options)
-  return beam.Pipeline(options=options)
-
-
-def runs_locally(options: PipelineOptions) -> bool:
-  return options.view_as(StandardOptions).runner in _DIRECT_RUNNERS
 
 
 def peak_rss_mb() -> float:
@@ -154,12 +138,15 @@ def root_cause_message(error: BaseException) -> str:
 
 
 class _StopSignals:
-  """SIGTERM/SIGINT on the local runner: the first drains, the second exits at once."""
+  """SIGTERM/SIGINT: the first drains the run, the second exits at once."""
 
-  def __init__(self, token: str):
-    self._token = token
+  def __init__(self, context: RunContext, runtime, remote_workers: bool):
+    self._context = context
+    self._runtime = runtime
+    self._remote = remote_workers
     self._count = 0
     self._previous = {}
+    self.result = None
 
   @property
   def draining(self) -> bool:
@@ -178,14 +165,29 @@ class _StopSignals:
     self._count += 1
     name = signal.Signals(signum).name
     if self._count == 1:
-      mark_draining()
+      metrics.DRAINING.set(1)
       _LOGGER.warning('%s: draining -- stopping the reads, flushing every pending batch, waiting '
                       'for the loads, committing offsets; send it again to exit at once', name)
-      request_stop(self._token)
+      if self._runtime is not None:
+        self._runtime.request_stop(name)
+      if self._remote and self._context.stop_channel is not None:
+        threading.Thread(target=self._request, args=(name,), name='drain-request',
+                         daemon=True).start()
       return
     print(f'{name} again: exiting now; offsets are committed only for loaded rows, a restart '
           'resumes there', file=sys.stderr, flush=True)
+    if self.result is not None and self._remote:
+      try:
+        self.result.cancel()
+      except Exception:  # pylint: disable=broad-except
+        pass
     os._exit(128 + signum)  # pylint: disable=protected-access
+
+  def _request(self, name: str) -> None:
+    try:
+      self._context.stop_channel.request(f'{name} to the launcher')
+    except Exception as error:  # pylint: disable=broad-except
+      _LOGGER.error('the drain request did not reach the workers: %s', error)
 
 
 def run_pipeline(argv: Sequence[str]) -> RunSummary:
@@ -194,33 +196,52 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
   Raises:
     ConfigurationError, PreflightError: before anything runs.
   """
+  argv = prepare_argv(argv)
   options = PipelineOptions(list(argv))
   config = PipelineConfig.from_options(options)
   p = make_pipeline(options)
   loaded = start_up(config)
-  token = f'run-{uuid.uuid4().hex}'
-  build_pipeline(p, config, loaded=loaded, stop_token=token)
-  monitoring.monitor().stall_timeout_secs = config.stall_timeout_secs or None
-  health = None
-  if config.metrics_port:
-    health = HealthServer(config.metrics_port, dict(config.kafka.consumer_config),
-                          config.load.resolved()).start()
-  started = time.monotonic()
+  context = run_context(config)
+  # Where the workers run in this process, this is their runtime: it learns of a stop directly,
+  # and it is handed what recovery found.
+  runtime = acquire(context) if workers_run_here(options) else None
   try:
+    if runtime is not None:
+      runtime.seed(LOADED_RANGES, loaded)
+    build_pipeline(p, config, context=context, discovery_shards=discovery_shards(options))
+    started = time.monotonic()
     if runs_locally(options):
       tune_process()
-      with _StopSignals(token) as signals:
-        result = p.run()
-        result.wait_until_finish()
-      drained = signals.draining
-    else:
-      result = p.run()
+    with _StopSignals(context, runtime, remote_workers=not runs_locally(options)) as signals:
+      result = signals.result = p.run()
       result.wait_until_finish()
-      drained = False
+    return RunSummary.of(result, time.monotonic() - started, signals.draining)
   finally:
-    if health is not None:
-      health.stop()
-  return RunSummary.of(result, time.monotonic() - started, drained)
+    if runtime is not None:
+      release(runtime)
+
+
+def request_drain(argv: Sequence[str]) -> str:
+  """``--drain``: asks the workers of the job with this ``--group_id`` to drain.
+
+  Returns:
+    What was done, as a line for the user.
+
+  Raises:
+    ConfigurationError: the Kafka flags are missing or wrong.
+  """
+  from transforms.kafka import KafkaStopChannel  # pylint: disable=import-outside-toplevel
+  opts = PipelineOptions([a for a in argv if a != '--drain']).view_as(KafkaToDorisOptions)
+  if not opts.bootstrap_servers or not opts.group_id:
+    raise ConfigurationError('--drain needs --bootstrap_servers and --group_id (and '
+                             '--journal_topic if the job has its own)')
+  channel = KafkaStopChannel(consumer_config_of(opts), opts.journal_topic)
+  try:
+    channel.request('--drain')
+  except RuntimeError as error:
+    raise ConfigurationError(str(error)) from None
+  return (f'drain requested for group {opts.group_id} (topic {opts.journal_topic}): its workers '
+          'stop reading, load what is pending, commit and finish')
 
 
 def help_text() -> str:
@@ -232,8 +253,9 @@ def help_text() -> str:
       '--setup_file, FlinkRunner and DataflowRunner options, ...); --runner defaults to the '
       'DirectRunner, which runs here on the FnApiRunner. Per-table settings: --table_config '
       '(see README). The password can come from --password_file or the STREAM_LOAD_PASSWORD '
-      'environment variable instead of --password. On the local runner SIGTERM/SIGINT drain the '
-      'job (a second one exits at once).')
+      'environment variable instead of --password. SIGTERM/SIGINT drain the job on every '
+      'runner (a second one exits at once); --drain with --bootstrap_servers and --group_id '
+      'drains a running job from elsewhere.')
   KafkaToDorisOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   return parser.format_help()
 
@@ -246,6 +268,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                       force=True)
+  if '--drain' in argv:
+    try:
+      print(request_drain(argv))
+    except ConfigurationError as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 2
+    return 0
   try:
     summary = run_pipeline(argv)
   except (ConfigurationError, PreflightError) as error:

@@ -84,10 +84,6 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('consumer_config', str, '',
              'Extra librdkafka settings, key=value;key=value (e.g. security.protocol=SASL_SSL;'
              'sasl.mechanism=PLAIN). enable.auto.commit is always false.', r'^.*$'),
-    FlagSpec('kafka_reader', str, 'native',
-             'native: the Python confluent-kafka reader (runs everywhere); xlang: Beam\'s Java '
-             'KafkaIO through cross-language (Flink/Dataflow only, needs Java).',
-             r'^(native|xlang)$', choices=['native', 'xlang']),
     FlagSpec('max_chunk_records', int, 1000,
              'Most records the reader hands on in one chunk.', _INT),
     # Doris / StarRocks
@@ -186,8 +182,9 @@ FLAG_SPECS: List[FlagSpec] = [
              '(unique/primary-key tables absorb them, duplicate-key tables keep both).',
              r'^(exactly_once|at_least_once)$', choices=[EXACTLY_ONCE, AT_LEAST_ONCE]),
     FlagSpec('journal_topic', str, DEFAULT_JOURNAL_TOPIC,
-             'Kafka topic of the load journal (exactly_once): compacted, keyed by label, shared '
-             'by jobs (entries carry their --group_id). Created if missing.',
+             'Kafka topic of the load journal (exactly_once) and of drain requests (--drain): '
+             'compacted, keyed by label, shared by jobs (entries carry their --group_id). '
+             'Created if missing.',
              r'^[A-Za-z0-9._-]+$'),
     FlagSpec('max_pending_bytes', int, 0,
              'Most bytes all open batches of a worker may hold together; past it the largest is '

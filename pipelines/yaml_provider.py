@@ -28,7 +28,7 @@ import orjson
 from apache_beam.transforms import window
 from apache_beam.typehints import schemas
 
-from pipelines.assembly import load_chunks, load_rows
+from pipelines.assembly import load_chunks, load_rows, run_context
 from pipelines.config import ConfigurationError, KafkaSettings, PipelineConfig, options_of
 from pipelines.options import AT_LEAST_ONCE, FLAG_SPECS
 from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, DeadLetter, KafkaChunk, KafkaRecord,
@@ -50,7 +50,7 @@ _READ_FLAGS = ('bootstrap_servers', 'topics', 'group_id', 'stop_at_end', 'auto_o
 # The writer takes every flag but those only the read uses.
 _WRITE_FLAGS = tuple(spec.name for spec in FLAG_SPECS
                      if spec.name not in ('topics', 'stop_at_end', 'auto_offset_reset',
-                                          'kafka_reader', 'max_chunk_records', 'topic_pattern',
+                                          'max_chunk_records', 'topic_pattern',
                                           'topic_discovery_interval_secs'))
 # Placeholders for rows that do not come from Kafka: nothing is read or committed.
 _ROWS_ONLY_FLAGS = {'group_id': 'beam-yaml-rows', 'delivery_guarantee': AT_LEAST_ONCE}
@@ -290,8 +290,8 @@ class YamlWriteToStreamLoad(beam.PTransform):
     if input_format == INPUT_KAFKA:
       config = self._kafka_config or self._config(require_kafka=True)
       chunks = pcoll | 'ToKafkaChunks' >> beam.Map(_chunk_of_message).with_output_types(KafkaChunk)
-      outputs = load_chunks(chunks, config)
-      result = {'commits': outputs.commits | 'CommitRows' >> beam.Map(
+      outputs = load_chunks(chunks, config, context=run_context(config))
+      result = {'commits': outputs.commits | 'AllCommits' >> beam.Flatten() | 'CommitRows' >> beam.Map(
           lambda commit: CommitRow(*commit)).with_output_types(CommitRow)}
       load_results, dead_letters = outputs.load_results, outputs.dead_letters
     else:
@@ -300,7 +300,8 @@ class YamlWriteToStreamLoad(beam.PTransform):
         raise ValueError('rows input needs table or table_field')
       routed = pcoll | 'ToTableRows' >> beam.ParDo(_RowsToTablesFn(config)).with_outputs(
           'dead_letters', main='rows')
-      tables = load_rows(routed.rows, config, parse_dead_letters=routed.dead_letters)
+      tables = load_rows(routed.rows, config, context=run_context(config),
+                         parse_dead_letters=routed.dead_letters)
       load_results, dead_letters = tables.load_results, tables.dead_letters
       result = {}
     result['load_results'] = load_results | 'LoadResultRows' >> beam.Map(

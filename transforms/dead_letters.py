@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import orjson
@@ -24,6 +24,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import metrics
+from transforms.runtime import RunContext, acquire, release
 from transforms.types import DeadLetter, OffsetAck
 
 __all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'reason_code', 'ACKED_STAGES']
@@ -60,11 +61,17 @@ def dead_letter_to_json(letter: DeadLetter) -> bytes:
 
 class _WriteDeadLettersFn(beam.DoFn):
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, context: Optional[RunContext]):
     self._path = path.rstrip('/')
+    self._context = context
     self._written = Metrics.counter(metrics.NAMESPACE, 'dead_letters_written')
 
+  def teardown(self):
+    if self._runtime is not None:
+      release(self._runtime)
+
   def setup(self):
+    self._runtime = acquire(self._context) if self._context is not None else None
     if not FileSystems.exists(self._path):
       try:
         FileSystems.mkdirs(self._path)
@@ -87,6 +94,8 @@ class _WriteDeadLettersFn(beam.DoFn):
     with FileSystems.create(name) as handle:
       handle.write(b''.join(dead_letter_to_json(letter) for letter in letters))
     self._written.inc(len(letters))
+    if self._runtime is not None:
+      self._runtime.monitor.count('dead_letters', len(letters))
     reasons: Dict[str, int] = {}
     for letter in letters:
       reasons[letter.reason[:80]] = reasons.get(letter.reason[:80], 0) + 1
@@ -113,18 +122,22 @@ class WriteDeadLetters(beam.PTransform):
 
   Args:
     path: a directory (local or any Beam filesystem, e.g. ``gs://bucket/dl``).
+    context: the run, whose progress line counts the dead letters.
   """
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, context: Optional[RunContext] = None):
     super().__init__()
     if not path:
       raise ValueError('--dead_letter_path: a directory is required (dead letters are never '
                        'dropped silently)')
     self._path = path
+    self._context = context
 
   def expand(self, letters):
     if isinstance(letters, beam.PCollection):
-      return letters | 'WriteDeadLetterFiles' >> beam.ParDo(_WriteDeadLettersFn(self._path))
+      return letters | 'WriteDeadLetterFiles' >> beam.ParDo(
+          _WriteDeadLettersFn(self._path, self._context))
     return tuple(
-        pcoll | f'WriteDeadLetterFiles{i}' >> beam.ParDo(_WriteDeadLettersFn(self._path))
+        pcoll | f'WriteDeadLetterFiles{i}' >> beam.ParDo(
+            _WriteDeadLettersFn(self._path, self._context))
         for i, pcoll in enumerate(letters))

@@ -49,6 +49,9 @@ LAST_SUCCESSFUL_LOAD = prom.Gauge('doris_last_successful_load_timestamp_seconds'
 TABLE_STALLED = prom.Gauge('doris_table_stalled',
                            '1 while the table has pending rows and no successful load for its '
                            'stall window', ['table'])
+KAFKA_COMMITTED_LAG = prom.Gauge('kafka_consumer_committed_lag_records',
+                                 'End offset minus the committed offset: records not yet loaded '
+                                 'for good', ['topic', 'partition'])
 KAFKA_COMMITTED_OFFSET = prom.Gauge('kafka_committed_offset', 'Offset committed for the group',
                                     ['topic', 'partition'])
 PARTITION_STALLED = prom.Gauge('kafka_partition_stalled',

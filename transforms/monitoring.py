@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from transforms import metrics
 
-__all__ = ['Monitor', 'monitor', 'DEFAULT_MIN_STALL_SECS']
+__all__ = ['Monitor', 'DEFAULT_MIN_STALL_SECS']
 
 _LOGGER = logging.getLogger('transforms.monitoring')
 
@@ -51,6 +51,7 @@ class _Table:
 class _Partition:
   committed: Optional[int] = None
   committed_at: Optional[float] = None
+  high: Optional[int] = None  # the partition's end offset at the last look
   lag: int = 0
   lag_at_commit: int = 0
   stalled: bool = False
@@ -73,6 +74,7 @@ class Monitor:
     self._tables: Dict[str, _Table] = {}
     self._partitions: Dict[Tuple[str, int], _Partition] = {}
     self._heartbeats: Dict[str, float] = {}
+    self._counts: Dict[str, int] = {}
     self.draining = False
 
   # ------------------------------------------------------------------ reports
@@ -80,6 +82,11 @@ class Monitor:
   def heartbeat(self, loop: str) -> None:
     """A loop (the reader, the sink) is alive."""
     self._heartbeats[loop] = self._clock()
+
+  def count(self, name: str, n: int = 1) -> None:
+    """Adds ``n`` to a running total of this process (``records_read``, ``rows_loaded``...)."""
+    with self._lock:
+      self._counts[name] = self._counts.get(name, 0) + n
 
   def table_interval(self, table: str, interval_secs: float) -> None:
     with self._lock:
@@ -119,21 +126,48 @@ class Monitor:
         state.failing_since = now
 
   def partition_progress(self, topic: str, partition: int, committed: Optional[int] = None,
-                         lag: Optional[int] = None) -> None:
+                         lag: Optional[int] = None, high: Optional[int] = None) -> None:
     now = self._clock()
     with self._lock:
       state = self._partitions.setdefault((topic, partition), _Partition())
       if lag is not None:
         state.lag = lag
+      if high is not None:
+        state.high = high
+        if state.committed is not None:
+          metrics.KAFKA_COMMITTED_LAG.labels(topic, str(partition)).set(max(0, high - state.committed))
       if committed is not None and committed != state.committed:
         state.committed = committed
         state.committed_at = now
         state.lag_at_commit = state.lag
+        if state.high is not None:
+          metrics.KAFKA_COMMITTED_LAG.labels(topic, str(partition)).set(
+              max(0, state.high - committed))
       elif state.committed_at is None:
         state.committed_at = now
         state.lag_at_commit = state.lag
 
   # -------------------------------------------------------------------- answers
+
+  def counts(self) -> Dict[str, int]:
+    """The running totals (a copy)."""
+    with self._lock:
+      return dict(self._counts)
+
+  def pending_rows(self) -> int:
+    """Rows waiting in open batches, all tables."""
+    with self._lock:
+      return sum(state.pending_rows for state in self._tables.values())
+
+  def lags(self) -> Tuple[int, Optional[int]]:
+    """``(position lag, committed lag)`` over every partition (committed lag: None if unknown)."""
+    with self._lock:
+      partitions = list(self._partitions.values())
+    position = sum(state.lag for state in partitions)
+    known = [state for state in partitions if state.high is not None and state.committed is not None]
+    committed = (sum(max(0, state.high - state.committed) for state in known)
+                 if known else None)
+    return position, committed
 
   def heartbeats(self) -> Dict[str, float]:
     """Seconds since each loop's last heartbeat."""
@@ -187,9 +221,3 @@ class Monitor:
       metrics.PARTITION_STALLED.labels(topic, str(partition)).set(1 if stalled else 0)
 
 
-_MONITOR = Monitor()
-
-
-def monitor() -> Monitor:
-  """This process's monitor."""
-  return _MONITOR

@@ -18,10 +18,11 @@ from typing import List, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.assembly import build_pipeline, start_up
+from pipelines.assembly import build_pipeline, run_context, start_up
 from pipelines.config import ConfigurationError, PipelineConfig
 from pipelines.options import KafkaToDorisOptions
 from pipelines.preflight import PreflightError
+from pipelines.runners import discovery_shards, prepare_argv
 from transforms.stream_load import StreamLoadError
 
 _LOGGER = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def make_options(argv: Sequence[str]) -> PipelineOptions:
   """Parses the launcher's flags; an unbounded read runs as a streaming job."""
-  options = PipelineOptions(list(argv))
+  options = PipelineOptions(prepare_argv(argv))
   if not options.view_as(KafkaToDorisOptions).stop_at_end:
     options.view_as(StandardOptions).streaming = True
   return options
@@ -47,9 +48,10 @@ def submit(argv: Sequence[str]) -> beam.runners.runner.PipelineResult:
   """
   options = make_options(argv)
   config = PipelineConfig.from_options(options)
-  loaded = start_up(config)
+  start_up(config)  # the checks, and the journal settled (each worker recovers its own view)
   p = beam.Pipeline(options=options)
-  build_pipeline(p, config, loaded=loaded)
+  build_pipeline(p, config, context=run_context(config),
+                 discovery_shards=discovery_shards(options))
   return p.run()
 
 

@@ -41,7 +41,6 @@ pipeline_flags=(
   --group_id="${GROUP_ID:?set GROUP_ID}"
   --fe_nodes="${FE_NODES:?set FE_NODES}"
   --user="${DORIS_USER:-root}"
-  --kafka_reader=native
 )
 [[ -n "${TABLE:-}" ]] && pipeline_flags+=(--table="${TABLE}")
 

@@ -116,14 +116,6 @@ def test_unreadable_and_invalid_yaml_files(tmp_path):
     load_table_config(str(bad), BatchLimits())
 
 
-def test_xlang_reader_refuses_stop_at_end():
-  import apache_beam as beam
-  from pipelines.assembly import build_pipeline
-  options = PipelineOptions(BASE + ['--kafka_reader=xlang', '--stop_at_end'])
-  with pytest.raises(ConfigurationError, match='stop_at_end .*--kafka_reader=native'):
-    build_pipeline(beam.Pipeline(options=options), PipelineConfig.from_options(options))
-
-
 def test_delivery_guarantee_defaults_to_exactly_once_with_a_journal():
   assert _settings().exactly_once
   assert _settings().journal.topic == 'stream_load_journal'

@@ -1,14 +1,16 @@
 """The job on a real Flink: Beam's Flink job server, an embedded Flink ([local]), parallelism 2.
 
-``--runner=FlinkRunner --flink_master=[local] --flink_job_server_jar=<devtools.flink jar>
---environment_type=LOOPBACK``: the portable path -- the stateful batcher with Flink's
-processing-time timers, the sink waiting for its loads in ``finish_bundle``, the keyed stateful
-committer, the same load journal.  Checked like the local e2e: every row once, upserts last-wins,
-offsets committed to the end; and a streaming job with checkpointing, cancelled (its job server
-and worker killed) while records arrive, restarted, then run to the end.
+``--runner=FlinkRunner --flink_master=[local] --flink_job_server_jar=<devtools.flink jar>``, the
+Python SDK workers in the launcher (LOOPBACK) or in processes of their own (EXTERNAL, a worker
+pool): everything after the read fused with it in the worker that reads, as on the local
+runner.  Checked like the local e2e: every row once, upserts last-wins, offsets committed to the
+end; per-key order in Flink's batch and streaming modes; and a streaming job with checkpointing,
+cancelled (its job server and worker killed) while records arrive, restarted, then run to the
+end.
 """
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,14 +24,69 @@ from tests.pipelines.crash import CrashScenario, LiveFeed, wait_for
 pytestmark = pytest.mark.integration
 
 
-def _flink(jar, streaming=False):
+# Per-key order on Flink: how many runs of each mode CI makes (``ORDER_RUNS``; 20 by hand).
+ORDER_RUNS = int(os.environ.get('ORDER_RUNS', '3'))
+
+
+def _flink(jar, streaming=False, pool=None):
   flags = ['--runner=FlinkRunner', '--flink_master=[local]', f'--flink_job_server_jar={jar}',
-           '--environment_type=LOOPBACK', '--parallelism=2']
+           '--parallelism=2']
+  flags += (['--environment_type=EXTERNAL', f'--environment_config={pool.address}'] if pool
+            else ['--environment_type=LOOPBACK'])
   if streaming:
-    # Java-side options, passed through to the job server (Python warns it cannot parse them).
-    flags += ['--streaming', '--checkpointing_interval=2000',
-              '--finish_bundle_before_checkpointing', '--max_bundle_time_mills=200']
+    # The launcher adds what the loader needs on Flink (finishing bundles before checkpoints...).
+    flags += ['--streaming', '--checkpointing_interval=2000']
   return flags
+
+
+ORDER_SCHEMA = """
+CREATE DATABASE demo;
+CREATE TABLE demo.kv (k BIGINT, v BIGINT) UNIQUE KEY(k) DISTRIBUTED BY HASH(k) BUCKETS 1
+  PROPERTIES ("enable_unique_key_merge_on_write" = "true");
+"""
+
+
+def _ordered_changes(seed: int, n_records=9000, n_keys=4000):
+  """Upserts over many keys reused across batches, every 50th record a delete; the final state."""
+  rng = random.Random(seed)
+  values, keys, final = [], [], {}
+  for i in range(n_records):
+    k = rng.randrange(n_keys)
+    if i % 50 == 49:
+      values.append(orjson.dumps({'k': k, '__DORIS_DELETE_SIGN__': 1}))
+      final.pop(k, None)
+    else:
+      values.append(orjson.dumps({'k': k, 'v': i}))
+      final[k] = i
+    keys.append(str(k).encode())  # one partition per key, as producers do
+  return values, keys, final
+
+
+@pytest.mark.parametrize('mode', ['batch', 'streaming'])
+def test_per_key_order_holds_in_flinks_batch_and_streaming_modes(
+    kafka_cluster, make_stream_load_server, tmp_path, flink_job_server_jar, sdk_worker_pool, mode):
+  """Many keys reused across batches, deletes cutting batches often, two workers: each key ends
+  with its newest version, in every run (Flink's batch mode sorts a shuffle's elements by key
+  without keeping their order; the loader shuffles no rows)."""
+  for run in range(ORDER_RUNS):
+    server = make_stream_load_server(schema_sql=ORDER_SCHEMA)
+    topic = kafka_cluster.unique_topic(f'order-{mode}-{run}')
+    values, keys, final = _ordered_changes(seed=run)
+    kafka_cluster.produce(topic, values, keys=keys)
+    argv = pipeline_argv(kafka_cluster, server, [topic], f'g-{topic}', str(tmp_path / f'd{run}'),
+                         table='demo.kv', batch_rows=1500, batch_interval_secs=2)
+    argv += _flink(flink_job_server_jar, pool=sdk_worker_pool)
+    if mode == 'streaming':
+      argv.append('--streaming')  # a bounded read in Flink's streaming execution mode
+    result = run_cli(argv, timeout_secs=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = dict(server.query('SELECT k, v FROM demo.kv'))
+    stale = {k: (rows.get(k), v) for k, v in final.items() if rows.get(k) != v}
+    back = sorted(k for k in rows if k not in final)
+    assert not stale and not back, (f'{mode} run {run}: {len(stale)} keys hold another value '
+                                    f'(first: {list(stale.items())[:5]}), {len(back)} deleted '
+                                    f'keys are back ({back[:5]})')
+    assert kafka_cluster.committed(f'g-{topic}', topic) == kafka_cluster.end_offsets(topic)
 
 
 def _debezium(op, before, after):

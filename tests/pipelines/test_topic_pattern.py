@@ -140,8 +140,6 @@ _BAD = {
     'bad regular expression': (dict(topic_pattern='orders_('), ['--topic_pattern', 'orders_(']),
     'topics and a pattern': (dict(topic_pattern='orders_.*', topics='orders'),
                              ['--topics', '--topic_pattern', 'not both']),
-    'pattern with the Java reader': (dict(topic_pattern='orders_.*', kafka_reader='xlang'),
-                                     ['--topic_pattern', '--kafka_reader=native']),
     'bad routing pattern': (dict(topic_pattern='orders_.*', topic_table_map='orders_(=demo.events'),
                             ['--topic_table_map', 'orders_(']),
     'zero discovery interval': (dict(topic_pattern='orders_.*', topic_discovery_interval_secs=0),

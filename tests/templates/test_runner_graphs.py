@@ -72,14 +72,17 @@ def _assert_portable_features(proto):
     assert label in labels, label
   requirements = set(proto.requirements)
   assert 'beam:requirement:pardo:splittable_dofn:v1' in requirements
-  assert 'beam:requirement:pardo:stateful:v1' in requirements
-  # Batching flushes on a processing-time timer: the runner must support it in streaming.
-  domains = set()
+  # No row crosses a shuffle (which costs a pickle per row and loses their order per key in
+  # Flink's batch mode): the only grouping is the Reshuffle spreading the partitions before the
+  # read, and no step keeps Beam state or timers -- everything after the read is fused with it.
+  groupings = [t.unique_name for t in proto.components.transforms.values()
+               if t.spec.urn == 'beam:transform:group_by_key:v1']
+  assert len(groupings) == 1 and groupings[0].startswith('ReadFromKafka/Reshuffle'), groupings
+  assert 'beam:requirement:pardo:stateful:v1' not in requirements
   for transform in proto.components.transforms.values():
     if transform.spec.urn == 'beam:transform:pardo:v1':
       payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
-      domains.update(spec.time_domain for spec in payload.timer_family_specs.values())
-  assert beam_runner_api_pb2.TimeDomain.PROCESSING_TIME in domains
+      assert not payload.state_specs and not payload.timer_family_specs, transform.unique_name
   # Without --stop_at_end the read is unbounded: runners run the job in streaming mode.
   read = next(t for t in proto.components.transforms.values()
               if t.unique_name.endswith('ReadFromKafka/ReadPartitions'))

@@ -1,26 +1,26 @@
 """Per-table batching: ``KeyByTable`` and ``BatchPerTable``.
 
-Seed 002's flush strategy, per table (``limits``): each table (each shard of
-a hot table) flushes its own batch when its rows, bytes or waiting time reach
-its own limits, or its columns change; when the job drains, everything is
-flushed.  ``BatchPerTable`` picks the engine for the runner: in memory across
-bundles on the local runner (``in_process``), Beam state and timers on
-portable runners (``stateful``); both cut batches with the same rule.
+The per-table flush strategy (``limits``): each table (each shard of a hot
+table) flushes its own batch when its rows, bytes or waiting time reach its
+own limits, or its columns change; when every read of the worker has ended
+(the input's end, or a drain), everything is flushed.  ``BatchPerTable``
+keeps the open batches in the worker's memory across bundles
+(``in_process``), fused behind the read on every runner.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Callable, Mapping, Optional
 
 import apache_beam as beam
 
-from transforms.batching.in_process import Batcher, _InProcessBatchFn
+from transforms.batching.in_process import Batcher, BatchFn
 from transforms.batching.keying import KeyByTable
 from transforms.batching.limits import (DEFAULT_BATCH_BYTES, DEFAULT_BATCH_INTERVAL_SECS,
                                         DEFAULT_BATCH_ROWS, FLUSH_REASONS, BatchLimits)
-from transforms.batching.stateful import _StatefulBatchFn
-from transforms.runtime import runs_in_process
+from transforms.runtime import RunContext
 from transforms.types import RowBatch
 
 __all__ = [
@@ -39,27 +39,31 @@ class BatchPerTable(beam.PTransform):
   """Batches keyed row chunks per table on each table's own limits.
 
   Input: ``((table, shard), [Row])`` chunks from ``KeyByTable``.  Output:
-  ``((table, shard), [Row])`` batches ready for ``WriteToStreamLoad``.
+  ``((table, shard), [Row])`` batches ready for ``WriteToStreamLoad``, each
+  in the order its rows arrived (a partition's rows in offset order).
 
   Args:
     default_limits: limits of tables without their own
       (``--batch_rows``, ``--batch_bytes``, ``--batch_interval_secs``).
     table_limits: per-table ``BatchLimits`` (from ``--table_config``).
     clock: seconds since the epoch (tests inject a fake clock).
-    max_pending_bytes: in-process engine: flush the largest open batch when
-      all open batches together hold more (None: no bound).
-    stop_token: in-process engine: the run token of the Kafka read, whose end
-      (or stop) flushes everything (see ``transforms.kafka.stop``).
-    in_process: force the in-process (True) or the stateful (False) engine;
-      default: in-process on the local runner's in-process worker when a
-      ``stop_token`` tells it when the read ends.
+    max_pending_bytes: flush the largest open batch when all open batches
+      of the worker together hold more (None: no bound).
+    context: the run (the read's): its runtime says when every read of the
+      worker has ended, so that everything pending is flushed.
+    hold_across_bundles: keep open batches across bundles: only when the rows
+      come from the run's own ``ReadKafkaChunks(durable=True)`` with the same
+      ``context``, which reads again whatever a crash lost (the loader's
+      setting); by default everything is flushed at the end of each bundle
+      (rows from another read, which may consider them done once the bundle
+      ends).
   """
 
   def __init__(self, default_limits: Optional[BatchLimits] = None,
                table_limits: Optional[Mapping[str, BatchLimits]] = None,
                clock: Callable[[], float] = time.time, *,
-               max_pending_bytes: Optional[int] = None, stop_token: Optional[str] = None,
-               in_process: Optional[bool] = None):
+               max_pending_bytes: Optional[int] = None, context: Optional[RunContext] = None,
+               hold_across_bundles: bool = False):
     super().__init__()
     self._default = default_limits or BatchLimits()
     self._limits = dict(table_limits or {})
@@ -70,18 +74,12 @@ class BatchPerTable(beam.PTransform):
       raise ValueError(f'max_pending_bytes: must be >= 1, got {max_pending_bytes!r}')
     self._clock = clock
     self._max_pending_bytes = max_pending_bytes
-    self._stop_token = stop_token
-    self._in_process = in_process
+    self._context = context or RunContext()
+    self._hold = hold_across_bundles
+    self._name = uuid.uuid4().hex
 
   def expand(self, keyed_chunks):
-    in_process = self._in_process
-    if in_process is None:
-      # Without a read to watch, the engine could not tell when the input ends.
-      in_process = self._stop_token is not None and runs_in_process(keyed_chunks.pipeline)
-    if in_process:
-      fn = _InProcessBatchFn(self._default, self._limits, self._max_pending_bytes,
-                             self._stop_token, self._clock)
-    else:
-      fn = _StatefulBatchFn(self._default, self._limits, self._clock)
+    fn = BatchFn(self._default, self._limits, self._max_pending_bytes, self._context,
+                 self._clock, self._name, self._hold)
     return keyed_chunks | 'BatchRows' >> beam.ParDo(fn).with_output_types(
         beam.typehints.Tuple[beam.typehints.Tuple[str, int], RowBatch])

@@ -13,12 +13,13 @@ the thresholds, like seed 002's connector:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, NamedTuple
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from apache_beam.metrics import Metrics
 
-from transforms import metrics, monitoring
+from transforms import metrics
 from transforms.batching.limits import FLUSH_REASONS, BatchLimits
+from transforms.monitoring import Monitor
 from transforms.types import Row
 
 __all__ = ['Flush', 'FlushReporter']
@@ -50,9 +51,14 @@ def _mb(nbytes: int) -> str:
 
 
 class FlushReporter:
-  """Logs and counts flushes; create it in a DoFn's constructor (metrics) or setup."""
+  """Logs and counts flushes, and tells the stall monitor; create it in a DoFn's ``setup``.
 
-  def __init__(self):
+  Args:
+    monitor: the process's stall monitor (None: not told).
+  """
+
+  def __init__(self, monitor: Optional[Monitor] = None):
+    self._monitor = monitor
     self._by_reason: Dict[str, Any] = {
         reason: Metrics.counter(metrics.NAMESPACE, f'flushes_{reason}') for reason in FLUSH_REASONS}
     self._batch_rows = Metrics.distribution(metrics.NAMESPACE, 'flushed_batch_rows')
@@ -60,7 +66,8 @@ class FlushReporter:
   def report(self, flush: Flush) -> None:
     table, shard = flush.key
     limits = flush.limits
-    monitoring.monitor().table_interval(table, limits.interval_secs)
+    if self._monitor is not None:
+      self._monitor.table_interval(table, limits.interval_secs)
     self._by_reason[flush.reason].inc()
     self._batch_rows.update(len(flush.rows))
     metrics.BATCH_FLUSH_SECONDS.labels(table, flush.reason).observe(flush.waited_secs)
@@ -70,9 +77,9 @@ class FlushReporter:
         shard, len(flush.rows), _mb(flush.size), limits.rows, _mb(limits.bytes),
         flush.waited_secs * 1000.0, limits.interval_secs * 1000.0)
 
-  @staticmethod
-  def pending(table: str, rows: int, size: int) -> None:
+  def pending(self, table: str, rows: int, size: int) -> None:
     """Publishes the rows and bytes waiting in ``table``'s open batch."""
     metrics.BATCH_CURRENT_ROWS.labels(table).set(rows)
     metrics.BATCH_CURRENT_BYTES.labels(table).set(size)
-    monitoring.monitor().table_pending(table, rows)
+    if self._monitor is not None:
+      self._monitor.table_pending(table, rows)

@@ -1,21 +1,25 @@
-"""The in-process batching engine: open batches in memory, time limits checked every bundle.
+"""The batching engine: open batches in a worker's memory, time limits checked every bundle.
 
-On the local runner everything after the Kafka read is one fused stage in
-this process, and the read ends a bundle at least every second.  So this
-engine keeps each key's open batch in memory across bundles, flushes it when
-its row, byte or column rule fires as rows arrive, checks every key's time
-limit at each element and bundle end, and flushes everything when the read
-is finished (reason ``end_of_input``) or stopped (``drain``).  Unloaded rows
-are never acknowledged, so a crash re-reads them.
+Everything after the Kafka read is one fused stage in the process that reads
+-- on the local runner, Flink and Prism alike -- and the read ends a bundle at
+least every second.  So this engine keeps each key's open batch in memory
+across bundles (one ``Batcher`` per run and process, shared by the stage's
+instances), flushes it when its row, byte or column rule fires as rows
+arrive, checks every key's time limit at each element and bundle end, and
+flushes everything once every read of the process has ended (reason
+``end_of_input``, or ``drain`` when the run stops).  Unloaded rows are never
+acknowledged, and the reader's checkpoints stop at the durable offsets, so a
+crash (or a runner's restore) reads them again.
 
-Why not Beam timers here: the FnApiRunner schedules a processing-time timer
-by its *hold* timestamp, which the SDK sets to the input element's
-timestamp -- the record's time, already past -- and then delivers every
-pending timer of the family at once (``fn_runner.py``:
-``_collect_written_timers`` takes ``min(hold_timestamp)``;
-``bundle_processor.py``: ``OutputTimer.set`` uses the input timestamp as the
-hold for processing time).  Each batch's timer fired at the next bundle:
-measured, 80 loads of ~400 rows where the limits allowed 3.
+Why not Beam state and timers: rows would cross a shuffle (a pickle and a
+trip through the runner per row) and their order per key would be lost in
+it (Flink's batch mode sorts a key's elements without keeping their order);
+and the FnApiRunner schedules a processing-time timer by its *hold*
+timestamp, which the SDK sets to the input element's timestamp -- the
+record's time, already past -- and delivers every pending timer of the
+family at once (``fn_runner.py``: ``_collect_written_timers``;
+``bundle_processor.py``: ``OutputTimer.set``): each batch's timer fired at
+the next bundle (measured: 80 loads of ~400 rows where the limits allowed 3).
 
 ``Batcher`` is the engine itself, pure Python: its tests drive it with a
 fake clock.
@@ -24,6 +28,7 @@ fake clock.
 from __future__ import annotations
 
 import heapq
+import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -33,12 +38,22 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.batching.flushes import Flush, FlushReporter
-from transforms.batching.limits import (DRAIN, END_OF_INPUT, MEMORY_LIMIT, TIMEOUT, BatchLimits,
-                                        OpenBatch, cut_batches)
-from transforms.kafka import stop
+from transforms.batching.limits import (BUNDLE_END, DRAIN, END_OF_INPUT, MEMORY_LIMIT, TIMEOUT,
+                                        BatchLimits, OpenBatch, cut_batches)
+from transforms.runtime import RunContext, acquire, release
 from transforms.types import Row, table_of_key
 
-__all__ = ['Batcher']
+__all__ = ['Batcher', 'OrderViolationError']
+
+
+class OrderViolationError(RuntimeError):
+  """Rows of a partition arrived after newer rows of it had been batched for the same key.
+
+  Loading them would let an older version of a key overwrite a newer one.  The
+  reader hands on a partition's chunks in offset order, so this means the
+  order was lost on the way: the step fails, and the read starts again from
+  the durable offsets (nothing newer than them was loaded in this order).
+  """
 
 
 class _KeyBatch:
@@ -68,13 +83,24 @@ class Batcher:
     self._limits = dict(table_limits)
     self._max_pending_bytes = max_pending_bytes
     self._batches: Dict[Tuple[str, int], _KeyBatch] = {}
+    # (key, topic, partition) -> (offset, part) of the newest row batched: order per key comes
+    # from the offsets, not from the order chunks arrive in.
+    self._newest: Dict[Tuple[Tuple[str, int], str, int], Tuple[int, int]] = {}
     # (deadline, key) of open batches; stale entries are skipped when popped.
     self._deadlines: List[Tuple[float, Tuple[str, int]]] = []
     self.pending_bytes = 0
     self.pending_rows = 0
 
   def add(self, key: Tuple[str, int], rows: Sequence[Row], now: float) -> List[Flush]:
-    """Adds rows for ``key``; returns the batches the rows completed."""
+    """Adds rows for ``key`` (a chunk's: one partition, in offset order); returns the batches
+    the rows completed.
+
+    Raises:
+      OrderViolationError: a row is older than one of its partition already
+        batched for ``key``.
+    """
+    if rows and rows[0].topic is not None:
+      self._check_order(key, rows)
     batch = self._batches.get(key)
     if batch is None:
       batch = self._batches[key] = _KeyBatch(self._limits.get(table_of_key(key), self._default))
@@ -97,6 +123,23 @@ class Batcher:
         largest = max(self._batches, key=lambda k: self._batches[k].state.size)
         flushes.append(self._close(largest, MEMORY_LIMIT, now))
     return flushes
+
+  def _check_order(self, key: Tuple[str, int], rows: Sequence[Row]) -> None:
+    first, last = rows[0], rows[-1]
+    if (first.topic, first.partition) != (last.topic, last.partition) or (
+        (first.offset, first.part) > (last.offset, last.part)):
+      # Not one chunk's rows: check them one by one.
+      for row in rows:
+        self._check_order(key, (row,))
+      return
+    where = (key, first.topic, first.partition)
+    newest = self._newest.get(where)
+    if newest is not None and (first.offset, first.part) <= newest:
+      raise OrderViolationError(
+          f'{key[0]} (shard {key[1]}): offset {first.offset} of {first.topic}[{first.partition}] '
+          f'arrived after offset {newest[0]} was batched; the read starts again from the durable '
+          'offsets')
+    self._newest[where] = (last.offset, last.part)
 
   def due(self, now: float) -> List[Flush]:
     """The batches whose time limit has come (reason ``timeout``)."""
@@ -134,50 +177,83 @@ class Batcher:
     return Flush(key, batch.rows, reason, state.size, max(0.0, now - state.started), batch.limits)
 
 
-class _InProcessBatchFn(beam.DoFn):
-  """``BatchPerTable`` on the local runner: a ``Batcher`` across bundles."""
+class _SharedBatcher:
+  """A ``Batcher`` shared by the stage's DoFn instances of one process, with its lock."""
+
+  def __init__(self, batcher: Batcher):
+    self.batcher = batcher
+    self.lock = threading.Lock()
+    self.published: Dict[str, Tuple[int, int]] = {}
+
+
+class BatchFn(beam.DoFn):
+  """``BatchPerTable``'s DoFn: the process's ``Batcher`` across bundles.
+
+  Args:
+    default_limits, table_limits, max_pending_bytes: the ``Batcher``'s.
+    context: the run; its runtime holds the batcher and says when every read
+      of the process has ended.
+    clock: seconds since the epoch.
+    name: the transform's id (one batcher per transform and process).
+    hold_across_bundles: keep open batches across bundles (the rows come
+      from the run's own read, which re-reads what a crash lost); else flush
+      everything at each bundle's end (rows from another read).
+  """
 
   def __init__(self, default_limits: BatchLimits, table_limits: Mapping[str, BatchLimits],
-               max_pending_bytes: Optional[int], stop_token: Optional[str],
-               clock: Callable[[], float]):
+               max_pending_bytes: Optional[int], context: RunContext,
+               clock: Callable[[], float], name: str, hold_across_bundles: bool = True):
     self._default = default_limits
     self._limits = dict(table_limits)
     self._max_pending_bytes = max_pending_bytes
-    self._stop_token = stop_token
+    self._context = context
     self._clock = clock
-    self._reporter = FlushReporter()
+    self._name = name
+    self._hold = hold_across_bundles
 
   def setup(self):
-    self._batcher = Batcher(self._default, self._limits, self._max_pending_bytes)
-    self._published_tables: Dict[str, Tuple[int, int]] = {}
+    self._runtime = acquire(self._context)
+    self._reporter = FlushReporter(self._runtime.monitor)
+    self._shared = self._runtime.shared(
+        f'batching.{self._name}',
+        lambda: _SharedBatcher(Batcher(self._default, self._limits, self._max_pending_bytes)))
+
+  def teardown(self):
+    release(self._runtime)
 
   def process(self, element):
     key, rows = element
     now = self._clock()
-    flushes = self._batcher.add(key, rows, now)
-    flushes.extend(self._batcher.due(now))
+    try:
+      with self._shared.lock:
+        flushes = self._shared.batcher.add(key, rows, now)
+        flushes.extend(self._shared.batcher.due(now))
+    except Exception as error:
+      self._runtime.fail(error)
+      raise
     for flush in flushes:
       self._reporter.report(flush)
       yield flush.key, flush.rows
 
   def finish_bundle(self):
     now = self._clock()
-    if stop.source_finished(self._stop_token):
-      reason = DRAIN if stop.stop_requested(self._stop_token) else END_OF_INPUT
-      flushes = self._batcher.flush_all(reason, now)
-    else:
-      flushes = self._batcher.due(now)
+    runtime = self._runtime
+    shared = self._shared
+    with shared.lock:
+      if not self._hold:
+        flushes = shared.batcher.flush_all(BUNDLE_END, now)
+      elif runtime.sources.finished():
+        flushes = shared.batcher.flush_all(DRAIN if runtime.stop_requested() else END_OF_INPUT,
+                                           now)
+      else:
+        flushes = shared.batcher.due(now)
+      tables = shared.batcher.open_batches()
+      changed = {table: tables.get(table, (0, 0))
+                 for table in set(shared.published) | set(tables)
+                 if shared.published.get(table) != tables.get(table, (0, 0))}
+      shared.published = tables
     for flush in flushes:
       self._reporter.report(flush)
       yield WindowedValue((flush.key, flush.rows), MIN_TIMESTAMP, [GlobalWindow()])
-    self._publish_pending()
-
-  def _publish_pending(self):
-    tables = self._batcher.open_batches()
-    for table in set(self._published_tables) | set(tables):
-      rows, size = tables.get(table, (0, 0))
-      if self._published_tables.get(table) != (rows, size):
-        FlushReporter.pending(table, rows, size)
-    self._published_tables = tables
-
-
+    for table, (rows, size) in changed.items():
+      self._reporter.pending(table, rows, size)

@@ -43,8 +43,10 @@ COLUMNS_CHANGED = 'columns_changed'
 END_OF_INPUT = 'end_of_input'
 DRAIN = 'drain'
 MEMORY_LIMIT = 'memory_limit'
+# The rows come from another read than ours (Beam YAML): every bundle's rows load before it ends.
+BUNDLE_END = 'bundle_end'
 FLUSH_REASONS = (ROWS_THRESHOLD, SIZE_THRESHOLD, TIMEOUT, COLUMNS_CHANGED, END_OF_INPUT, DRAIN,
-                 MEMORY_LIMIT)
+                 MEMORY_LIMIT, BUNDLE_END)
 
 
 @dataclasses.dataclass(frozen=True)

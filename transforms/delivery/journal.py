@@ -39,6 +39,8 @@ _WRITE_TIMEOUT_SECS = 30.0
 # How often a writer looks for entries whose rows are committed (tombstones).
 _COLLECT_INTERVAL_SECS = 30.0
 _READ_TIMEOUT_SECS = 10.0
+# Drain requests share the topic (``transforms.kafka.control``): not journal entries.
+_CONTROL_KEY_PREFIX = b'drain:'
 _CREATE_TIMEOUT_SECS = 5.0
 _TOPIC_CONFIG = {
     'cleanup.policy': 'compact',
@@ -290,7 +292,7 @@ def read_journal(config: JournalConfig) -> List[JournalEntry]:
     consumer.close()
   entries = []
   for key, value in latest.items():
-    if value is None:
+    if value is None or key is None or key.startswith(_CONTROL_KEY_PREFIX):
       continue
     try:
       entry = JournalEntry.from_json(value)

@@ -197,3 +197,19 @@ def new_producer(config: Dict[str, Any], **overrides):
   """
   from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
   return _new_client(Producer, config, overrides, 'Kafka producer config')
+
+
+class KafkaProbe:
+  """A readiness probe: does Kafka answer a metadata request?  (Picklable: plain settings.)"""
+
+  def __init__(self, config: Dict[str, Any], timeout_secs: float = 5.0):
+    self._config = dict(config)
+    self._timeout_secs = timeout_secs
+
+  def __call__(self):
+    consumer = new_consumer(self._config)
+    try:
+      metadata = consumer.list_topics(timeout=self._timeout_secs)
+    finally:
+      consumer.close()
+    return True, f'{len(metadata.brokers)} brokers answer'

@@ -29,21 +29,32 @@ from __future__ import annotations
 import collections
 import logging
 import time
+import zlib
 from typing import FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 
-from transforms import metrics, monitoring
+from transforms import metrics
+from transforms.monitoring import Monitor
 from transforms.kafka.config import KafkaSourceError, describe_servers
 from transforms.kafka.partitions import matching_partitions, start_offsets
 from transforms.kafka.topics import TopicSelector, new_partitions
 
 __all__ = ['Discovery', 'WatchRestriction', 'WatchTracker', 'FoundPartition', 'TopicCheck',
-           'check_topics', 'try_check_topics', 'DEFAULT_DISCOVERY_INTERVAL_SECS']
+           'check_topics', 'try_check_topics', 'shard_of', 'DEFAULT_DISCOVERY_INTERVAL_SECS',
+           'DEFAULT_DISCOVERY_SHARDS']
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_DISCOVERY_INTERVAL_SECS = 30.0
+# Loops per streaming read: each reads the partitions found while running that hash to it, and
+# the runner spreads the loops over its workers like the partitions themselves.
+DEFAULT_DISCOVERY_SHARDS = 16
+
+
+def shard_of(topic: str, partition: int, shards: int) -> int:
+  """Which discovery loop reads a partition found while running (stable in every process)."""
+  return zlib.crc32(f'{topic}\x00{partition}'.encode()) % max(1, shards)
 # Partitions found while running start here when the group has no committed offset.
 _LATE_RESET = 'earliest'
 
@@ -73,6 +84,7 @@ class WatchRestriction(NamedTuple):
       running: the loop reads them.
     next_check_epoch: when to ask the cluster again (wall time).
     done: the loop finished (drain, stop).
+    draining: the runner drains (``truncate``): read no further, finish.
     gone: topics of ``known`` the cluster did not list at the last check
       (deleted), each reported once when it went and once if it comes back.
   """
@@ -81,6 +93,7 @@ class WatchRestriction(NamedTuple):
   next_check_epoch: float = 0.0
   done: bool = False
   gone: FrozenSet[str] = frozenset()
+  draining: bool = False
 
 
 class WatchTracker(RestrictionTracker):
@@ -139,7 +152,8 @@ class TopicCheck(NamedTuple):
 
 
 def check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[str, int]],
-                 gone: FrozenSet[str] = frozenset()) -> TopicCheck:
+                 gone: FrozenSet[str] = frozenset(), monitor: Optional[Monitor] = None,
+                 report: bool = True) -> TopicCheck:
   """Asks the cluster for partitions of the selected topics that are not ``known`` yet, and
   for the known topics it no longer lists (deleted).
 
@@ -159,6 +173,9 @@ def check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[
   """
   current = matching_partitions(consumer, config, discovery.selector, discovery.timeout_secs)
   now_gone = frozenset(topic for topic, _ in known if topic not in current)
+  if not report:  # another loop of the read says it
+    return TopicCheck(_start_new_partitions(consumer, config, discovery, current, known, monitor,
+                                            report), now_gone)
   for topic in sorted(now_gone - gone):
     _LOGGER.warning('Topic %s is no longer on %s (deleted?): its partitions have nothing to '
                     'read and keep their committed offsets; the other topics are read on',
@@ -167,11 +184,13 @@ def check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[
     _LOGGER.warning('Topic %s is back on %s (re-created?): its partitions are read on from the '
                     'old topic\'s offsets; records below them are skipped (a re-created topic '
                     'is best given a new name)', topic, describe_servers(config))
-  return TopicCheck(_start_new_partitions(consumer, config, discovery, current, known), now_gone)
+  return TopicCheck(_start_new_partitions(consumer, config, discovery, current, known, monitor,
+                                          report), now_gone)
 
 
 def _start_new_partitions(consumer, config, discovery: Discovery, current,
-                          known) -> List[FoundPartition]:
+                          known, monitor: Optional[Monitor] = None,
+                          report: bool = True) -> List[FoundPartition]:
   new = new_partitions(current, known)
   if not new:
     return []
@@ -181,7 +200,7 @@ def _start_new_partitions(consumer, config, discovery: Discovery, current,
   for f in found:
     by_topic[f.topic].append(f)
   known_topics = {topic for topic, _ in known}
-  for topic, partitions in sorted(by_topic.items()):
+  for topic, partitions in sorted(by_topic.items()) if report else ():
     if topic in known_topics:
       _LOGGER.info('Discovered %d new partition(s) of topic %s on %s: %s', len(partitions), topic,
                    describe_servers(config), _describe(partitions))
@@ -193,17 +212,19 @@ def _start_new_partitions(consumer, config, discovery: Discovery, current,
     if f.end_offset is not None and f.end_offset >= 0:
       lag = max(0, f.end_offset - f.start_offset)
       metrics.KAFKA_LAG.labels(f.topic, str(f.partition)).set(lag)
-      monitoring.monitor().partition_progress(f.topic, f.partition, lag=lag)
+      if monitor is not None:
+        monitor.partition_progress(f.topic, f.partition, lag=lag, high=f.end_offset)
   return found
 
 
 def try_check_topics(consumer, config, discovery: Discovery, known: FrozenSet[Tuple[str, int]],
-                     gone: FrozenSet[str] = frozenset()) -> TopicCheck:
+                     gone: FrozenSet[str] = frozenset(), monitor: Optional[Monitor] = None,
+                     report: bool = True) -> TopicCheck:
   """``check_topics``, but a failure is logged (WARNING) and finds nothing (``gone`` stays):
   the next interval asks again, the read goes on."""
   started = time.monotonic()
   try:
-    return check_topics(consumer, config, discovery, known, gone)
+    return check_topics(consumer, config, discovery, known, gone, monitor, report)
   except KafkaSourceError as error:
     _LOGGER.warning('Looking for new partitions (%s) failed after %.1fs; trying again in %ss: %s',
                     discovery.selector.describe(), time.monotonic() - started,

@@ -23,8 +23,9 @@ class OffsetTracker:
   acked several times when one record becomes several rows).  Acks may come
   before their chunk.  The committable offset is ``next_offset`` of the last
   chunk of the longest prefix of complete chunks, where the first chunk seen
-  starts the prefix and chunks are ordered by offset; it never passes an
-  incomplete chunk.
+  starts the prefix (or ``position``, when set where a read starts) and chunks
+  are ordered by offset; it never passes an incomplete chunk, nor a gap
+  before a chunk that arrived early.
   """
 
   def __init__(self):
@@ -84,7 +85,12 @@ class OffsetTracker:
   def _advance(self) -> Optional[int]:
     chunks = self._chunks
     done = 0
-    while done < len(chunks) and chunks[done][2] <= 0:
+    end = self.position
+    # Only complete chunks that follow on from the prefix: a chunk handed on out of order
+    # waits for the chunks before it (their offsets are not finished).
+    while (done < len(chunks) and chunks[done][2] <= 0
+           and (end is None or chunks[done][0] <= end)):
+      end = chunks[done][1]
       done += 1
     if not done:
       return None

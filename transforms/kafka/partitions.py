@@ -15,13 +15,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
-from transforms.kafka import stop
 from transforms.kafka.config import (EARLIEST, LATEST, KafkaConfigError, KafkaSourceError,
                                      KafkaUnreachableError, UnknownTopicError,
                                      client_failure_cause, describe_servers, new_consumer)
 from transforms.kafka.topics import TopicSelector
 
-__all__ = ['PartitionSpec', 'WatchSpec', 'WATCH_KEY', 'UNBOUNDED_STOP_OFFSET',
+__all__ = ['PartitionSpec', 'WatchSpec', 'UNBOUNDED_STOP_OFFSET',
            'normalize_partitions', 'list_partitions', 'matching_partitions', 'start_offsets',
            'resolve_specs']
 
@@ -249,33 +248,29 @@ class WatchSpec(NamedTuple):
   """
   known: Tuple[Tuple[str, int], ...]  # the partitions read from the start
   stop_at_epoch_secs: Optional[float]
-
-
-# The stop registry's name for the discovery loop: a drain ends when it is done too.
-WATCH_KEY = ('', -1)
+  shard: int = 0  # this loop reads the partitions found while running whose
+  shards: int = 1  # ``discovery.shard_of`` is ``shard`` (see ``discovery``)
 
 
 class _ResolvePartitionsFn(beam.DoFn):
-  """Impulse -> one ``PartitionSpec`` per partition to read (and a ``WatchSpec``)."""
+  """Impulse -> one ``PartitionSpec`` per partition to read (and ``watch_shards`` ``WatchSpec``s)."""
 
   def __init__(self, config, topics, partitions, stop_at_end, timeout_secs,
-               stop_after_secs, stop_token=None, watch=False):
+               stop_after_secs, watch_shards=0):
     self._config = config
     self._topics = topics
     self._partitions = partitions
     self._stop_at_end = stop_at_end
     self._timeout_secs = timeout_secs
     self._stop_after_secs = stop_after_secs
-    self._stop_token = stop_token
-    self._watch = watch
+    self._watch_shards = watch_shards
 
   def process(self, unused_impulse):
     specs = resolve_specs(self._config, self._topics, self._partitions, self._stop_at_end,
                           self._timeout_secs, self._stop_after_secs)
-    expected = [(s.topic, s.partition) for s in specs]
-    stop.expect_partitions(self._stop_token, expected + ([WATCH_KEY] if self._watch else []))
+    known = tuple((s.topic, s.partition) for s in specs)
     yield from specs
-    if self._watch:
-      stop_at = (time.time() + self._stop_after_secs
-                 if self._stop_after_secs is not None else None)
-      yield WatchSpec(tuple(expected), specs[0].stop_at_epoch_secs if specs else stop_at)
+    stop_at = (specs[0].stop_at_epoch_secs if specs else
+               time.time() + self._stop_after_secs if self._stop_after_secs is not None else None)
+    for shard in range(self._watch_shards):
+      yield WatchSpec(known, stop_at, shard, self._watch_shards)

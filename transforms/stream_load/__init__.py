@@ -5,7 +5,8 @@ taxonomy, by whose fault), ``classify`` (server messages -> errors),
 ``transport`` (pooled HTTP, FE rotation, FE -> BE redirect), ``transactions``
 (labels, 2PC, StarRocks's transaction API), ``client`` (``StreamLoadClient``),
 ``bodies`` (request bodies), ``labels``, ``loader`` (one batch, bisecting
-bad data), ``scheduler`` (per-key ordering), ``sink`` (``WriteToStreamLoad``).
+bad data), ``scheduler`` (per-key ordering), ``sink`` (``WriteToStreamLoad``),
+``probe`` (``FeProbe``, a readiness check).
 """
 
 from transforms.stream_load.client import StreamLoadClient
@@ -15,12 +16,14 @@ from transforms.stream_load.errors import (AuthenticationError, ClusterFaultErro
                                            RetryableLoadError, RowFaultError, StreamLoadError,
                                            StreamLoadUnavailableError, TableNotFoundError)
 from transforms.stream_load.outcome import LoadOutcome
+from transforms.stream_load.probe import FeProbe
 from transforms.stream_load.sink import StreamLoadWriteResult, WriteToStreamLoad
 
 __all__ = [
     'AuthenticationError',
     'ClusterFaultError',
     'DataQualityError',
+    'FeProbe',
     'LoadOutcome',
     'RetriesExhaustedError',
     'RetryableLoadError',

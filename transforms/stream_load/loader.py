@@ -18,7 +18,8 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from transforms import metrics, monitoring
+from transforms import metrics
+from transforms.monitoring import Monitor
 from transforms.delivery.entries import JournalEntry, ranges_of
 from transforms.delivery.journal import JournalUnavailableError, LoadJournal
 from transforms.stream_load.bodies import EncodedBatch, encode_rows
@@ -65,16 +66,18 @@ class BatchLoader:
     keep_retrying: retry a batch without end while the cluster is unavailable
       (long-running jobs); else fail the bundle when the retries run out.
     sleep: the pause between those rounds (tests inject a fake).
+    monitor: the process's stall monitor (a private one if None).
   """
 
   def __init__(self, client: StreamLoadClient, journal: Optional[LoadJournal], group: str,
                label_prefix: str, table_options: Mapping[str, TableLoadOptions],
                table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]],
-               keep_retrying: bool = False, sleep: Callable[[float], None] = time.sleep):
+               keep_retrying: bool = False, sleep: Callable[[float], None] = time.sleep,
+               monitor: Optional[Monitor] = None):
     self._client = client
     self._keep_retrying = keep_retrying
     self._sleep = sleep
-    self._monitor = monitoring.monitor()
+    self._monitor = monitor if monitor is not None else Monitor()
     self._journal = journal
     self._group = group
     self._label_prefix = label_prefix

@@ -1,21 +1,18 @@
 """``WriteToStreamLoad``: the Beam sink that loads batches into Doris or StarRocks.
 
 Each input element is one batch, ``((table, shard), [Row, ...])`` (or
-``(table, rows)``).  The DoFn creates one pooled ``StreamLoadClient``, the
-load journal (exactly-once) and a pool of ``flush_workers`` threads in
-``setup()`` and keeps up to that many loads in flight (seed 000's worker
+``(table, rows)``).  One engine per run and worker process -- a pooled
+``StreamLoadClient``, the load journal (exactly-once) and a pool of
+``flush_workers`` threads, made in ``setup()`` through the run's
+``Runtime`` -- keeps up to that many loads in flight (seed 000's worker
 pool).  Two batches with the same key of an ordered table (unique,
 aggregate, primary-key) never load at the same time (``LoadScheduler``).
 
-Two implementations, as for batching:
-
-* portable runners: every load of a bundle is waited for in
-  ``finish_bundle()``, so a bundle never completes before its rows are
-  durable;
-* the local runner's in-process worker: loads stay in flight across bundles
-  while the read goes on, finished ones are reported at the next element or
-  bundle end, and everything is waited for when the read has finished (the
-  rows are acknowledged only once loaded, so a crash loses nothing).
+Loads stay in flight across bundles while the read goes on; finished ones
+are reported at the next element or bundle end, and everything is waited for
+once every read of the worker has ended (the rows are acknowledged only once
+loaded, so a crash loses nothing).  With ``hold_across_bundles=False`` (rows
+from another read) each bundle waits for its loads in ``finish_bundle``.
 
 Outputs (``StreamLoadWriteResult``): one ``LoadResult`` per loaded piece, and
 ``DeadLetter``s for rows that failed through their own fault (stage ``load``:
@@ -29,7 +26,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from typing import Any, Iterable, List, Mapping, Optional, Tuple
+import threading
+import uuid
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import apache_beam as beam
 import orjson
@@ -38,10 +37,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms import metrics, monitoring
+from transforms import metrics
 from transforms.delivery.journal import JournalConfig, LoadJournal
-from transforms.kafka import stop
-from transforms.runtime import runs_in_process
+from transforms.runtime import RunContext, acquire, release
 from transforms.stream_load.client import StreamLoadClient
 from transforms.stream_load.config import GROUP_COMMIT_OFF, StreamLoadConfig, TableLoadOptions
 from transforms.stream_load.errors import RowFaultError
@@ -121,8 +119,7 @@ class _SinkSettings:
   def __init__(self, config: StreamLoadConfig, flush_workers: int, label_prefix: str,
                table_options: Mapping[str, TableLoadOptions],
                table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]],
-               journal: Optional[JournalConfig], stop_token: Optional[str],
-               keep_retrying: bool = False):
+               journal: Optional[JournalConfig], keep_retrying: bool = False):
     self.config = config
     self.keep_retrying = keep_retrying
     self.flush_workers = flush_workers
@@ -130,21 +127,67 @@ class _SinkSettings:
     self.table_options = dict(table_options)
     self.table_sharding = dict(table_sharding)
     self.journal = journal
-    self.stop_token = stop_token
+
+
+class _Engine:
+  """What loads a worker's batches: client, journal, loader, flush threads (one per process)."""
+
+  def __init__(self, settings: _SinkSettings, monitor, client_factory=None):
+    # The password is read here, on the worker: with --password_file it never
+    # travels with the pipeline.
+    factory = client_factory or StreamLoadClient
+    self.client = factory(settings.config.resolved())
+    self.journal = LoadJournal(settings.journal) if settings.journal is not None else None
+    self.loader = BatchLoader(self.client, self.journal,
+                              settings.journal.group if settings.journal else '',
+                              settings.label_prefix, settings.table_options,
+                              settings.table_sharding, keep_retrying=settings.keep_retrying,
+                              monitor=monitor)
+    self.executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=settings.flush_workers, thread_name_prefix='stream-load')
+    self.scheduler = LoadScheduler(self.executor, self._run_job)
+    self._settings = settings
+    self._ordered: Dict[str, bool] = {}
+    self._lock = threading.Lock()
+
+  def is_ordered(self, table: str) -> bool:
+    """Whether batches of ``table`` (per key) must load one after another."""
+    ordered = self._ordered.get(table)
+    if ordered is None:
+      options = self._settings.table_options.get(table)
+      if options is not None and options.ordered is not None:
+        ordered = options.ordered
+      else:
+        # Only append-only (duplicate-key) tables are safe to load out of order.
+        ordered = self.client.table_keys_type(table) != 'DUP_KEYS'
+      self._ordered[table] = ordered
+    return ordered
+
+  # Runs on a flush thread.
+  def _run_job(self, job: Job) -> BatchReport:
+    table, rows, encoded = job.payload
+    report = self.loader.load(job.key, table, rows, encoded)
+    job.payload = (table, rows, None)  # the body is sent: let it go now
+    return report
+
+  def close(self) -> None:
+    """Best effort, never loads: pending rows were never acknowledged (a restart reads them)."""
+    self.executor.shutdown(wait=False, cancel_futures=True)
+    if self.journal is not None:
+      self.journal.close()
+    self.client.close()
 
 
 class _WriteBatchesFn(beam.DoFn):
-  """Loads batches with up to ``flush_workers`` loads in flight; waits in ``finish_bundle``."""
+  """Submits batches to the worker's engine; reports finished loads; waits when the input ends."""
 
-  # The in-process subclass keeps loads in flight across bundles.
-  _WAITS_EACH_BUNDLE = True
-
-  def __init__(self, settings: _SinkSettings, client_factory=None):
+  def __init__(self, settings: _SinkSettings, context: RunContext, name: str,
+               hold_across_bundles: bool, client_factory=None):
     self._settings = settings
+    self._context = context
+    self._name = name
+    self._hold = hold_across_bundles
     self._client_factory = client_factory
-    self._client: Optional[StreamLoadClient] = None
-    self._journal: Optional[LoadJournal] = None
-    self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
     self._jobs: List[Job] = []
     ns = metrics.NAMESPACE
     self._rows_loaded = Metrics.counter(ns, 'rows_loaded')
@@ -160,35 +203,16 @@ class _WriteBatchesFn(beam.DoFn):
     self._load_latency = Metrics.distribution(ns, 'load_latency_ms')
 
   def setup(self):
-    settings = self._settings
-    # The password is read here, on the worker: with --password_file it never
-    # travels with the pipeline.
-    factory = self._client_factory or StreamLoadClient
-    self._client = factory(settings.config.resolved())
-    if settings.journal is not None:
-      self._journal = LoadJournal(settings.journal)
-    self._loader = BatchLoader(self._client, self._journal,
-                               settings.journal.group if settings.journal else '',
-                               settings.label_prefix, settings.table_options,
-                               settings.table_sharding, keep_retrying=settings.keep_retrying)
-    self._ordered = {}
-    self._executor = concurrent.futures.ThreadPoolExecutor(
-        max_workers=settings.flush_workers, thread_name_prefix='stream-load')
-    self._scheduler = LoadScheduler(self._executor, self._run_job)
+    self._runtime = acquire(self._context)
+    self._monitor = self._runtime.monitor
+    self._engine = self._runtime.shared(
+        f'stream_load.{self._name}',
+        lambda: _Engine(self._settings, self._monitor, self._client_factory))
     self._jobs = []
 
-  def _is_ordered(self, table: str) -> bool:
-    """Whether batches of ``table`` (per key) must load one after another."""
-    ordered = self._ordered.get(table)
-    if ordered is None:
-      options = self._settings.table_options.get(table)
-      if options is not None and options.ordered is not None:
-        ordered = options.ordered
-      else:
-        # Only append-only (duplicate-key) tables are safe to load out of order.
-        ordered = self._client.table_keys_type(table) != 'DUP_KEYS'
-      self._ordered[table] = ordered
-    return ordered
+  def teardown(self):
+    # Never flushes: finish_bundle waited for every load the input's end needed.
+    release(self._runtime)
 
   def process(self, element):
     key, batch = element
@@ -196,34 +220,31 @@ class _WriteBatchesFn(beam.DoFn):
     rows = _as_rows(table, batch)
     if not rows:
       return
-    # Encode here, on the bundle thread, while up to flush_workers loads are on
-    # the wire: encoding holds the GIL, so doing it in the flush threads would
-    # only make the loads wait for each other's encoding.
-    job = Job(key, (table, rows, self._loader.encode(table, rows)))
-    monitoring.monitor().load_started(table)
-    self._scheduler.submit(job, self._is_ordered(table))
-    self._jobs.append(job)
-    # Back-pressure: report finished loads; hold the bundle while too many wait.
-    yield from self._harvest(block_above=self._settings.flush_workers + _QUEUED_JOBS,
-                             windowed=False)
+    try:
+      engine = self._engine
+      # Encode here, on the bundle thread, while up to flush_workers loads are on
+      # the wire: encoding holds the GIL, so doing it in the flush threads would
+      # only make the loads wait for each other's encoding.
+      job = Job(key, (table, rows, engine.loader.encode(table, rows)))
+      self._monitor.load_started(table)
+      engine.scheduler.submit(job, engine.is_ordered(table))
+      self._jobs.append(job)
+      # Back-pressure: report finished loads; hold the bundle while too many wait.
+      yield from self._harvest(block_above=self._settings.flush_workers + _QUEUED_JOBS,
+                               windowed=False)
+    except Exception as error:
+      self._runtime.fail(error)
+      raise
 
   def finish_bundle(self):
-    wait_all = self._WAITS_EACH_BUNDLE or stop.source_finished(self._settings.stop_token)
-    yield from self._harvest(block_above=0 if wait_all else None, windowed=True)
-    if self._journal is not None:
-      self._journal.collect()
-
-  def teardown(self):
-    # Best effort, never flushes: finish_bundle already waited for every load.
-    if self._executor is not None:
-      self._executor.shutdown(wait=False, cancel_futures=True)
-      self._executor = None
-    if self._journal is not None:
-      self._journal.close()
-      self._journal = None
-    if self._client is not None:
-      self._client.close()
-      self._client = None
+    try:
+      wait_all = not self._hold or self._runtime.sources.finished()
+      yield from self._harvest(block_above=0 if wait_all else None, windowed=True)
+      if self._engine.journal is not None:
+        self._engine.journal.collect()
+    except Exception as error:
+      self._runtime.fail(error)
+      raise
 
   def display_data(self):
     config = self._settings.config
@@ -237,16 +258,9 @@ class _WriteBatchesFn(beam.DoFn):
         'exactly_once': self._settings.journal is not None,
     }
 
-  # Runs on a flush thread.
-  def _run_job(self, job: Job) -> BatchReport:
-    table, rows, encoded = job.payload
-    report = self._loader.load(job.key, table, rows, encoded)
-    job.payload = (table, rows, None)  # the body is sent: let it go now
-    return report
-
   def _harvest(self, block_above: Optional[int], windowed: bool):
     """Reports finished jobs; waits while more than ``block_above`` are pending (None: never)."""
-    monitor = monitoring.monitor()
+    monitor = self._monitor
     while True:
       monitor.heartbeat('sink')
       pending = []
@@ -293,6 +307,8 @@ class _WriteBatchesFn(beam.DoFn):
     self._bytes_loaded.inc(outcome.load_bytes)
     self._batches_loaded.inc()
     self._retries.inc(max(0, outcome.attempts - 1))
+    self._monitor.count('rows_loaded', outcome.loaded_rows)
+    self._monitor.count('loads')
     if outcome.status == STATUS_LABEL_EXISTS:
       self._label_exists.inc()
     self._batch_rows.update(len(rows))
@@ -308,11 +324,6 @@ class _WriteBatchesFn(beam.DoFn):
     for line in outcome.rejected:
       yield beam.pvalue.TaggedOutput(
           DEAD_LETTER_TAG, DeadLetter('rejected', line[:2000], None, None, None, table, None))
-
-
-class _InProcessWriteFn(_WriteBatchesFn):
-  """The local runner's sink: loads stay in flight across bundles until the read ends."""
-  _WAITS_EACH_BUNDLE = False
 
 
 class WriteToStreamLoad(beam.PTransform):
@@ -339,13 +350,14 @@ class WriteToStreamLoad(beam.PTransform):
     table_sharding: per-table ``(shards, key_columns)`` as ``KeyByTable``
       used them (recorded in the journal).
     journal: where the load journal lives (exactly-once), or None.
-    stop_token: the run token of the Kafka read (local runner: wait for all
-      loads when the read has finished).
+    context: the run (the read's): its runtime holds the worker's engine and
+      says when every read of the worker has ended.
+    hold_across_bundles: keep loads in flight across bundles, waiting for
+      them only once every read of the worker has ended (rows from the run's
+      own ``ReadKafkaChunks(durable=True)``: the loader's setting); by
+      default each bundle waits for its loads (rows from another read).
     keep_retrying: a long-running job: while the cluster is unavailable, retry
       a batch without end (the stall detector reports it) instead of failing.
-    in_process: force the in-process (True) or the portable (False) DoFn;
-      default: in-process on the local runner's in-process worker when a
-      ``stop_token`` tells it when the read ends.
     client_factory: builds the client from the config (tests).
 
   Raises:
@@ -356,8 +368,8 @@ class WriteToStreamLoad(beam.PTransform):
                label_prefix: str = DEFAULT_LABEL_PREFIX,
                table_options: Optional[Mapping[str, TableLoadOptions]] = None,
                table_sharding: Optional[Mapping[str, Tuple[int, Tuple[str, ...]]]] = None,
-               journal: Optional[JournalConfig] = None, stop_token: Optional[str] = None,
-               keep_retrying: bool = False, in_process: Optional[bool] = None,
+               journal: Optional[JournalConfig] = None, context: Optional[RunContext] = None,
+               hold_across_bundles: bool = False, keep_retrying: bool = False,
                client_factory=None):
     super().__init__()
     if not isinstance(config, StreamLoadConfig):
@@ -378,8 +390,10 @@ class WriteToStreamLoad(beam.PTransform):
       raise ValueError('journal: group commit loads carry no label, so the load journal cannot '
                        'recognise them after a crash; use no journal (at-least-once)')
     self._settings = _SinkSettings(config, flush_workers, label_prefix, table_options or {},
-                                   table_sharding or {}, journal, stop_token, keep_retrying)
-    self._in_process = in_process
+                                   table_sharding or {}, journal, keep_retrying)
+    self._context = context or RunContext()
+    self._hold = hold_across_bundles
+    self._name = uuid.uuid4().hex
     self._client_factory = client_factory
 
   @property
@@ -387,13 +401,7 @@ class WriteToStreamLoad(beam.PTransform):
     return self._settings.config
 
   def expand(self, batches):
-    in_process = self._in_process
-    if in_process is None:
-      # Without a read to watch, the sink could not tell when the input ends.
-      in_process = (self._settings.stop_token is not None
-                    and runs_in_process(batches.pipeline))
-    fn_class = _InProcessWriteFn if in_process else _WriteBatchesFn
     outputs = batches | 'LoadBatches' >> beam.ParDo(
-        fn_class(self._settings, self._client_factory)).with_outputs(DEAD_LETTER_TAG,
-                                                                     main='load_results')
+        _WriteBatchesFn(self._settings, self._context, self._name, self._hold,
+                        self._client_factory)).with_outputs(DEAD_LETTER_TAG, main='load_results')
     return StreamLoadWriteResult(outputs.load_results, outputs[DEAD_LETTER_TAG])

@@ -3,6 +3,7 @@
 import pytest
 
 from transforms.batching import BatchLimits, Batcher
+from transforms.batching.in_process import OrderViolationError
 from transforms.batching.limits import (COLUMNS_CHANGED, DRAIN, MEMORY_LIMIT, ROWS_THRESHOLD,
                                         SIZE_THRESHOLD, TIMEOUT, OpenBatch, cut_batches)
 from transforms.types import Row
@@ -89,3 +90,32 @@ def test_cut_rule_is_the_same_for_both_engines():
   first = [end for end, _, _ in cut_batches(rows[:3], state, limits, 0.0)]
   second = [end + 3 for end, _, _ in cut_batches(rows[3:], state, limits, 0.0)]
   assert whole == first + second == [4, 8]
+
+
+def test_a_partitions_rows_arriving_out_of_offset_order_are_refused_never_batched():
+  """Order per key comes from the offsets: rows older than one already batched for the key
+  (from the same partition) would let an older version overwrite a newer one once loaded."""
+  batcher = Batcher(BatchLimits(rows=4, interval_secs=10), {})
+  key = ('db.t', 0)
+  flushes = batcher.add(key, _rows('db.t', 5, start=100), now=0.0)  # [100, 105): 4 cut, 1 open
+  assert _summary(flushes) == [(key, ROWS_THRESHOLD, [100, 101, 102, 103])]
+  with pytest.raises(OrderViolationError, match=r'offset 50 of t\[0\] arrived after offset 104'):
+    batcher.add(key, _rows('db.t', 3, start=50), now=1.0)  # an earlier chunk, late
+  # Nothing of the late chunk was batched: what is open is still only offset 104.
+  assert _summary(batcher.flush_all(DRAIN, 2.0)) == [(key, DRAIN, [104])]
+  # Other partitions and other keys have their own order; later offsets go on.
+  batcher.add(key, _rows('db.t', 2, start=0, partition=1), now=3.0)
+  batcher.add(('db.u', 0), _rows('db.u', 2, start=0), now=3.0)
+  batcher.add(key, _rows('db.t', 2, start=105), now=3.0)
+  with pytest.raises(OrderViolationError):
+    batcher.add(key, _rows('db.t', 1, start=106), now=4.0)  # a duplicate of an offset batched
+
+
+def test_rows_of_one_record_keep_their_part_order():
+  batcher = Batcher(BatchLimits(rows=100, interval_secs=10), {})
+  key = ('db.t', 0)
+  parts = [Row('db.t', {'id': i}, 'upsert', 't', 0, 7, 9, part=i) for i in range(3)]
+  batcher.add(key, parts[:2], now=0.0)
+  batcher.add(key, parts[2:], now=0.0)  # the same record's next row: newer, accepted
+  with pytest.raises(OrderViolationError):
+    batcher.add(key, parts[1:2], now=0.0)

@@ -4,14 +4,16 @@ import logging
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.utils import timestamp
+
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from transforms.batching import BatchLimits, BatchPerTable, KeyByTable
+from transforms.runtime import RunContext, acquire, release
 from transforms.types import Row
+
+pytestmark = pytest.mark.transform
 
 
 def _rows(table, n, start=0, size=10, fields=None):
@@ -39,30 +41,35 @@ def _summaries(batches):
   return batches | beam.Map(lambda kv: (kv[0][0], len(kv[1]), [r.offset for r in kv[1]]))
 
 
-def test_each_table_flushes_on_its_own_limits(caplog):
+@pytest.mark.parametrize('reads_ended', [False, True])
+def test_held_batches_wait_for_their_limits_until_every_read_of_the_worker_ends(
+    caplog, reads_ended):
   caplog.set_level(logging.INFO, logger='transforms.batching')
   small, big = 'demo.small', 'demo.big'
-  stream = (BeamTestStream()
-            .add_elements([(small, _rows(small, 3))])
-            .add_elements([(big, _rows(big, 10))])
-            .advance_processing_time(10)
-            .add_elements([(big, _rows(big, 1, start=10))])
-            .advance_watermark_to_infinity())
   limits = {small: BatchLimits(rows=100, interval_secs=5),
             big: BatchLimits(rows=4, interval_secs=1000)}
+  context = RunContext()
+  runtime = acquire(context)  # the worker's runtime, as the run's read would hold it
+  runtime.sources.reading(('t', 0))
+  if reads_ended:
+    runtime.sources.ended(('t', 0))
   _COLLECTED.clear()
-  with BeamTestPipeline(options=StandardOptions(streaming=True)) as p:
-    batches = (p | stream | KeyByTable(limits)
-               | BatchPerTable(BatchLimits(), limits, clock=_FakeClock(timestamp.Timestamp(0))))
-    # The end-of-input flush comes when the global window closes, after any
-    # downstream assert_that has fired; collect in-process instead.
+  with BeamTestPipeline(runner=FnApiRunner()) as p:
+    batches = (p | beam.Create([(small, _rows(small, 3)), (big, _rows(big, 11))], reshuffle=False)
+               | KeyByTable(limits)
+               | BatchPerTable(BatchLimits(), limits, clock=_FakeClock(0.0), context=context,
+                               hold_across_bundles=True))
     _ = _summaries(batches) | beam.Map(_collect)
-  assert _COLLECTED == [
-      (big, 4, [0, 1, 2, 3]), (big, 4, [4, 5, 6, 7]), (small, 3, [0, 1, 2]), (big, 3, [8, 9, 10])]
   reasons = [(r.args[0], r.args[1]) for r in caplog.records if 'flush triggered' in r.msg]
-  assert reasons.count((big, 'rows_threshold')) == 2
-  # The small table went on its own time limit, before the big table's last batch.
-  assert reasons.index((small, 'timeout')) < reasons.index((big, 'end_of_input'))
+  cut = [(big, 4, [0, 1, 2, 3]), (big, 4, [4, 5, 6, 7])]
+  if reads_ended:
+    assert sorted(_COLLECTED) == sorted(cut + [(small, 3, [0, 1, 2]), (big, 3, [8, 9, 10])])
+    assert sorted(reasons) == sorted([(big, 'rows_threshold')] * 2 +
+                                     [(small, 'end_of_input'), (big, 'end_of_input')])
+  else:
+    # The rest stays open in the worker's batcher, for its time limit (or the reads' end).
+    assert _COLLECTED == cut and reasons == [(big, 'rows_threshold')] * 2
+  release(runtime)
 
 
 def test_byte_limit_and_column_change_split_batches(caplog):
@@ -76,7 +83,8 @@ def test_byte_limit_and_column_change_split_batches(caplog):
     assert_that(_summaries(batches), equal_to([
         (table, 3, [0, 1, 2]), (table, 2, [3, 4]), (table, 1, [5])]))
   reasons = [r.args[1] for r in caplog.records if 'flush triggered' in r.msg]
-  assert sorted(reasons) == ['columns_changed', 'end_of_input', 'size_threshold']
+  # Rows from another read than the run's own: each bundle's rest is flushed at its end.
+  assert sorted(reasons) == ['bundle_end', 'columns_changed', 'size_threshold']
 
 
 def test_end_of_input_flushes_everything():

@@ -10,7 +10,6 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.fixtures.kafka import values_of
 from transforms import kafka
-from transforms.runtime import runs_in_process
 from transforms.types import ChunkRead, OffsetAck
 
 _SINK = collections.defaultdict(list)
@@ -35,12 +34,9 @@ def _ack_loaded(chunk, failed_partition, first_failed_offset):
     yield OffsetAck(chunk.topic, chunk.partition, offsets)
 
 
-@pytest.mark.parametrize('in_process, flatten', [
-    (None, False),   # the FnApiRunner default: in-process, inputs as a tuple
-    (False, True),   # the portable stateful DoFn behind a Flatten
-])
+@pytest.mark.parametrize('flatten', [False, True])
 def test_commit_stops_before_the_first_unloaded_chunk_and_restart_rereads_tail(
-    kafka_cluster, in_process, flatten):
+    kafka_cluster, flatten):
   topic = kafka_cluster.unique_topic()
   values = values_of(1000)  # 250 per partition, round robin
   kafka_cluster.produce(topic, values)
@@ -55,7 +51,9 @@ def test_commit_stops_before_the_first_unloaded_chunk_and_restart_rereads_tail(
     _ = reads | 'KeepReads' >> beam.ParDo(_Collect(name + '-reads'))
     acks = chunks | 'Sink' >> beam.FlatMap(_ack_loaded, 0, 120)
     inputs = (reads, acks) | beam.Flatten() if flatten else (reads, acks)
-    commits = inputs | kafka.CommitOffsets(config, in_process=in_process)
+    commits = inputs | kafka.CommitOffsets(config)
+    if not flatten:
+      commits = commits | 'AllCommits' >> beam.Flatten()
     _ = commits | beam.ParDo(_Collect(name))
 
   # Partition 0 lost offsets >= 120: its commit stops at the start of the
@@ -76,8 +74,7 @@ def test_commit_stops_before_the_first_unloaded_chunk_and_restart_rereads_tail(
                 equal_to([(0, o) for o in range(committed[0], 250)]))
 
 
-@pytest.mark.parametrize('in_process', [True, False])
-def test_commit_offsets_from_out_of_order_acks(kafka_cluster, in_process):
+def test_commit_offsets_from_out_of_order_acks(kafka_cluster):
   topic = kafka_cluster.unique_topic()
   kafka_cluster.produce(topic, values_of(40))  # creates the topic
   group = f'g-{uuid.uuid4().hex[:8]}'
@@ -94,21 +91,11 @@ def test_commit_offsets_from_out_of_order_acks(kafka_cluster, in_process):
   name = uuid.uuid4().hex
   with beam.Pipeline(runner=FnApiRunner()) as p:
     _ = (p | beam.Create(items, reshuffle=False)
-         | kafka.CommitOffsets(config, in_process=in_process)
+         | kafka.CommitOffsets(config)
          | beam.ParDo(_Collect(name)))
   assert sorted(_SINK.pop(name)) == [(topic, 0, 5), (topic, 0, 10),
                                      (topic, 1, 3)]
   assert kafka_cluster.committed(group, topic) == {0: 10, 1: 3}
-
-
-def test_in_process_commits_are_chosen_only_for_in_process_fnapi_runners():
-  from apache_beam.options.pipeline_options import PipelineOptions
-  assert runs_in_process(beam.Pipeline(runner=FnApiRunner()))
-  # Several worker threads or processes would each hold their own open batches.
-  for mode in ('multi_threading', 'multi_processing'):
-    assert not runs_in_process(beam.Pipeline(
-        runner=FnApiRunner(), options=PipelineOptions(direct_running_mode=mode)))
-  assert not runs_in_process(beam.Pipeline(runner='DirectRunner'))
 
 
 class _RefusingConsumer:
@@ -138,7 +125,7 @@ def _trackers(positions):
 
 
 def test_the_final_commit_of_the_other_topics_survives_a_deleted_one():
-  from transforms.kafka.commit import _commit_all  # pylint: disable=import-outside-toplevel
+  from transforms.kafka.progress import _commit_all  # pylint: disable=import-outside-toplevel
   consumer = _RefusingConsumer(['gone'])
   failed = _commit_all(consumer, _trackers({('a', 0): 5, ('a', 1): 7, ('gone', 0): 3,
                                             ('b', 0): 9}))
@@ -150,7 +137,7 @@ def test_the_final_commit_of_the_other_topics_survives_a_deleted_one():
 
 def test_the_final_commit_of_a_single_topic_raises_its_failure():
   from confluent_kafka import KafkaException
-  from transforms.kafka.commit import _commit_all  # pylint: disable=import-outside-toplevel
+  from transforms.kafka.progress import _commit_all  # pylint: disable=import-outside-toplevel
   with pytest.raises(KafkaException):
     _commit_all(_RefusingConsumer(['gone']), _trackers({('gone', 0): 3, ('gone', 1): 4}))
   consumer = _RefusingConsumer([])

@@ -13,9 +13,10 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from transforms import kafka
 from transforms.delivery import DEFAULT_JOURNAL_TOPIC as JOURNAL_DEFAULT
-from transforms.kafka import discovery, reader, stop
-from transforms.kafka.discovery import Discovery, WatchRestriction, WatchTracker
-from transforms.kafka.partitions import WATCH_KEY, WatchSpec
+from transforms.kafka import consumers, discovery, watch_fn
+from transforms.kafka.discovery import Discovery, WatchRestriction, WatchTracker, shard_of
+from transforms.kafka.partitions import WatchSpec
+from transforms.runtime import RunContext, acquire, release
 from transforms.kafka.topics import TopicSelector, is_internal_topic, new_partitions
 
 pytestmark = pytest.mark.unit
@@ -214,11 +215,12 @@ class _PartitionConsumer(_MetadataConsumer):
     return self._next()
 
 
-def _watch_fn(monkeypatch, cluster, selector, token, interval=60.0):
-  monkeypatch.setattr(reader, 'new_consumer', cluster.consumer)
-  fn = reader._ReadUnboundedPartitionFn(  # pylint: disable=protected-access
-      {'group.id': 'g', 'bootstrap.servers': 'fake:9092'}, 1000, 0.01, 5.0, 100000, token,
-      discovery=Discovery(selector, interval, 1.0))
+def _watch_fn(monkeypatch, cluster, selector, context=None, interval=60.0):
+  monkeypatch.setattr(consumers, 'new_consumer', cluster.consumer)
+  monkeypatch.setattr(watch_fn, 'new_consumer', cluster.consumer)
+  fn = watch_fn.ReadUnboundedFn(
+      {'group.id': 'g', 'bootstrap.servers': 'fake:9092'}, 1000, 0.01, 5.0, 100000,
+      context or RunContext(), False, discovery=Discovery(selector, interval, 1.0))
   fn.setup()
   return fn
 
@@ -237,11 +239,11 @@ def _turn(fn, spec, restriction, watermark=None):
 
 def test_the_loop_reads_a_new_topic_from_the_earliest_offset_and_resumes_there(
     monkeypatch, caplog):
-  token = f'watch-{uuid.uuid4().hex}'
+  context = RunContext()
+  runtime = acquire(context)
   cluster = _Cluster({'orders_a': {0: (0, 2)}, 'other': {0: (0, 5)}})
-  fn = _watch_fn(monkeypatch, cluster, TopicSelector(pattern='orders_.*'), token)
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(pattern='orders_.*'), context)
   spec = WatchSpec((('orders_a', 0),), None)
-  stop.expect_partitions(token, [('orders_a', 0), WATCH_KEY])
   initial = WatchRestriction(frozenset(spec.known))
 
   records, residual, _ = _turn(fn, spec, initial)
@@ -257,7 +259,7 @@ def test_the_loop_reads_a_new_topic_from_the_earliest_offset_and_resumes_there(
   assert residual.known == {('orders_a', 0), ('orders_b', 0), ('orders_b', 1)}
   lines = [r.getMessage() for r in caplog.records if 'Discovered' in r.getMessage()]
   assert len(lines) == 1 and 'topic orders_b' in lines[0] and '[0]@3 (lag 3)' in lines[0], lines
-  assert not stop.source_finished(token)  # the found partitions are part of the read now
+  assert not runtime.sources.finished()  # the found partitions are part of the read now
 
   # More records arrive; the next turn reads on from the recorded positions, no new lookup.
   cluster.partitions['orders_b'][0] = (3, 8)
@@ -266,12 +268,13 @@ def test_the_loop_reads_a_new_topic_from_the_earliest_offset_and_resumes_there(
   assert records == ['orders_b-0-6', 'orders_b-0-7']
   assert cluster.metadata_requests == requests  # the interval (60 s) has not passed
   assert residual.late == (('orders_b', 0, 8), ('orders_b', 1, 1))
+  release(runtime)
 
 
 def test_a_committed_offset_wins_over_earliest_and_new_partitions_of_a_known_topic(
     monkeypatch, caplog):
   cluster = _Cluster({'t': {0: (0, 4)}}, committed={('t', 1): 5})
-  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']), None)
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']))
   spec = WatchSpec((('t', 0),), None)
   cluster.partitions['t'][1] = (0, 7)   # a partition added to a read topic
   with caplog.at_level(logging.INFO, logger='transforms.kafka.discovery'):
@@ -283,7 +286,7 @@ def test_a_committed_offset_wins_over_earliest_and_new_partitions_of_a_known_top
 
 def test_a_new_partition_gets_the_prefetch_share_of_the_count_then(monkeypatch):
   cluster = _Cluster({'t': {p: (0, 0) for p in range(40)}})
-  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']), None)
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']))
   spec = WatchSpec(tuple(('t', p) for p in range(8)), None)
   _turn(fn, spec, WatchRestriction(frozenset(spec.known)))
   assert len(cluster.readers) == 32
@@ -295,7 +298,7 @@ def test_a_failed_lookup_is_retried_at_the_next_interval_and_the_loop_goes_on(
     monkeypatch, caplog):
   cluster = _Cluster({'t': {0: (0, 1)}})
   cluster.fail_metadata = True
-  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']), None, interval=60.0)
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']), interval=60.0)
   spec = WatchSpec((), None)
   with caplog.at_level(logging.WARNING, logger='transforms.kafka.discovery'):
     records, residual, _ = _turn(fn, spec, WatchRestriction(frozenset()))
@@ -305,25 +308,42 @@ def test_a_failed_lookup_is_retried_at_the_next_interval_and_the_loop_goes_on(
 
 
 def test_a_stop_ends_the_loop_and_reports_its_partitions_done(monkeypatch):
-  token = f'watch-{uuid.uuid4().hex}'
+  context = RunContext()
+  runtime = acquire(context)
   cluster = _Cluster({'t': {0: (0, 1), 1: (0, 0)}})
-  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']), token)
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']), context)
   spec = WatchSpec((('t', 0),), None)
-  stop.expect_partitions(token, [('t', 0), WATCH_KEY])
   _, residual, _ = _turn(fn, spec, WatchRestriction(frozenset(spec.known)))
   assert residual.late == (('t', 1, 0),)
-  stop.partition_done(token, ('t', 0))
-  assert not stop.source_finished(token)  # t[1] (found) and the loop are still running
-  stop.request_stop(token)
+  runtime.sources.ended(('t', 0))  # its own element ended
+  assert not runtime.sources.finished()  # t[1] (found) and the loop are still running
+  runtime.request_stop('test')
   records, residual, tracker = _turn(fn, spec, residual)
   assert records == [] and residual is None  # finished, not deferred
   assert tracker.current_restriction().done
-  assert stop.source_finished(token)
+  assert runtime.sources.finished()
+  release(runtime)
+
+
+def test_partitions_found_while_running_are_spread_over_the_loops(monkeypatch):
+  cluster = _Cluster({'t': {p: (0, 1) for p in range(64)}})
+  read_by = {}
+  for shard in range(4):
+    fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']))
+    spec = WatchSpec((), None, shard, 4)
+    records, residual, _ = _turn(fn, spec, WatchRestriction(frozenset()))
+    for topic, partition, _ in residual.late:
+      read_by.setdefault((topic, partition), []).append(shard)
+    assert sorted(records) == sorted(f't-{p}-0' for t, p, _ in residual.late)
+  # Every partition is read by exactly one loop, the one it hashes to, and every loop reads some.
+  assert sorted(read_by) == [('t', p) for p in range(64)]
+  assert all(shards == [shard_of('t', p, 4)] for (_, p), shards in read_by.items())
+  assert {shard for shards in read_by.values() for shard in shards} == {0, 1, 2, 3}
 
 
 def test_the_loop_ends_at_stop_after_secs(monkeypatch):
   cluster = _Cluster({'t': {0: (0, 1)}})
-  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']), None)
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']))
   spec = WatchSpec((), 1.0)  # a wall time long past
   records, residual, _ = _turn(fn, spec, WatchRestriction(frozenset()))
   assert records == [] and residual is None
@@ -345,7 +365,7 @@ def test_a_deleted_topic_is_reported_once_when_it_goes_and_once_when_it_comes_ba
   """The loop's state remembers the topics gone at the last check: one WARNING when a topic
   it read disappears, none at the next checks, one when a topic of that name is back."""
   cluster = _Cluster({'kept': {0: (0, 0)}, 'doomed': {0: (0, 0)}})
-  fn = _watch_fn(monkeypatch, cluster, TopicSelector(pattern='kept|doomed'), None, interval=0.0)
+  fn = _watch_fn(monkeypatch, cluster, TopicSelector(pattern='kept|doomed'), interval=0.0)
   spec = WatchSpec((('kept', 0), ('doomed', 0)), None)
   caplog.set_level(logging.INFO, logger='transforms.kafka.discovery')
   state = WatchRestriction(frozenset(spec.known))

@@ -47,12 +47,24 @@ def test_one_offset_can_carry_several_units():
   assert t.ack([0]) == 2
 
 
-def test_gaps_between_chunks_are_allowed():
+def test_a_chunk_after_a_gap_waits_for_the_chunk_that_fills_it():
+  # Chunks of a partition are contiguous (markers lie inside them): a gap is a chunk that has
+  # not arrived yet, and the prefix must not pass its offsets.
   t = OffsetTracker()
   t.add_chunk(0, 2, 1)
-  t.add_chunk(5, 7, 1)  # offsets 2..4 were transaction markers
+  t.add_chunk(5, 7, 1)
   assert t.ack([6]) is None
-  assert t.ack([1]) == 7
+  assert t.ack([1]) == 2
+  assert t.add_chunk(2, 5, 0) == 7
+
+
+def test_a_start_position_makes_an_early_chunk_wait():
+  t = OffsetTracker()
+  t.position = 100  # where the read starts
+  t.add_chunk(110, 120, 1)  # handed on before [100, 110)
+  assert t.ack([115]) is None
+  t.add_chunk(100, 110, 1)
+  assert t.ack([101]) == 120
 
 
 def test_first_chunk_seen_starts_the_prefix():

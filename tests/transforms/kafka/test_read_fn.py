@@ -7,8 +7,14 @@ from apache_beam.utils.timestamp import Timestamp
 from confluent_kafka import KafkaError
 
 from transforms import kafka
-from transforms.kafka import reader
+from transforms.kafka import consumers, progress
 from transforms.kafka.partitions import UNBOUNDED_STOP_OFFSET, PartitionSpec
+from transforms.kafka.read_fn import ReadPartitionFn
+from transforms.kafka.restriction import (DrainingRange, PartitionOffsetTracker,
+                                          PartitionRestrictionProvider)
+from transforms.kafka.watch_fn import ReadUnboundedFn
+from transforms.runtime import RunContext, acquire, release
+from transforms.types import ChunkRead, OffsetAck
 
 
 class _Msg:
@@ -38,8 +44,9 @@ class _Msg:
 class _FakeConsumer:
   """One partition: ``offsets`` exist, the partition ends at ``end``."""
 
-  def __init__(self, offsets, end, ts_ms=lambda o: 1000 + o):
+  def __init__(self, offsets, end, ts_ms=lambda o: 1000 + o, committed=-1001):
     self.offsets, self.end, self.ts_ms = list(offsets), end, ts_ms
+    self.committed_offset = committed
     self.position = None
     self.assigns = 0
     self.closed = False
@@ -78,21 +85,25 @@ class _FakeConsumer:
   def close(self):
     self.closed = True
 
+  def committed(self, tps, timeout=None):
+    from confluent_kafka import TopicPartition
+    return [TopicPartition(tp.topic, tp.partition, self.committed_offset) for tp in tps]
 
-def _fn(monkeypatch, consumer, unbounded=False, chunk=3):
-  monkeypatch.setattr(reader, 'new_consumer', lambda *a, **k: consumer)
-  cls = reader._ReadUnboundedPartitionFn if unbounded else reader._ReadPartitionFn
-  fn = cls({'group.id': 'g'}, chunk, 0.01, 5.0, 100000, None)
+
+def _fn(monkeypatch, consumer, unbounded=False, chunk=3, context=None, durable=False):
+  monkeypatch.setattr(consumers, 'new_consumer', lambda *a, **k: consumer)
+  cls = ReadUnboundedFn if unbounded else ReadPartitionFn
+  fn = cls({'group.id': 'g'}, chunk, 0.01, 5.0, 100000, context or RunContext(), durable)
   fn.setup()
   fn.start_bundle()
   return fn
 
 
-def _run(fn, start, stop, watermark=None):
+def _run(fn, start, stop, watermark=None, spec_stop=None, restriction=OffsetRange):
   tracker = sdf_utils.ThreadsafeRestrictionTracker(
-      reader._PartitionOffsetTracker(OffsetRange(start, stop)))
+      PartitionOffsetTracker(restriction(start, stop)))
   estimator = ManualWatermarkEstimator(watermark)
-  spec = PartitionSpec('t', 0, start, stop, None)
+  spec = PartitionSpec('t', 0, start, stop if spec_stop is None else spec_stop, None)
   out = list(fn.process(spec, sdf_utils.RestrictionTrackerView(tracker),
                         estimator))
   return out, tracker, estimator
@@ -154,7 +165,9 @@ def test_idle_unbounded_read_defers_and_moves_watermark_to_wall_time(
 
 def test_resumed_restriction_reuses_the_consumer_without_seeking(monkeypatch):
   consumer = _FakeConsumer([0, 1], 2)
-  fn = _fn(monkeypatch, consumer, unbounded=True)
+  context = RunContext()
+  runtime = acquire(context)
+  fn = _fn(monkeypatch, consumer, unbounded=True, context=context)
   _run(fn, 0, UNBOUNDED_STOP_OFFSET)
   consumer.offsets.extend([2, 3])
   consumer.end = 4
@@ -162,24 +175,110 @@ def test_resumed_restriction_reuses_the_consumer_without_seeking(monkeypatch):
   out, _, _ = _run(fn, 2, UNBOUNDED_STOP_OFFSET)
   assert [r.offset for tv in out for r in tv.value.records] == [2, 3]
   assert consumer.assigns == 1
-  _run(fn, 1, UNBOUNDED_STOP_OFFSET)  # a different position: seek
-  assert consumer.assigns == 2
+  # A restriction behind this process's read position continues there: the rows between are
+  # held in batches here (a checkpoint resumes at what is durable, not at what is read).
+  fn.start_bundle()
+  consumer.offsets.append(4)
+  consumer.end = 5
+  out, _, _ = _run(fn, 1, UNBOUNDED_STOP_OFFSET)
+  assert [r.offset for tv in out for r in tv.value.records] == [4]
+  assert consumer.assigns == 1
   fn.teardown()
+  release(runtime)  # the last user closes the process's consumers
   assert consumer.closed
 
 
-def test_stop_token_completes_an_unbounded_restriction(monkeypatch):
+def test_a_stop_completes_an_unbounded_restriction(monkeypatch):
   consumer = _FakeConsumer(range(100), 100)
-  monkeypatch.setattr(reader, 'new_consumer', lambda *a, **k: consumer)
-  fn = reader._ReadUnboundedPartitionFn({'group.id': 'g'}, 10, 0.01, 5.0,
-                                       100000, 'tok-unit')
-  fn.setup()
-  fn.start_bundle()
-  kafka.request_stop('tok-unit')
+  context = RunContext()
+  runtime = acquire(context)
+  fn = _fn(monkeypatch, consumer, unbounded=True, chunk=10, context=context)
+  runtime.request_stop('test')
   out, tracker, _ = _run(fn, 0, UNBOUNDED_STOP_OFFSET)
   assert out == []
   tracker.check_done()
   assert tracker.deferred_status() is None
+  assert runtime.sources.finished()
+  release(runtime)
+
+
+def test_a_runners_drain_truncates_to_a_restriction_that_reads_no_further(monkeypatch):
+  consumer = _FakeConsumer(range(100), 100)
+  fn = _fn(monkeypatch, consumer, unbounded=True, chunk=10)
+  restriction = PartitionRestrictionProvider().truncate(None, OffsetRange(0, UNBOUNDED_STOP_OFFSET))
+  assert isinstance(restriction, DrainingRange)
+  out, tracker, _ = _run(fn, 0, UNBOUNDED_STOP_OFFSET, restriction=DrainingRange)
+  assert out == []
+  tracker.check_done()
+  assert tracker.deferred_status() is None
+
+
+def _commit(context, *items):
+  """What CommitOffsets does with chunk reads and acks, in the run's bookkeeping."""
+  runtime = acquire(context)
+  try:
+    bookkeeping = runtime.shared(progress.SHARED_NAME, lambda: None)
+    for item in items:
+      if isinstance(item, ChunkRead):
+        bookkeeping.add_chunk(item.topic, item.partition, item.first_offset, item.next_offset,
+                              item.count)
+      else:
+        bookkeeping.ack(item.topic, item.partition, item.offsets)
+  finally:
+    release(runtime)
+
+
+def test_a_durable_read_checkpoints_at_the_loaded_offset_not_the_read_position(monkeypatch):
+  monkeypatch.setattr(progress.PartitionProgress, '_commit', lambda *a, **k: True)
+  consumer = _FakeConsumer(range(9), 9)
+  context = RunContext()
+  runtime = acquire(context)
+  fn = _fn(monkeypatch, consumer, unbounded=True, context=context, durable=True)
+  out, tracker, _ = _run(fn, 0, UNBOUNDED_STOP_OFFSET)
+  chunks = [tv.value for tv in out]
+  assert [(c.first_offset, c.next_offset) for c in chunks] == [(0, 3), (3, 6), (6, 9)]
+  residual, _ = tracker.deferred_status()
+  assert residual.start == 0  # nothing loaded yet: a restore must read it all again
+  # The first two chunks load; the third waits in a batch.
+  _commit(context, *(kafka.chunk_read_of(c) for c in chunks),
+          OffsetAck('t', 0, (0, 1, 2, 3, 4, 5)))
+  fn.start_bundle()
+  consumer.offsets.append(9)
+  consumer.end = 10
+  out, tracker, _ = _run(fn, residual.start, UNBOUNDED_STOP_OFFSET)
+  assert [r.offset for tv in out for r in tv.value.records] == [9]  # read on from 9, not 0
+  residual, _ = tracker.deferred_status()
+  assert residual.start == 6
+  release(runtime)
+
+
+def test_a_durable_bounded_read_finishes_only_once_its_rows_are_loaded(monkeypatch):
+  monkeypatch.setattr(progress.PartitionProgress, '_commit', lambda *a, **k: True)
+  consumer = _FakeConsumer(range(4), 4)
+  context = RunContext()
+  runtime = acquire(context)
+  fn = _fn(monkeypatch, consumer, context=context, durable=True)
+  out, tracker, _ = _run(fn, 0, 4)
+  assert runtime.sources.finished()  # every read of the process ended: batches flush now
+  residual, _ = tracker.deferred_status()  # but the rows are not loaded: check back
+  assert (residual.start, residual.stop) == (0, 4)
+  _commit(context, *(kafka.chunk_read_of(tv.value) for tv in out),
+          OffsetAck('t', 0, (0, 1, 2, 3)))
+  fn.start_bundle()
+  out, tracker, _ = _run(fn, 0, 4)
+  assert out == []
+  tracker.check_done()
+  assert tracker.deferred_status() is None
+  release(runtime)
+
+
+def test_a_fresh_process_starts_at_the_groups_committed_offset_past_an_old_checkpoint(
+    monkeypatch):
+  monkeypatch.setattr(progress.PartitionProgress, '_commit', lambda *a, **k: True)
+  consumer = _FakeConsumer(range(10), 10, committed=6)  # loads after the checkpoint committed 6
+  fn = _fn(monkeypatch, consumer, unbounded=True, context=RunContext(), durable=True)
+  out, _, _ = _run(fn, 2, UNBOUNDED_STOP_OFFSET)  # the runner restored a checkpoint at 2
+  assert [r.offset for tv in out for r in tv.value.records] == [6, 7, 8, 9]
 
 
 def test_non_fatal_kafka_errors_are_skipped(monkeypatch):

@@ -11,6 +11,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from tests.fixtures.kafka import values_of
 from transforms import kafka
+from transforms.runtime import RunContext, acquire, release
 from transforms.types import OffsetAck
 
 _SEEN = collections.defaultdict(list)
@@ -36,14 +37,15 @@ def _wait_for(condition, timeout_secs, what):
 def test_streaming_read_emits_records_produced_while_running(kafka_cluster):
   topic = kafka_cluster.unique_topic()
   name = uuid.uuid4().hex
-  token = f'stop-{name}'
+  context = RunContext()
+  runtime = acquire(context)
   config = kafka_cluster.consumer_config()
   old_ms = int(time.time() * 1000) - 600_000  # ten minutes ago
   first = values_of(400, 'before')
   kafka_cluster.produce(topic, first, timestamps_ms=[old_ms] * len(first))
 
   pipeline = beam.Pipeline(runner=FnApiRunner())
-  records = pipeline | kafka.ReadFromKafka(config, [topic], stop_token=token)
+  records = pipeline | kafka.ReadFromKafka(config, [topic], context=context)
   # Through GroupIntoBatches, like the real pipeline: its time-limit flushes
   # must fire while the read is still running.  (Behind a GroupByKey or
   # Reshuffle the FnApiRunner hands data on only when the read finishes.)
@@ -74,8 +76,9 @@ def test_streaming_read_emits_records_produced_while_running(kafka_cluster):
               30, 'the records produced while running')
     assert thread.is_alive(), 'the unbounded read finished by itself'
   finally:
-    kafka.request_stop(token)
+    runtime.request_stop('test')
     thread.join(60)
+    release(runtime)
   assert not thread.is_alive(), 'request_stop did not end the pipeline'
   assert not errors, errors
   assert sorted(_SEEN.pop(name)) == sorted(first + second)
@@ -98,18 +101,19 @@ def _ack_all(chunk):
 
 def test_offsets_are_committed_while_the_read_runs(kafka_cluster):
   topic = kafka_cluster.unique_topic()
-  token = f'stop-{uuid.uuid4().hex}'
+  context = RunContext()
+  runtime = acquire(context)
   group = f'g-{uuid.uuid4().hex[:8]}'
   config = kafka_cluster.consumer_config(group)
   kafka_cluster.produce(topic, values_of(200, 'a'))
 
   pipeline = beam.Pipeline(runner=FnApiRunner())
-  chunks = pipeline | kafka.ReadKafkaChunks(config, [topic], stop_token=token)
+  chunks = pipeline | kafka.ReadKafkaChunks(config, [topic], context=context, durable=True)
   # A tuple, not a Flatten: on the FnApiRunner a Flatten's output would only
   # be handed on when the read ends (see CommitOffsets).
   _ = ((chunks | 'Reads' >> beam.Map(kafka.chunk_read_of),
         chunks | 'Acks' >> beam.FlatMap(_ack_all))
-       | kafka.CommitOffsets(config))
+       | kafka.CommitOffsets(config, context=context))
   thread = threading.Thread(target=lambda: pipeline.run().wait_until_finish(),
                             daemon=True)
   thread.start()
@@ -121,6 +125,7 @@ def test_offsets_are_committed_while_the_read_runs(kafka_cluster):
         0: 75, 1: 75, 2: 75, 3: 75}, 30, 'commits of records produced later')
     assert thread.is_alive()
   finally:
-    kafka.request_stop(token)
+    runtime.request_stop('test')
     thread.join(60)
+    release(runtime)
   assert not thread.is_alive()

@@ -13,7 +13,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from tests.fixtures.kafka import values_of
 from transforms import kafka
-from transforms.kafka import stop
+from transforms.runtime import RunContext, acquire, release
 
 pytestmark = pytest.mark.transform
 
@@ -64,10 +64,10 @@ def test_a_bounded_read_whose_pattern_matches_nothing_fails_while_built(kafka_cl
                                   stop_at_end=True)
 
 
-def _start(kafka_cluster, pattern, token, name, **config):
+def _start(kafka_cluster, pattern, context, name, **config):
   p = beam.Pipeline(runner=FnApiRunner())
   _ = (p | kafka.ReadKafkaChunks(kafka_cluster.consumer_config(**config), topic_pattern=pattern,
-                                 stop_token=token, discovery_interval_secs=0.5)
+                                 context=context, discovery_interval_secs=0.5)
        | beam.ParDo(_Collect(name)))
   errors = []
 
@@ -86,8 +86,9 @@ def test_a_streaming_read_picks_up_a_topic_created_while_it_runs(kafka_cluster):
   uid = uuid.uuid4().hex[:10]
   first, late, other = f'ev_{uid}_1', f'ev_{uid}_2', f'evx_{uid}_2'
   kafka_cluster.produce(first, values_of(40, 'first'))
-  name, token = uuid.uuid4().hex, f'stop-{uuid.uuid4().hex}'
-  thread, errors = _start(kafka_cluster, rf'ev_{uid}_\d', token, name,
+  name, context = uuid.uuid4().hex, RunContext()
+  runtime = acquire(context)
+  thread, errors = _start(kafka_cluster, rf'ev_{uid}_\d', context, name,
                           **{'auto.offset.reset': 'earliest'})
   try:
     _wait_for(lambda: len(_SEEN[name]) >= 40, 30, 'the first topic', errors)
@@ -98,11 +99,12 @@ def test_a_streaming_read_picks_up_a_topic_created_while_it_runs(kafka_cluster):
     _wait_for(lambda: len(_SEEN[name]) >= 110, 30, 'more records of the new topic', errors)
     assert thread.is_alive(), 'the unbounded read finished by itself'
   finally:
-    kafka.request_stop(token)
+    runtime.request_stop('test')
     thread.join(60)
   assert not thread.is_alive(), 'request_stop did not end the read and its discovery loop'
   assert not errors, errors
-  assert stop.source_finished(token)
+  assert runtime.sources.finished()
+  release(runtime)
   seen = collections.Counter(_SEEN.pop(name))
   expected = ([(first, v) for v in values_of(40, 'first')] +
               [(late, v) for v in values_of(60, 'late') + values_of(10, 'later')])
@@ -112,9 +114,10 @@ def test_a_streaming_read_picks_up_a_topic_created_while_it_runs(kafka_cluster):
 def test_a_streaming_read_waits_for_a_pattern_that_matches_nothing_yet(kafka_cluster, caplog):
   uid = uuid.uuid4().hex[:10]
   topic = f'later_{uid}'
-  name, token = uuid.uuid4().hex, f'stop-{uuid.uuid4().hex}'
+  name, context = uuid.uuid4().hex, RunContext()
+  runtime = acquire(context)
   # latest: partitions found at start would skip what is there; found later, they start at 0.
-  thread, errors = _start(kafka_cluster, rf'later_{uid}', token, name,
+  thread, errors = _start(kafka_cluster, rf'later_{uid}', context, name,
                           **{'auto.offset.reset': 'latest'})
   try:
     # The read started (its start found no topic), so the topic below is found while running.
@@ -124,8 +127,9 @@ def test_a_streaming_read_waits_for_a_pattern_that_matches_nothing_yet(kafka_clu
     _wait_for(lambda: len(_SEEN[name]) >= 25, 30, 'the topic created while running', errors)
     assert thread.is_alive()
   finally:
-    kafka.request_stop(token)
+    runtime.request_stop('test')
     thread.join(60)
+    release(runtime)
   assert not thread.is_alive(), 'request_stop did not end the discovery loop'
   assert not errors, errors
   assert sorted(_SEEN.pop(name)) == sorted((topic, v) for v in values_of(25, 'late'))

@@ -1,0 +1,213 @@
+"""Runner benchmark: the e2e data through the local runner and a real embedded Flink, p1 and p2.
+
+The e2e benchmark's records (~1 KB JSON, 4 tables over 8 lz4 topics of
+librdkafka's mock cluster) are loaded into the local Stream Load server
+(count-only, its own process) by ``python -m pipelines.kafka_to_doris
+--stop_at_end`` run as a user runs it, three ways:
+
+  * ``direct``: ``--runner=DirectRunner`` (the FnApiRunner in process);
+  * ``flink p1`` / ``flink p2``: ``--runner=FlinkRunner --flink_master=[local]``
+    with Beam's Flink job server (built from Maven coordinates,
+    ``devtools.flink``) and ``--parallelism=1`` / ``2``, the Python SDK
+    workers in processes of their own: ``--environment_type=EXTERNAL``
+    against Beam's worker pool (``apache_beam.runners.worker.worker_pool_main``),
+    which starts one worker process per environment Flink asks for
+    (``--sdk_worker_parallelism`` = the parallelism, set by the launcher).
+    That is how Flink runs Python in a deployment: a worker-pool sidecar
+    beside each TaskManager (Beam's Flink-on-Kubernetes setup), not LOOPBACK,
+    where every worker shares the launcher's process and its one core.
+
+Each run is split into start-up (launch to the first load) and steady state
+(the first load to the last, from the server's own load log): rows/s once rows
+flow, and CPU seconds of every process of the loader -- the command line, the
+job server's JVM (Flink runs inside it), the worker pool and its workers --
+sampled from ``/proc`` at the first and the last load, per 100k rows.  The
+server and the Kafka cluster serve both runners alike and are not counted.
+
+Last line: ``runners: flink p1 <r1> rows/s (<a>x direct), flink p2 <r2> rows/s
+(<b>x p1), cpu/row flink <c>x direct`` (cpu/row: the p1 run's steady-state CPU
+per row against the direct run's).
+
+Run: ``.venv/bin/python bench/runner_bench.py [--records 300000] [--runs direct,p1,p2]``
+(needs Java 17 and Maven for Flink; the jars are fetched once into ``.jars/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.e2e_bench import SCHEMA_TABLES, make_record, produce  # pylint: disable=wrong-import-position
+from bench.sink_bench import PASSWORD, emulator  # pylint: disable=wrong-import-position
+from devtools.local_kafka import KafkaCluster  # pylint: disable=wrong-import-position
+from devtools.worker_pool import WorkerPool  # pylint: disable=wrong-import-position
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+
+
+def _children() -> Dict[int, List[int]]:
+  tree: Dict[int, List[int]] = {}
+  for name in os.listdir('/proc'):
+    if not name.isdigit():
+      continue
+    try:
+      with open(f'/proc/{name}/stat', encoding='ascii', errors='replace') as handle:
+        fields = handle.read().rsplit(')', 1)[1].split()
+    except OSError:
+      continue
+    tree.setdefault(int(fields[1]), []).append(int(name))
+  return tree
+
+
+def tree_cpu_secs(roots: List[int]) -> float:
+  """CPU seconds (user + system) of the live processes under ``roots``, roots included."""
+  tree = _children()
+  total, stack, seen = 0.0, list(roots), set()
+  while stack:
+    pid = stack.pop()
+    if pid in seen:
+      continue
+    seen.add(pid)
+    try:
+      with open(f'/proc/{pid}/stat', encoding='ascii', errors='replace') as handle:
+        fields = handle.read().rsplit(')', 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except OSError:
+      pass
+    stack.extend(tree.get(pid, []))
+  return total
+
+
+def _loads(fe_url: str) -> List[dict]:
+  with urllib.request.urlopen(f'{fe_url}/_emulator/loads', timeout=10) as response:
+    return [entry for entry in json.loads(response.read())
+            if entry.get('status') == 'Success' and entry.get('db') == 'bench']
+
+
+class Run:
+  """One loader run: its start-up and steady-state figures."""
+
+  def __init__(self, name: str, rows: int, startup_secs: float, steady_secs: float,
+               steady_rows: int, steady_cpu: float, total_secs: float, total_cpu: float):
+    self.name = name
+    self.rows = rows
+    self.startup_secs = startup_secs
+    self.steady_secs = steady_secs
+    self.steady_rows = steady_rows
+    self.steady_cpu = steady_cpu
+    self.total_secs = total_secs
+    self.total_cpu = total_cpu
+
+  @property
+  def rate(self) -> float:
+    return self.steady_rows / max(self.steady_secs, 1e-9)
+
+  @property
+  def cpu_per_100k(self) -> float:
+    return self.steady_cpu / max(self.steady_rows, 1) * 100_000
+
+  def line(self) -> str:
+    return (f'{self.name}: start-up {self.startup_secs:.1f} s, steady {self.rate:,.0f} rows/s '
+            f'({self.steady_rows} rows in {self.steady_secs:.2f} s, '
+            f'{self.cpu_per_100k:.2f} CPU s per 100k rows); whole run {self.total_secs:.1f} s, '
+            f'{self.total_cpu:.1f} CPU s')
+
+
+def run_loader(name: str, kafka: KafkaCluster, fe_url: str, records: int, runner_flags: List[str],
+               extra_roots: Tuple[int, ...] = ()) -> Run:
+  topics = produce(kafka, records, f'{name.replace(" ", "-")}-{os.getpid()}', make_record)
+  group = f'runner-bench-{name.replace(" ", "-")}-{time.time_ns()}'
+  argv = [sys.executable, '-m', 'pipelines.kafka_to_doris',
+          f'--bootstrap_servers={kafka.bootstrap_servers}', f'--topics={",".join(topics)}',
+          f'--group_id={group}', '--stop_at_end', f'--fe_nodes={fe_url}', '--user=root',
+          f'--password={PASSWORD}',
+          '--topic_table_map=' + ','.join(f'{k}={v}' for k, v in topics.items()),
+          f'--dead_letter_path={tempfile.gettempdir()}/runner-bench-dead-letters',
+          '--progress_interval_secs=0', *runner_flags]
+  before = {entry['label'] for entry in _loads(fe_url)}
+  started = time.monotonic()
+  with tempfile.TemporaryFile() as log:
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    roots = [process.pid, *extra_roots]
+    base_cpu = tree_cpu_secs(list(extra_roots))
+    first: Optional[Tuple[float, float, int]] = None
+    last: Tuple[float, float, int] = (started, 0.0, 0)
+    while process.poll() is None:
+      loads = [e for e in _loads(fe_url) if e['label'] not in before]
+      rows = sum(e['loaded_rows'] for e in loads)
+      now = time.monotonic()
+      if loads:
+        cpu = tree_cpu_secs(roots)
+        if first is None:
+          first = (now, cpu, rows)
+        if rows > last[2]:
+          last = (now, cpu, rows)
+      time.sleep(0.05)
+    total_secs = time.monotonic() - started
+    if process.returncode != 0:
+      log.seek(0)
+      raise RuntimeError(f'{name}: exit {process.returncode}: {log.read()[-3000:].decode()}')
+  rows = sum(e['loaded_rows'] for e in _loads(fe_url) if e['label'] not in before)
+  if rows != records:
+    raise RuntimeError(f'{name}: {rows} rows loaded of {records}')
+  if first is None or last[2] <= first[2]:
+    raise RuntimeError(f'{name}: too few loads to measure a steady state; give more --records')
+  total_cpu = tree_cpu_secs(list(extra_roots)) - base_cpu  # the CLI's own CPU is gone with it
+  return Run(name, rows, first[0] - started, last[0] - first[0], last[2] - first[2],
+             last[1] - first[1], total_secs, total_cpu)
+
+
+def flink_flags(parallelism: int, pool: str) -> List[str]:
+  from devtools.flink import job_server_jar  # pylint: disable=import-outside-toplevel
+  return ['--runner=FlinkRunner', '--flink_master=[local]',
+          f'--flink_job_server_jar={job_server_jar()}', f'--parallelism={parallelism}',
+          '--environment_type=EXTERNAL', f'--environment_config={pool}']
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+  parser.add_argument('--records', type=int, default=300_000)
+  parser.add_argument('--runs', default='direct,p1,p2',
+                      help='which runs, comma-separated: direct, p1, p2')
+  args = parser.parse_args()
+  wanted = [name.strip() for name in args.runs.split(',') if name.strip()]
+  import bench.sink_bench as sink_bench  # pylint: disable=import-outside-toplevel
+  sink_bench.SCHEMA = 'CREATE DATABASE bench;\n' + SCHEMA_TABLES
+  kafka = KafkaCluster(compression='lz4')
+  results: Dict[str, Run] = {}
+  try:
+    with emulator() as fe_url:
+      if 'direct' in wanted:
+        results['direct'] = run_loader('direct', kafka, fe_url, args.records,
+                                       ['--runner=DirectRunner'])
+        print(results['direct'].line(), flush=True)
+      for parallelism in (1, 2):
+        key = f'p{parallelism}'
+        if key not in wanted:
+          continue
+        with WorkerPool() as pool:
+          results[key] = run_loader(f'flink {key}', kafka, fe_url, args.records,
+                                    flink_flags(parallelism, pool.address),
+                                    extra_roots=(pool.pid,))
+        print(results[key].line(), flush=True)
+  finally:
+    kafka.close()
+  direct, p1, p2 = results.get('direct'), results.get('p1'), results.get('p2')
+  if direct and p1 and p2:
+    print(f'runners: flink p1 {p1.rate:,.0f} rows/s ({p1.rate / direct.rate:.2f}x direct), '
+          f'flink p2 {p2.rate:,.0f} rows/s ({p2.rate / p1.rate:.2f}x p1), cpu/row flink '
+          f'{p1.cpu_per_100k / direct.cpu_per_100k:.2f}x direct')
+
+
+if __name__ == '__main__':
+  main()
