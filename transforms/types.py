@@ -159,13 +159,25 @@ def acks_of_load_result(result: LoadResult):
 
 
 class RowBatch(list):
-  """Type hint for a list of ``Row``s that travels between stages as one pickle.
+  """A list of ``Row``s: a chunk or a batch; it travels between stages as one pickle.
 
   Beam's default coder for a list of tuples encodes element by element and
   falls back to one ``pickle.dumps`` call per ``Row``; a chunk of 1,000 rows
   pickled in one call is several times cheaper.  Annotate outputs with
   ``Tuple[key, RowBatch]`` to get ``RowBatchCoder``.
+
+  A batch cut by ``BatchPerTable`` carries ``seq``, its number among the
+  batches of its key in this worker, in the order they were cut: the sink
+  loads an ordered key's batches in that order, whichever thread hands them
+  on first.
   """
+  seq: Optional[int] = None
+
+  @classmethod
+  def numbered(cls, rows: Sequence['Row'], seq: int) -> 'RowBatch':
+    batch = cls(rows)
+    batch.seq = seq
+    return batch
 
 
 class RowBatchCoder(coders.Coder):

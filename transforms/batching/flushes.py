@@ -37,6 +37,7 @@ class Flush(NamedTuple):
     size: its size in bytes.
     waited_secs: how long its first row waited.
     limits: the table's limits.
+    seq: its number among the key's batches, in the order they were cut.
   """
   key: Any
   rows: List[Row]
@@ -44,6 +45,7 @@ class Flush(NamedTuple):
   size: int
   waited_secs: float
   limits: BatchLimits
+  seq: int = 0
 
 
 def _mb(nbytes: int) -> str:

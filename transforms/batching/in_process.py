@@ -41,7 +41,7 @@ from transforms.batching.flushes import Flush, FlushReporter
 from transforms.batching.limits import (BUNDLE_END, DRAIN, END_OF_INPUT, MEMORY_LIMIT, TIMEOUT,
                                         BatchLimits, OpenBatch, cut_batches)
 from transforms.runtime import RunContext, acquire, release
-from transforms.types import Row, table_of_key
+from transforms.types import Row, RowBatch, table_of_key
 
 __all__ = ['Batcher', 'OrderViolationError']
 
@@ -86,6 +86,7 @@ class Batcher:
     # (key, topic, partition) -> (offset, part) of the newest row batched: order per key comes
     # from the offsets, not from the order chunks arrive in.
     self._newest: Dict[Tuple[Tuple[str, int], str, int], Tuple[int, int]] = {}
+    self._cut: Dict[Tuple[str, int], int] = {}  # key -> batches cut so far
     # (deadline, key) of open batches; stale entries are skipped when popped.
     self._deadlines: List[Tuple[float, Tuple[str, int]]] = []
     self.pending_bytes = 0
@@ -109,7 +110,7 @@ class Batcher:
     start = 0
     for end, reason, size in cut_batches(rows, batch.state, batch.limits, now):
       flushes.append(Flush(key, batch.rows + list(rows[start:end]), reason, size,
-                           max(0.0, now - batch.state.started), batch.limits))
+                           max(0.0, now - batch.state.started), batch.limits, self._next_seq(key)))
       batch.rows = []
       start = end
     batch.rows.extend(rows[start:])
@@ -174,7 +175,13 @@ class Batcher:
     state = batch.state
     self.pending_bytes -= state.size
     self.pending_rows -= state.count
-    return Flush(key, batch.rows, reason, state.size, max(0.0, now - state.started), batch.limits)
+    return Flush(key, batch.rows, reason, state.size, max(0.0, now - state.started), batch.limits,
+                 self._next_seq(key))
+
+  def _next_seq(self, key: Tuple[str, int]) -> int:
+    seq = self._cut.get(key, 0)
+    self._cut[key] = seq + 1
+    return seq
 
 
 class _SharedBatcher:
@@ -233,7 +240,7 @@ class BatchFn(beam.DoFn):
       raise
     for flush in flushes:
       self._reporter.report(flush)
-      yield flush.key, flush.rows
+      yield flush.key, RowBatch.numbered(flush.rows, flush.seq)
 
   def finish_bundle(self):
     now = self._clock()
@@ -254,6 +261,7 @@ class BatchFn(beam.DoFn):
       shared.published = tables
     for flush in flushes:
       self._reporter.report(flush)
-      yield WindowedValue((flush.key, flush.rows), MIN_TIMESTAMP, [GlobalWindow()])
+      yield WindowedValue((flush.key, RowBatch.numbered(flush.rows, flush.seq)), MIN_TIMESTAMP,
+                          [GlobalWindow()])
     for table, (rows, size) in changed.items():
       self._reporter.pending(table, rows, size)

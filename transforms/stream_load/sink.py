@@ -225,7 +225,8 @@ class _WriteBatchesFn(beam.DoFn):
       # Encode here, on the bundle thread, while up to flush_workers loads are on
       # the wire: encoding holds the GIL, so doing it in the flush threads would
       # only make the loads wait for each other's encoding.
-      job = Job(key, (table, rows, engine.loader.encode(table, rows)))
+      job = Job(key, (table, rows, engine.loader.encode(table, rows)),
+                getattr(batch, 'seq', None))
       self._monitor.load_started(table)
       engine.scheduler.submit(job, engine.is_ordered(table))
       self._jobs.append(job)
