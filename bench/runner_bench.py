@@ -12,17 +12,20 @@ librdkafka's mock cluster) are loaded into the local Stream Load server
     workers in processes of their own: ``--environment_type=EXTERNAL``
     against Beam's worker pool (``apache_beam.runners.worker.worker_pool_main``),
     which starts one worker process per environment Flink asks for
-    (``--sdk_worker_parallelism`` = the parallelism, set by the launcher).
+    (``--sdk_worker_parallelism``, set by the launcher so that each reading
+    subtask has a worker process of its own; see ``pipelines.runners``).
     That is how Flink runs Python in a deployment: a worker-pool sidecar
     beside each TaskManager (Beam's Flink-on-Kubernetes setup), not LOOPBACK,
     where every worker shares the launcher's process and its one core.
 
 Each run is split into start-up (launch to the first load) and steady state
-(the first load to the last, from the server's own load log): rows/s once rows
-flow, and CPU seconds of every process of the loader -- the command line, the
-job server's JVM (Flink runs inside it), the worker pool and its workers --
-sampled from ``/proc`` at the first and the last load, per 100k rows.  The
-server and the Kafka cluster serve both runners alike and are not counted.
+(from the load that brings the rows loaded past 10% to the one past 90%, from
+the server's own load log, so the end-of-input flush is left out too): rows/s
+once rows flow, and CPU seconds of every process of the loader -- the command
+line, the job server's JVM (Flink runs inside it), the worker pool and its
+workers -- sampled from ``/proc`` at those two loads, per 100k rows.  The
+server and the Kafka cluster serve both runners alike and are not counted
+(their CPU is printed beside, with how busy the machine was).
 
 Last line: ``runners: flink p1 <r1> rows/s (<a>x direct), flink p2 <r2> rows/s
 (<b>x p1), cpu/row flink <c>x direct`` (cpu/row: the p1 run's steady-state CPU
@@ -53,6 +56,9 @@ from devtools.worker_pool import WorkerPool  # pylint: disable=wrong-import-posi
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+# The steady state: between the loads that bring the rows loaded past these shares.
+STEADY_FROM = 0.1
+STEADY_TO = 0.9
 
 
 def _children() -> Dict[int, List[int]]:
@@ -69,29 +75,100 @@ def _children() -> Dict[int, List[int]]:
   return tree
 
 
-def tree_cpu_secs(roots: List[int]) -> float:
-  """CPU seconds (user + system) of the live processes under ``roots``, roots included."""
+def _cpu_of(pid: int) -> Optional[float]:
+  try:
+    with open(f'/proc/{pid}/stat', encoding='ascii', errors='replace') as handle:
+      fields = handle.read().rsplit(')', 1)[1].split()
+  except OSError:
+    return None
+  return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def tree_pids(roots: List[int]) -> List[int]:
+  """The live processes under ``roots``, roots included."""
   tree = _children()
-  total, stack, seen = 0.0, list(roots), set()
+  found, stack = [], list(roots)
   while stack:
     pid = stack.pop()
-    if pid in seen:
-      continue
-    seen.add(pid)
+    if pid not in found:
+      found.append(pid)
+      stack.extend(tree.get(pid, []))
+  return found
+
+
+def cpu_of(pids: List[int]) -> Dict[int, float]:
+  """CPU seconds (user + system) of each of ``pids`` still alive."""
+  cpu = {}
+  for pid in pids:
+    secs = _cpu_of(pid)
+    if secs is not None:
+      cpu[pid] = secs
+  return cpu
+
+
+def machine_busy() -> Tuple[float, float]:
+  """``(busy, all)`` CPU seconds of the whole machine so far (``/proc/stat``)."""
+  with open('/proc/stat', encoding='ascii') as handle:
+    fields = [int(v) for v in handle.readline().split()[1:]]
+  idle = fields[3] + fields[4]
+  return (sum(fields) - idle) / _CLOCK_TICKS, sum(fields) / _CLOCK_TICKS
+
+
+def _others() -> List[int]:
+  """What serves both runners alike: the Kafka cluster (in this process) and the Stream Load
+  server (a child of this process); reported, not counted."""
+  pids = [os.getpid()]
+  for pid in _children().get(os.getpid(), []):
     try:
-      with open(f'/proc/{pid}/stat', encoding='ascii', errors='replace') as handle:
-        fields = handle.read().rsplit(')', 1)[1].split()
-      total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+      with open(f'/proc/{pid}/cmdline', 'rb') as handle:
+        if b'stream_load_emulator' in handle.read():
+          pids.append(pid)
     except OSError:
-      pass
-    stack.extend(tree.get(pid, []))
-  return total
+      continue
+  return pids
 
 
-def _loads(fe_url: str) -> List[dict]:
-  with urllib.request.urlopen(f'{fe_url}/_emulator/loads', timeout=10) as response:
-    return [entry for entry in json.loads(response.read())
-            if entry.get('status') == 'Success' and entry.get('db') == 'bench']
+def _command(pid: int) -> str:
+  if pid == os.getpid():
+    return '(kafka, not counted)'
+  try:
+    with open(f'/proc/{pid}/cmdline', 'rb') as handle:
+      words = handle.read().split(b'\0')
+  except OSError:
+    return '?'
+  if words and words[0].endswith(b'java'):
+    return 'jvm'
+  text = b' '.join(words).decode(errors='replace')
+  if 'SdkHarness' in text:
+    return 'sdk worker'
+  if 'worker_pool_main' in text:
+    return 'worker pool'
+  if 'kafka_to_doris' in text:
+    return 'launcher'
+  if 'stream_load_emulator' in text:
+    return '(server, not counted)'
+  return text[:40]
+
+
+class _LoadLog:
+  """The server's successful loads into ``bench`` tables, fetched as they come."""
+
+  def __init__(self, fe_url: str):
+    self._url = f'{fe_url}/_emulator/loads'
+    self._seen = 0
+    self.rows = 0
+    self.loads = 0
+
+  def poll(self) -> int:
+    """Fetches the new loads; returns the rows loaded so far."""
+    with urllib.request.urlopen(f'{self._url}?since={self._seen}', timeout=10) as response:
+      entries = json.loads(response.read())
+    self._seen += len(entries)
+    for entry in entries:
+      if entry.get('status') == 'Success' and entry.get('db') == 'bench':
+        self.rows += entry['loaded_rows']
+        self.loads += 1
+    return self.rows
 
 
 class Run:
@@ -134,37 +211,68 @@ def run_loader(name: str, kafka: KafkaCluster, fe_url: str, records: int, runner
           '--topic_table_map=' + ','.join(f'{k}={v}' for k, v in topics.items()),
           f'--dead_letter_path={tempfile.gettempdir()}/runner-bench-dead-letters',
           '--progress_interval_secs=0', *runner_flags]
-  before = {entry['label'] for entry in _loads(fe_url)}
+  log_of_loads = _LoadLog(fe_url)
+  log_of_loads.poll()
+  before = log_of_loads.rows
   started = time.monotonic()
   with tempfile.TemporaryFile() as log:
     process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     roots = [process.pid, *extra_roots]
-    base_cpu = tree_cpu_secs(list(extra_roots))
-    first: Optional[Tuple[float, float, int]] = None
-    last: Tuple[float, float, int] = (started, 0.0, 0)
+    others = _others()
+    base = cpu_of(tree_pids(list(extra_roots)))
+    samples: List[Tuple[float, Dict[int, float], int]] = []
+    seen: Dict[int, float] = {}
+    roles: Dict[int, str] = {}
+    pids: List[int] = []
+    next_scan = 0.0
     while process.poll() is None:
-      loads = [e for e in _loads(fe_url) if e['label'] not in before]
-      rows = sum(e['loaded_rows'] for e in loads)
       now = time.monotonic()
-      if loads:
-        cpu = tree_cpu_secs(roots)
-        if first is None:
-          first = (now, cpu, rows)
-        if rows > last[2]:
-          last = (now, cpu, rows)
-      time.sleep(0.05)
+      if now >= next_scan:  # new processes (the JVM, the workers) appear during start-up
+        pids = tree_pids(roots) + others
+        next_scan = now + 1.0
+        for pid in pids:
+          roles.setdefault(pid, _command(pid))
+      cpu = cpu_of(pids)
+      cpu[-1], cpu[-2] = machine_busy()
+      seen.update(cpu)
+      rows = log_of_loads.poll() - before
+      if rows and (not samples or rows > samples[-1][2]):
+        samples.append((now, cpu, rows))
+      time.sleep(0.1)
     total_secs = time.monotonic() - started
     if process.returncode != 0:
       log.seek(0)
       raise RuntimeError(f'{name}: exit {process.returncode}: {log.read()[-3000:].decode()}')
-  rows = sum(e['loaded_rows'] for e in _loads(fe_url) if e['label'] not in before)
+  rows = log_of_loads.poll() - before
   if rows != records:
     raise RuntimeError(f'{name}: {rows} rows loaded of {records}')
-  if first is None or last[2] <= first[2]:
+  # The steady state: from the first sample past STEADY_FROM of the rows to the last one before
+  # STEADY_TO (the start-up and the end-of-input flush left out).
+  window = [sample for sample in samples
+            if STEADY_FROM * records <= sample[2] <= STEADY_TO * records]
+  if len(window) < 2:
     raise RuntimeError(f'{name}: too few loads to measure a steady state; give more --records')
-  total_cpu = tree_cpu_secs(list(extra_roots)) - base_cpu  # the CLI's own CPU is gone with it
-  return Run(name, rows, first[0] - started, last[0] - first[0], last[2] - first[2],
-             last[1] - first[1], total_secs, total_cpu)
+  first, last = window[0], window[-1]
+  by_role: Dict[str, float] = {}
+  busy = last[1].pop(-1) - first[1].pop(-1)
+  machine = last[1].pop(-2) - first[1].pop(-2)
+  print(f'  {name}: the machine was busy {busy / machine:.0%} of its CPU time in the steady state',
+        flush=True)
+  for pid, secs in last[1].items():
+    role = roles.get(pid, '?')
+    by_role[role] = by_role.get(role, 0.0) + secs - first[1].get(pid, 0.0)
+  workers = sorted(round(secs - first[1].get(pid, 0.0), 2) for pid, secs in last[1].items()
+                   if roles.get(pid) == 'sdk worker')
+  if len(workers) > 1:
+    print(f'  {name}: {len(workers)} SDK worker processes, CPU s each: {workers}', flush=True)
+  print(f'  {name} steady-state CPU s by process: ' +
+        ', '.join(f'{role} {secs:.2f}' for role, secs in sorted(by_role.items())), flush=True)
+  counted = {pid for pid, role in roles.items() if not role.startswith('(')}
+  total_cpu = sum(secs - base.get(pid, 0.0) for pid, secs in seen.items()
+                  if pid in counted and pid >= 0)
+  return Run(name, rows, samples[0][0] - started, last[0] - first[0], last[2] - first[2],
+             sum(secs for role, secs in by_role.items() if not role.startswith('(')),
+             total_secs, total_cpu)
 
 
 def flink_flags(parallelism: int, pool: str) -> List[str]:

@@ -11,9 +11,13 @@ user did, saying so:
   Beam keeps the impulse source alive forever, so a drained job would never
   finish).
 * **Flink, local** (``--flink_master=[local]``/``[auto]``) with
-  ``--environment_type=EXTERNAL`` and ``--parallelism`` > 1:
-  ``--sdk_worker_parallelism`` = the parallelism, so each subtask gets a
-  Python worker process of its own (one process shares one core: the GIL).
+  ``--environment_type=EXTERNAL`` or ``PROCESS`` and ``--parallelism`` > 1:
+  ``--sdk_worker_parallelism`` = 3 x the parallelism.  Beam's Flink runner
+  hands each (stage, subtask) a Python worker round-robin from that many;
+  the graph has three Python stages (resolving the partitions, splitting the
+  read, the read with everything fused behind it), so with three per subtask
+  each reading subtask gets a process -- and a core -- of its own (one
+  process shares one core: the GIL).  The other two stages' workers idle.
 * **Every portable runner**: an unbounded read is a streaming job.
 
 ``--runner=DirectRunner`` (the default) runs on Beam's FnApiRunner with its
@@ -35,7 +39,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOpti
 from pipelines.options import KafkaToDorisOptions
 
 __all__ = ['prepare_argv', 'make_pipeline', 'runs_locally', 'workers_run_here',
-           'discovery_shards', 'DIRECT_RUNNERS']
+           'discovery_shards', 'DIRECT_RUNNERS', 'PYTHON_STAGES']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,6 +49,9 @@ _LOCAL_FLINK = ('[local]', '[auto]')
 # A drained streaming Flink job ends once its impulse source may shut down.
 _SHUTDOWN_SOURCES_AFTER_IDLE_MS = 1000
 _LOOPS_PER_WORKER = 4
+# Stages of Python DoFns Flink makes of the graph: Impulse -> ResolvePartitions | Reshuffle ->
+# the read's split | the read and everything fused behind it (one shuffle, the SDF's keyBy).
+PYTHON_STAGES = 3
 _DEFAULT_LOOPS = 16
 
 
@@ -93,7 +100,7 @@ def prepare_argv(argv: Sequence[str]) -> List[str]:
     environment = (options.view_as(PortableOptions).environment_type or '').upper()
     if (flink.flink_master in _LOCAL_FLINK and environment in ('EXTERNAL', 'PROCESS')
         and (flink.parallelism or 1) > 1 and not _given(argv, 'sdk_worker_parallelism')):
-      added.append(f'--sdk_worker_parallelism={flink.parallelism}')
+      added.append(f'--sdk_worker_parallelism={PYTHON_STAGES * flink.parallelism}')
   if added:
     _LOGGER.info('runner settings the loader needs, added: %s', ' '.join(added))
   return argv + added

@@ -265,7 +265,7 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     parts = [urllib.parse.unquote(p) for p in path.strip('/').split('/')]
     try:
       if parts[:1] == ['_emulator']:
-        return self._admin(method, parts[1:])
+        return self._admin(method, parts[1:], query)
       if parts[:2] == ['api', 'health'] and method == 'GET':
         return self._send_json(_fe_result('success', 0, {
             'online_backend_num': len(self.app.be_urls), 'total_backend_num':
@@ -290,7 +290,7 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
 
   # --- admin --------------------------------------------------------------------------------
 
-  def _admin(self, method: str, parts):
+  def _admin(self, method: str, parts, query=None):
     if parts == ['faults']:
       if method == 'GET':
         return self._send_json([f.to_dict() for f in self.app.faults.list()])
@@ -309,7 +309,8 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
         self.app.sync_nodes(keep=self.connection)
         return self._send_json({'ok': True}, close=not self.server_running())
     if parts == ['loads'] and method == 'GET':
-      return self._send(200, json.dumps(self.app.loads, default=str).encode())
+      since = int((query or {}).get('since', ['0'])[0])  # loads[since:], to poll cheaply
+      return self._send(200, json.dumps(self.app.loads[since:], default=str).encode())
     if parts == ['group_commits'] and method == 'GET':
       return self._send(200, json.dumps(self.app.group_commits, default=str).encode())
     if parts == ['group_commits', 'flush'] and method in ('POST', 'PUT'):
