@@ -48,7 +48,7 @@ _FLINK_RUNNERS = ('FlinkRunner', 'flink')
 _LOCAL_FLINK = ('[local]', '[auto]')
 # A drained streaming Flink job ends once its impulse source may shut down.
 _SHUTDOWN_SOURCES_AFTER_IDLE_MS = 1000
-_LOOPS_PER_WORKER = 4
+_LOOPS_PER_WORKER = 8
 # Stages of Python DoFns Flink makes of the graph: Impulse -> ResolvePartitions | Reshuffle ->
 # the read's split | the read and everything fused behind it (one shuffle, the SDF's keyBy).
 PYTHON_STAGES = 3

@@ -9,6 +9,7 @@ cancelled (its job server and worker killed) while records arrive, restarted, th
 end.
 """
 
+import http.client
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ import pytest
 
 from tests.harness import REPO_ROOT, pipeline_argv, read_dead_letters, run_cli
 from tests.pipelines.crash import CrashScenario, LiveFeed, wait_for
+from tests.pipelines.helpers import assert_events_exactly_once, event_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +170,135 @@ def test_a_streaming_job_with_checkpoints_cancelled_and_restarted_loads_every_ro
   assert result.returncode == 0, result.stderr[-3000:]
   checked = scenario.check()  # exactly once, newest versions, offsets at the end
   assert checked['duplicated_events'] == 0
+
+
+def _rows_below_committed_only(scenario, committed):
+  """The events table holds, once each, exactly the events below the committed offsets."""
+  partitions = scenario.kafka.num_partitions
+  expected = sorted(i for n, i in enumerate(scenario.event_ids)
+                    if n // partitions < committed.get(n % partitions, 0))
+  counts = dict(scenario.server.query(
+      'SELECT event_id, count(*) FROM demo.events GROUP BY event_id'))
+  assert sorted(counts) == expected, (
+      f'{len(set(counts) - set(expected))} events loaded past the committed offsets, '
+      f'{len(set(expected) - set(counts))} committed but not loaded')
+  assert all(n == 1 for n in counts.values())
+
+
+@pytest.mark.parametrize('stop', ['sigterm-loopback', 'sigterm-external', 'drain-flag-external'])
+def test_a_streaming_flink_job_drains_while_records_arrive(
+    kafka_cluster, make_stream_load_server, tmp_path, flink_job_server_jar, sdk_worker_pool, stop):
+  """SIGTERM to the launcher (or ``--drain`` from elsewhere) while records arrive: the reads stop,
+  pending rows load, offsets commit, exit 0 -- with the SDK workers in the launcher or in
+  processes of their own.  Nothing read is left uncommitted; a later run loads the rest once."""
+  server = make_stream_load_server()
+  scenario = CrashScenario(kafka_cluster, server, tmp_path, n_events=400, n_users=100,
+                           n_orders=50, batch_rows=100_000, batch_interval_secs=2,
+                           validate_tables='false')
+  pool = sdk_worker_pool if stop.endswith('external') else None
+  log = str(tmp_path / 'flink.log')
+  with LiveFeed(scenario, events_per_round=100, users_per_round=20, pause_secs=0.3):
+    proc = _start_in_own_session(scenario.argv(streaming=True) +
+                                 _flink(flink_job_server_jar, streaming=True, pool=pool), log)
+    try:
+      loads = len(server.loads)
+      wait_for(lambda: len(server.loads) >= loads + 4, 'the job loading on Flink',
+               timeout_secs=180, proc=proc)
+      if stop.startswith('sigterm'):
+        proc.send_signal(signal.SIGTERM)  # the launcher only, as Kubernetes or systemd would
+      else:
+        drain = run_cli([f'--bootstrap_servers={kafka_cluster.bootstrap_servers}',
+                         f'--group_id={scenario.group}', '--drain'], timeout_secs=60)
+        assert drain.returncode == 0 and 'drain requested' in drain.stdout, drain.stderr[-2000:]
+    except BaseException:
+      _cancel(proc)
+      raise
+  try:
+    assert proc.wait(timeout=180) == 0, open(log, errors='replace').read()[-3000:]
+  finally:
+    if proc.poll() is None:
+      _cancel(proc)
+  with open(log, encoding='utf-8', errors='replace') as handle:
+    text = handle.read()
+  assert 'summary: ' in text
+  events = scenario.kafka.committed(scenario.group, scenario.events_topic)
+  _rows_below_committed_only(scenario, events)
+  result = run_cli(scenario.argv(), timeout_secs=300)  # the rest, on the local runner
+  assert result.returncode == 0, result.stderr[-3000:]
+  scenario.check()  # every row once, newest versions, committed to the end (lag 0)
+
+
+def _scrape_all(first_port, count=12):
+  """Every worker's /metrics among ``count`` ports from ``first_port``: port -> samples."""
+  from prometheus_client.parser import text_string_to_metric_families
+  import urllib.request
+  found = {}
+  for port in range(first_port, first_port + count):
+    try:
+      with urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=3) as response:
+        text = response.read().decode()
+    except (OSError, http.client.HTTPException):
+      continue  # nothing there, or another server (the job server's gRPC ports)
+    if '# TYPE' not in text:
+      continue
+    found[port] = [sample for family in text_string_to_metric_families(text)
+                   for sample in family.samples]
+  return found
+
+
+def _series(scraped, name, **labels):
+  """(port, labels, value) of every sample named ``name`` whose labels include ``labels``."""
+  return [(port, sample.labels, sample.value) for port, samples in scraped.items()
+          for sample in samples
+          if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())]
+
+
+def test_flink_workers_serve_metrics_a_stall_and_read_partitions_found_while_running(
+    kafka_cluster, make_stream_load_server, tmp_path, flink_job_server_jar, sdk_worker_pool):
+  """Two SDK worker processes each serve /metrics (the next port when one is taken): rows
+  loaded, a stalled table while the BE is down (cleared after), and topics created while the
+  job runs, found by --topic_pattern, read in both processes."""
+  from tests.pipelines.test_continuous import _free_port
+  server = make_stream_load_server()
+  prefix = kafka_cluster.unique_topic('spread')
+  kafka_cluster.produce(f'{prefix}-0', event_bytes(range(100)))
+  port = _free_port()
+  argv = [a for a in pipeline_argv(
+      kafka_cluster, server, [], f'g-{prefix}', str(tmp_path / 'dead'), table='demo.events',
+      metrics_port=port, batch_interval_secs=1, stall_timeout_secs=3, max_retries=1,
+      topic_pattern=rf'{prefix}-\d+', topic_discovery_interval_secs=1)
+      if a not in ('--stop_at_end',) and not a.startswith('--topics=')]
+  log = str(tmp_path / 'flink.log')
+  proc = _start_in_own_session(argv + _flink(flink_job_server_jar, streaming=True,
+                                             pool=sdk_worker_pool), log)
+  try:
+    count = lambda: server.query('SELECT count(*) FROM demo.events')[0][0]  # noqa: E731
+    wait_for(lambda: count() == 100, 'the first topic loaded', timeout_secs=180, proc=proc)
+    # Six topics (24 partitions) created while the job runs.
+    ids = iter(range(100, 100_000))
+    for topic in range(1, 7):
+      kafka_cluster.produce(f'{prefix}-{topic}', event_bytes([next(ids) for _ in range(40)]))
+    wait_for(lambda: count() == 340, 'the topics created while running loaded', proc=proc)
+    scraped = _scrape_all(port)
+    loaded = _series(scraped, 'doris_rows_loaded_total', table='demo.events')
+    assert sum(value for _, _, value in loaded) == 340
+    readers = {p for p, labels, _ in _series(scraped, 'kafka_consumer_lag_records')
+               if labels['topic'] != f'{prefix}-0'}
+    assert len(readers) >= 2, f'the partitions found while running were read by {readers}'
+
+    server.inject_fault('be_down', node=0)
+    kafka_cluster.produce(f'{prefix}-0', event_bytes([next(ids) for _ in range(20)]))
+    wait_for(lambda: any(v == 1 for _, _, v in _series(_scrape_all(port), 'doris_table_stalled',
+                                                        table='demo.events')),
+             'a worker reporting demo.events stalled', timeout_secs=90, proc=proc)
+    server.clear_faults()
+    wait_for(lambda: count() == 360, 'the rows held by the outage loaded', proc=proc)
+    wait_for(lambda: all(v == 0 for _, _, v in _series(_scrape_all(port), 'doris_table_stalled',
+                                                        table='demo.events')),
+             'the stall cleared', timeout_secs=60, proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=180) == 0, open(log, errors='replace').read()[-3000:]
+  finally:
+    if proc.poll() is None:
+      _cancel(proc)
+  assert_events_exactly_once(server, list(range(100)) + list(range(100, 360)))
