@@ -8,8 +8,13 @@ installed, and what they need beyond the product is in the ``dev`` extra.
 
 import setuptools
 
+# The SDK version submits the job and runs in every worker (a worker image, Dataflow's or a Flink
+# task manager's worker pool, must hold the same version): pinned, and the same in
+# templates/dataflow/Dockerfile and the docs (a test checks).
+BEAM_VERSION = '2.78.0'
+
 REQUIRED = [
-    'apache-beam>=2.77,<3',
+    f'apache-beam=={BEAM_VERSION}',
     'confluent-kafka>=2.16,<3',
     'requests>=2.32,<3',
     'urllib3>=2.2,<3',
@@ -19,7 +24,7 @@ REQUIRED = [
     'prometheus-client>=0.20,<1',
 ]
 
-YAML = ['apache-beam[yaml]>=2.77,<3']  # Beam YAML: jinja2, jsonschema, docstring-parser, pandas
+YAML = [f'apache-beam[yaml]=={BEAM_VERSION}']  # Beam YAML: jinja2, jsonschema, docstring-parser, pandas
 
 # --format=avro|protobuf|json_schema: confluent-kafka's Schema Registry client and deserializers
 # (httpx, authlib, cachetools, fastavro, protobuf, googleapis-common-protos, jsonschema).

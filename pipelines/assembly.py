@@ -58,13 +58,16 @@ class PipelineOutputs:
   Attributes:
     load_results: ``LoadResult`` per load.
     dead_letters: the parser's and the sink's dead letters (a tuple).
-    commits: ``(topic, partition, offset)`` per offset commit.
+    commits: ``(topic, partition, offset)`` per offset commit (a tuple, one per input).
+    reads: the reads a drain waits for (``(topic, partition)``s known when the graph was
+      built, and the discovery loops), or None when the read is not this graph's.
   """
 
-  def __init__(self, load_results, dead_letters, commits):
+  def __init__(self, load_results, dead_letters, commits, reads=None):
     self.load_results = load_results
     self.dead_letters = dead_letters
     self.commits = commits
+    self.reads = reads
 
 
 def start_up(config: PipelineConfig, check_cluster: Optional[bool] = None) -> LoadedRanges:
@@ -155,6 +158,7 @@ def _read_chunks(p: beam.Pipeline, config: PipelineConfig, context: RunContext,
                                    excluded_topics=settings.excluded_topics,
                                    discovery_shards=discovery_shards, durable=True)
     chunks = p | 'ReadFromKafka' >> reader
+    reads = reader.reads()
   except kafka.KafkaSourceError as error:
     # Found while the graph is built: the flags are wrong, nothing has run.
     topics = (f'--topic_pattern={settings.topic_pattern}' if settings.topic_pattern
@@ -164,7 +168,7 @@ def _read_chunks(p: beam.Pipeline, config: PipelineConfig, context: RunContext,
                              f'{error}') from None
   if config.metrics_port:
     _ = chunks | 'CountConsumed' >> beam.Map(_count_consumed)
-  return chunks
+  return chunks, reads
 
 
 class LoadedTables(NamedTuple):
@@ -266,5 +270,7 @@ def build_pipeline(p: beam.Pipeline, config: PipelineConfig, *,
     ConfigurationError: the Kafka flags are wrong (found while building).
   """
   context = context or run_context(config)
-  chunks = _read_chunks(p, config, context, discovery_shards)
-  return load_chunks(chunks, config, context=context, own_read=True)
+  chunks, reads = _read_chunks(p, config, context, discovery_shards)
+  outputs = load_chunks(chunks, config, context=context, own_read=True)
+  outputs.reads = reads
+  return outputs

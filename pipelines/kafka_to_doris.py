@@ -137,16 +137,32 @@ def root_cause_message(error: BaseException) -> str:
   return (lines[-1] if lines else type(error).__name__).split(' [while running', 1)[0]
 
 
-class _StopSignals:
-  """SIGTERM/SIGINT: the first drains the run, the second exits at once."""
+# After every read reported its end, a portable job gets this long to end by itself before the
+# launcher cancels it (Flink keeps a streaming job's source alive; see pipelines.runners).
+_END_GRACE_SECS = 5.0
 
-  def __init__(self, context: RunContext, runtime, remote_workers: bool):
+
+class _StopSignals:
+  """SIGTERM/SIGINT: the first drains the run, the second exits at once.
+
+  Workers in this process are told directly; others through a drain request
+  on Kafka.  On a portable runner the launcher then waits until every read of
+  the run reported its end (its rows loaded, its offset committed) and ends a
+  job that stays open (``drained``, ``cancelled_after_drain``).
+  """
+
+  def __init__(self, context: RunContext, runtime, remote_workers: bool, reads=None,
+               drain_timeout_secs: float = 600.0):
     self._context = context
     self._runtime = runtime
     self._remote = remote_workers
+    self._reads = list(reads or ())
+    self._drain_timeout_secs = drain_timeout_secs
     self._count = 0
     self._previous = {}
+    self._finished = threading.Event()
     self.result = None
+    self.cancelled_after_drain = False
 
   @property
   def draining(self) -> bool:
@@ -155,24 +171,38 @@ class _StopSignals:
   def __enter__(self):
     for signum in (signal.SIGTERM, signal.SIGINT):
       self._previous[signum] = signal.signal(signum, self._handle)
+    if self._remote and self._context.stop_channel is not None:
+      # A drain asked from elsewhere (--drain): end the job as after a signal.
+      self._unwatch = self._context.stop_channel.watch(self._requested_elsewhere,
+                                                       self._context.started_ms)
     return self
 
   def __exit__(self, *exc):
+    self._finished.set()
+    if getattr(self, '_unwatch', None) is not None:
+      self._unwatch()
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
+
+  def _requested_elsewhere(self, reason: str) -> None:
+    if self._count == 0:
+      self._count = 1
+      metrics.DRAINING.set(1)
+      _LOGGER.warning('draining (%s)', reason)
+      threading.Thread(target=self._drain_remote, args=(None,), name='drain', daemon=True).start()
 
   def _handle(self, signum, _frame):
     self._count += 1
     name = signal.Signals(signum).name
     if self._count == 1:
       metrics.DRAINING.set(1)
+      self._count = 1
       _LOGGER.warning('%s: draining -- stopping the reads, flushing every pending batch, waiting '
                       'for the loads, committing offsets; send it again to exit at once', name)
       if self._runtime is not None:
         self._runtime.request_stop(name)
       if self._remote and self._context.stop_channel is not None:
-        threading.Thread(target=self._request, args=(name,), name='drain-request',
-                         daemon=True).start()
+        threading.Thread(target=self._drain_remote, args=(name,), name='drain', daemon=True).start()
       return
     print(f'{name} again: exiting now; offsets are committed only for loaded rows, a restart '
           'resumes there', file=sys.stderr, flush=True)
@@ -183,11 +213,36 @@ class _StopSignals:
         pass
     os._exit(128 + signum)  # pylint: disable=protected-access
 
-  def _request(self, name: str) -> None:
+  def _drain_remote(self, name: Optional[str]) -> None:
+    """Asks the workers to drain (unless asked from elsewhere); once every read reported its
+    end, ends a job left open."""
+    channel = self._context.stop_channel
+    asked_ms = int(time.time() * 1000) - 60_000 if name is None else int(time.time() * 1000)
+    if name is not None:
+      try:
+        channel.request(f'{name} to the launcher')
+      except Exception as error:  # pylint: disable=broad-except
+        _LOGGER.error('the drain request did not reach the workers: %s', error)
+        return
+    missing = channel.await_done(self._context.run_id, self._reads, asked_ms - 1000,
+                                 self._drain_timeout_secs, stopping=self._finished)
+    if self._finished.is_set():
+      return  # the job ended by itself
+    if missing:
+      _LOGGER.error('%d reads did not report their end within %.0f s (%s); ending the job: '
+                    'their offsets hold only loaded rows, a restart reads the rest',
+                    len(missing), self._drain_timeout_secs, sorted(missing)[:5])
+    else:
+      _LOGGER.info('every read of the job ended, its rows loaded and committed')
+    if self._finished.wait(_END_GRACE_SECS) or self.result is None:
+      return
     try:
-      self._context.stop_channel.request(f'{name} to the launcher')
-    except Exception as error:  # pylint: disable=broad-except
-      _LOGGER.error('the drain request did not reach the workers: %s', error)
+      self.result.metrics()  # kept for the summary: the job service goes with the job
+    except Exception:  # pylint: disable=broad-except
+      _LOGGER.debug('no metrics before ending the job', exc_info=True)
+    self.cancelled_after_drain = True
+    _LOGGER.info('ending the drained job (its runner keeps a streaming job open)')
+    self.result.cancel()
 
 
 def run_pipeline(argv: Sequence[str]) -> RunSummary:
@@ -208,13 +263,20 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
   try:
     if runtime is not None:
       runtime.seed(LOADED_RANGES, loaded)
-    build_pipeline(p, config, context=context, discovery_shards=discovery_shards(options))
+    outputs = build_pipeline(p, config, context=context,
+                             discovery_shards=discovery_shards(options))
     started = time.monotonic()
     if runs_locally(options):
       tune_process()
-    with _StopSignals(context, runtime, remote_workers=not runs_locally(options)) as signals:
+    with _StopSignals(context, runtime, remote_workers=not runs_locally(options),
+                      reads=outputs.reads,
+                      drain_timeout_secs=config.load.load_timeout_secs + 60.0) as signals:
       result = signals.result = p.run()
-      result.wait_until_finish()
+      try:
+        result.wait_until_finish()
+      except Exception:  # pylint: disable=broad-except
+        if not signals.cancelled_after_drain:
+          raise
     return RunSummary.of(result, time.monotonic() - started, signals.draining)
   finally:
     if runtime is not None:

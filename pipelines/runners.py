@@ -7,9 +7,14 @@ user did, saying so:
 * **Flink, streaming** (no ``--stop_at_end``): ``--streaming`` (Flink's batch
   mode cannot run an unbounded read); ``--finish_bundle_before_checkpointing``
   (a checkpoint is taken between bundles, never with a bundle's output
-  half-buffered); ``--shutdown_sources_after_idle_ms`` (with checkpointing on,
-  Beam keeps the impulse source alive forever, so a drained job would never
-  finish).
+  half-buffered); ``--shutdown_sources_after_idle_ms`` = never.  Once Beam's
+  impulse source has shut down, Flink's operator behind it loops over the
+  read's pending resumptions without waiting for their time and takes no
+  checkpoint any more (Beam shuts it down after 0 ms when checkpointing is off).
+  So the job does not end by itself after a drain: the launcher waits until
+  every read reported its end, then cancels it (``pipelines.kafka_to_doris``).
+* **Flink, bounded** (``--stop_at_end``): ``--shutdown_sources_after_idle_ms=0``,
+  so the job ends once the reads are done (also in streaming mode).
 * **Flink, local** (``--flink_master=[local]``/``[auto]``) with
   ``--environment_type=EXTERNAL`` or ``PROCESS`` and ``--parallelism`` > 1:
   ``--sdk_worker_parallelism`` = 3 x the parallelism.  Beam's Flink runner
@@ -46,8 +51,8 @@ _LOGGER = logging.getLogger(__name__)
 DIRECT_RUNNERS = (None, 'DirectRunner', 'direct', 'FnApiRunner')
 _FLINK_RUNNERS = ('FlinkRunner', 'flink')
 _LOCAL_FLINK = ('[local]', '[auto]')
-# A drained streaming Flink job ends once its impulse source may shut down.
-_SHUTDOWN_SOURCES_AFTER_IDLE_MS = 1000
+# Flink's longest wait: Beam's impulse source is never shut down (Long.MAX_VALUE).
+_NEVER_MS = 2 ** 63 - 1
 _LOOPS_PER_WORKER = 8
 # Stages of Python DoFns Flink makes of the graph: Impulse -> ResolvePartitions | Reshuffle ->
 # the read's split | the read and everything fused behind it (one shuffle, the SDF's keyBy).
@@ -94,8 +99,8 @@ def prepare_argv(argv: Sequence[str]) -> List[str]:
   if _runner(options) in _FLINK_RUNNERS:
     if streaming and not _given(argv, 'finish_bundle_before_checkpointing'):
       added.append('--finish_bundle_before_checkpointing')
-    if streaming and not _given(argv, 'shutdown_sources_after_idle_ms'):
-      added.append(f'--shutdown_sources_after_idle_ms={_SHUTDOWN_SOURCES_AFTER_IDLE_MS}')
+    if not _given(argv, 'shutdown_sources_after_idle_ms'):
+      added.append(f'--shutdown_sources_after_idle_ms={_NEVER_MS if streaming else 0}')
     flink = options.view_as(FlinkRunnerOptions)
     environment = (options.view_as(PortableOptions).environment_type or '').upper()
     if (flink.flink_master in _LOCAL_FLINK and environment in ('EXTERNAL', 'PROCESS')

@@ -26,6 +26,7 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Set, Tuple
 
+from transforms import metrics
 from transforms.monitoring import Monitor
 
 __all__ = ['RunContext', 'Runtime', 'Sources', 'acquire', 'release', 'StopChannel']
@@ -47,6 +48,9 @@ class StopChannel:
 
   def request(self, reason: str) -> None:
     raise NotImplementedError
+
+  def report_done(self, run_id: str, sources) -> None:
+    """Says that these reads of the run ended in a drain (their rows loaded and committed)."""
 
 
 class RunContext:
@@ -147,12 +151,19 @@ class Runtime:
       self._stop_reason = reason
       self._stop.set()
       self.monitor.draining = True
+      metrics.DRAINING.set(1)
       _LOGGER.warning('draining (%s): the reads stop, every pending batch loads, offsets are '
                       'committed', reason)
 
   @property
   def stop_reason(self) -> str:
     return self._stop_reason
+
+  def report_done(self, *sources: Hashable) -> None:
+    """Tells the launcher that these reads ended in a drain (see ``StopChannel.report_done``)."""
+    channel = self.context.stop_channel
+    if channel is not None and self.stop_requested():
+      channel.report_done(self.context.run_id, sources)
 
   # --------------------------------------------------------------------- shared
 

@@ -4,8 +4,11 @@
 #   templates/flink/run_flink.sh MODE [extra pipeline flags...]
 #
 # MODE:
-#   local      Embedded Flink started by Beam's Flink job server jar ([local]); the
-#              Python workers run in this process (LOOPBACK). Needs Java 11+ here.
+#   local      Embedded Flink started by Beam's Flink job server jar ([local]), from
+#              FLINK_JOB_SERVER_JAR (e.g. $(python -m devtools.flink)); the Python workers
+#              in this process (LOOPBACK), or in a worker pool's processes
+#              (ENVIRONMENT_TYPE=EXTERNAL ENVIRONMENT_CONFIG=localhost:50000 with
+#              `python -m devtools.worker_pool --port 50000`). Needs Java 17 here.
 #   remote     A running Flink cluster (FLINK_MASTER=host:8081); Beam starts the Flink
 #              job server jar here (Java 11+) and submits to the cluster. Python
 #              workers: ENVIRONMENT_TYPE=DOCKER (default) | PROCESS | EXTERNAL.
@@ -25,7 +28,8 @@ shift
 cd "$(dirname "$0")/../.."   # the repository root: ./setup.py and the packages
 
 PYTHON="${PYTHON:-python}"
-FLINK_VERSION="${FLINK_VERSION:-1.20}"          # must match the cluster: 1.19 1.20 2.0 2.1 2.2
+FLINK_VERSION="${FLINK_VERSION:-1.19}"          # must match the cluster (and a published job server)
+FLINK_JOB_SERVER_JAR="${FLINK_JOB_SERVER_JAR:-}"  # local: the job server jar (devtools/flink.py)
 FLINK_MASTER="${FLINK_MASTER:-localhost:8081}"
 PARALLELISM="${PARALLELISM:-4}"
 CHECKPOINT_MS="${CHECKPOINT_MS:-60000}"
@@ -44,17 +48,15 @@ pipeline_flags=(
 )
 [[ -n "${TABLE:-}" ]] && pipeline_flags+=(--table="${TABLE}")
 
-# Streaming with checkpoints: Flink snapshots the reader's offsets, the batches being
-# built and the committer's state; bundles (and so every in-flight Stream Load) finish
-# before a checkpoint is taken.
+# Streaming with checkpoints: Flink snapshots each partition's durable offset (the rows loaded
+# or dead-lettered); the launcher adds --streaming, --finish_bundle_before_checkpointing and
+# --shutdown_sources_after_idle_ms (pipelines/runners.py).
 flink_flags=(
   --flink_version="${FLINK_VERSION}"
   --parallelism="${PARALLELISM}"
-  --streaming
   --checkpointing_interval="${CHECKPOINT_MS}"
   --checkpointing_mode=EXACTLY_ONCE
   --min_pause_between_checkpoints=10000
-  --finish_bundle_before_checkpointing
 )
 # On a cluster: keep the last checkpoint when the job is cancelled, to restart from it
 # (needs a checkpoint directory in the cluster's Flink configuration, e.g. s3:// or hdfs://).
@@ -69,8 +71,10 @@ environment_flags=(--environment_type="${ENVIRONMENT_TYPE}")
 
 case "$mode" in
   local)
+    [[ "${ENVIRONMENT_TYPE}" == DOCKER ]] && environment_flags=(--environment_type=LOOPBACK)
     exec "$PYTHON" -m pipelines.kafka_to_doris --runner=FlinkRunner --flink_master='[local]' \
-      --environment_type=LOOPBACK "${flink_flags[@]}" "${pipeline_flags[@]}" "$@"
+      --flink_job_server_jar="${FLINK_JOB_SERVER_JAR:?set FLINK_JOB_SERVER_JAR}" \
+      "${environment_flags[@]}" "${flink_flags[@]}" "${pipeline_flags[@]}" "$@"
     ;;
   remote)
     exec "$PYTHON" -m pipelines.kafka_to_doris --runner=FlinkRunner \

@@ -60,8 +60,38 @@ def test_sdist_pins_every_runtime_dependency_to_a_compatible_range(sdist):
     requirement = Requirement(line)
     names.add(requirement.name.lower())
     operators = {spec.operator for spec in requirement.specifier}
-    assert {'>=', '<'} <= operators, f'{line}: needs a lower and an upper bound'
+    if requirement.name.lower() == 'apache-beam':
+      assert operators == {'=='}, f'{line}: the SDK must be the workers\' version exactly'
+    else:
+      assert {'>=', '<'} <= operators, f'{line}: needs a lower and an upper bound'
   assert {'apache-beam', 'confluent-kafka', 'requests', 'orjson', 'pyyaml'} <= names
+
+
+def test_the_beam_version_is_one_everywhere():
+  """The SDK that submits, the one installed here, the Dockerfile's and the docs' are one
+  version: a worker with another SDK version than the job's fails or misbehaves."""
+  import re
+  import apache_beam
+  with open(os.path.join(REPO_ROOT, 'setup.py'), encoding='utf-8') as handle:
+    pinned = re.search(r"BEAM_VERSION = '([0-9.]+)'", handle.read()).group(1)
+  assert apache_beam.__version__ == pinned
+  with open(os.path.join(REPO_ROOT, 'templates', 'dataflow', 'Dockerfile'),
+            encoding='utf-8') as handle:
+    assert f'ARG BEAM_VERSION={pinned}' in handle.read()
+  stale = []
+  for folder, _, files in os.walk(REPO_ROOT):
+    if any(part in folder for part in ('.venv', '.git', '.jars', '__pycache__')):
+      continue
+    for name in files:
+      if not name.endswith(('.md', '.sh', '.yaml', '.py', 'Dockerfile')):
+        continue
+      path = os.path.join(folder, name)
+      with open(path, encoding='utf-8', errors='replace') as handle:
+        for match in re.finditer(r'(?:beam_python3\.\d+_sdk:|apache-beam(?:\[\w+\])?==)'
+                                 r'([0-9.]+)', handle.read()):
+          if match.group(1) != pinned:
+            stale.append(f'{os.path.relpath(path, REPO_ROOT)}: {match.group(0)}')
+  assert not stale, stale
 
 
 def test_wheel_builds_offline_from_the_sdist(sdist, tmp_path):

@@ -156,7 +156,7 @@ def test_flink_script_uses_only_known_flags():
   unknown = used - python_flags - JAVA_FLINK_FLAGS - other
   assert not unknown, f'unknown flags in run_flink.sh: {sorted(unknown)}'
   for needed in ('flink_master', 'flink_version', 'environment_type', 'checkpointing_interval',
-                 'parallelism', 'streaming', 'job_endpoint'):
+                 'parallelism', 'job_endpoint', 'flink_job_server_jar'):
     assert needed in used, needed
 
 
@@ -165,7 +165,7 @@ def _script_argv(mode, kafka_cluster, topic, **env):
   import subprocess
   full_env = dict(os.environ, PYTHON='echo', BOOTSTRAP_SERVERS=kafka_cluster.bootstrap_servers,
                   TOPICS=topic, GROUP_ID='graph-test', FE_NODES='http://fe-1:8030',
-                  TABLE='demo.events', **env)
+                  TABLE='demo.events', FLINK_JOB_SERVER_JAR='/opt/job-server.jar', **env)
   result = subprocess.run(['bash', os.path.join(FLINK_DIR, 'run_flink.sh'), mode],
                           capture_output=True, text=True, env=full_env, cwd=REPO_ROOT, timeout=30)
   assert result.returncode == 0, result.stderr
@@ -182,7 +182,8 @@ def _script_argv(mode, kafka_cluster, topic, **env):
                   'SAVEPOINT_PATH': 's3://bucket/savepoints/sp-1'}),
 ])
 def test_flink_script_command_lines_build_the_graph(kafka_cluster, topic, mode, env):
-  argv = _script_argv(mode, kafka_cluster, topic, **env)
+  from pipelines.runners import prepare_argv  # what the command line does with them
+  argv = prepare_argv(_script_argv(mode, kafka_cluster, topic, **env))
   options, p, proto, errors = _build(argv + ['--password=unused'])
   assert errors == []
   expected_runner = 'PortableRunner' if mode == 'portable' else 'FlinkRunner'

@@ -7,7 +7,12 @@ start on, and drains when a request for its group arrives.  The command
 line's second process (``--drain``) and the launcher of an attached job
 (SIGTERM) make requests; every runner's workers see them, so a job on Flink,
 Prism or Dataflow drains as a local one does: reads stop, pending rows load,
-offsets are committed, the reads end and so does the job.
+offsets are committed, the reads end.
+
+As each read ends in a drain, its worker reports it (``done:<group>``,
+``report_done``), once its rows are loaded and its offset committed: the
+launcher waits for every read of the run (``await_done``) and then ends a job
+whose runner would keep it open (Flink keeps a streaming job's source alive).
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from typing import Any, Callable, Dict, Optional
 from transforms.kafka.config import new_consumer, new_producer, producer_config_of
 from transforms.runtime import StopChannel
 
-__all__ = ['KafkaStopChannel', 'DRAIN_KEY_PREFIX', 'is_control_key']
+__all__ = ['KafkaStopChannel', 'DRAIN_KEY_PREFIX', 'DONE_KEY_PREFIX', 'is_control_key']
 
 _LOGGER = logging.getLogger(__name__)
 
 DRAIN_KEY_PREFIX = b'drain:'
+DONE_KEY_PREFIX = b'done:'
 _CONTROL_PARTITION = 0
 _POLL_SECS = 1.0
 _RETRY_SECS = 10.0
@@ -35,7 +41,7 @@ _WRITE_TIMEOUT_SECS = 15.0
 
 def is_control_key(key: Optional[bytes]) -> bool:
   """Whether a record of the journal's topic is a control record (not a journal entry)."""
-  return key is not None and key.startswith(DRAIN_KEY_PREFIX)
+  return key is not None and key.startswith((DRAIN_KEY_PREFIX, DONE_KEY_PREFIX))
 
 
 class KafkaStopChannel(StopChannel):
@@ -71,6 +77,60 @@ class KafkaStopChannel(StopChannel):
     if remaining or errors:
       raise RuntimeError(f'the drain request for group {self._group!r} did not reach topic '
                          f'{self._topic} ({errors[0] if errors else "not acknowledged in time"})')
+
+  def report_done(self, run_id: str, sources) -> None:
+    """Says that these reads of run ``run_id`` ended in a drain, their rows loaded and committed.
+
+    Best effort: a failure is logged (the launcher then waits until its timeout).
+    """
+    producer = new_producer(producer_config_of(self._config), **{'acks': 'all'})
+    value = json.dumps({'run': run_id, 'sources': [list(source) for source in sources]}).encode()
+    errors = []
+    producer.produce(self._topic, key=DONE_KEY_PREFIX + self._group.encode(), value=value,
+                     partition=_CONTROL_PARTITION,
+                     on_delivery=lambda error, _message: errors.append(error) if error else None)
+    if producer.flush(_WRITE_TIMEOUT_SECS) or errors:
+      _LOGGER.warning('could not report the end of reads %s of the drain: %s', list(sources),
+                      errors[0] if errors else 'not acknowledged in time')
+
+  def await_done(self, run_id: str, expected, since_ms: int, timeout_secs: float,
+                 stopping: Optional[threading.Event] = None) -> set:
+    """Waits until every source of ``expected`` (and those they report) reported done.
+
+    A discovery loop reports its end only once the partitions it found and read have ended.
+
+    Returns:
+      The sources still not done (empty: all done) when it returns.
+    """
+    from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
+    waiting = {tuple(source) for source in expected}
+    done: set = set()
+    deadline = time.monotonic() + timeout_secs
+    consumer = new_consumer(self._config, **{'enable.partition.eof': False})
+    try:
+      start = consumer.offsets_for_times(
+          [TopicPartition(self._topic, _CONTROL_PARTITION, since_ms)], timeout=10)[0]
+      consumer.assign([start if start.offset >= 0 else
+                       TopicPartition(self._topic, _CONTROL_PARTITION, -1)])
+      key = DONE_KEY_PREFIX + self._group.encode()
+      while waiting - done and time.monotonic() < deadline and not (
+          stopping is not None and stopping.is_set()):
+        for message in consumer.consume(100, _POLL_SECS):
+          if message.error() is not None or message.key() != key:
+            continue
+          try:
+            report = json.loads(message.value())
+          except ValueError:
+            continue
+          if report.get('run') != run_id:
+            continue
+          for source in report.get('sources', ()):
+            done.add(tuple(source))
+    except KafkaException as error:
+      _LOGGER.warning('waiting for the workers to report the drain done: %s', error)
+    finally:
+      consumer.close()
+    return waiting - done
 
   def watch(self, on_stop: Callable[[str], None], since_ms: int) -> Callable[[], None]:
     """Calls ``on_stop(reason)`` when a request newer than ``since_ms`` arrives (a thread)."""

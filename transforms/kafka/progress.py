@@ -92,6 +92,14 @@ class PartitionProgress:
       tracker = self._tracker(topic, partition)
       return self._advanced(topic, partition, tracker, tracker.ack(offsets))
 
+  def commit_now(self, topic: str, partition: int) -> None:
+    """Commits the partition's durable offset synchronously (a read that ends in a drain)."""
+    with self._lock:
+      tracker = self._trackers.get((topic, partition))
+      position = None if tracker is None else tracker.position
+      if position is not None:
+        self._commit(topic, partition, position, asynchronous=False)
+
   def stale(self) -> int:
     """Acknowledgements and chunks that arrived behind the durable offset (replays)."""
     with self._lock:

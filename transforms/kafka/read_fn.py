@@ -49,6 +49,18 @@ IDLE_WATERMARK_LAG_SECS = 2.0
 _PARTITION_EOF = -191
 # A partition at its end whose rows are not durable yet checks back this soon.
 _FINISH_RECHECK_SECS = 0.05
+# A partition with more to read resumes this soon after its bundle ended, never at once: a
+# runner that fires due resumptions while it finishes a bundle (Flink does, before a
+# checkpoint barrier) would otherwise never get to the barrier while records flow.
+_RESUME_SECS = 0.05
+# Each call reads for at least this long (unless caught up), also late in a long bundle: a
+# runner that keeps one bundle open and feeds it resumptions (Flink streaming) would otherwise
+# see every late call defer at once, dozens of times a second per partition.
+_MIN_CALL_SECS = 0.2
+# A caught-up partition comes back this much later.  Every resumption costs the runner a timer,
+# and Beam's portable Flink runner before apache/beam#39191 also keeps one state entry per
+# resumption for ever: rarer ones grow its checkpoints more slowly.
+_IDLE_RESUME_SECS = 1.0
 
 _new_tuple = tuple.__new__
 
@@ -122,12 +134,20 @@ class ReadPartitionFn(beam.DoFn):
     """Completes or checkpoints the restriction as ``outcome`` says."""
     if outcome.action == Outcome.DONE:
       tracker.try_claim(tracker.current_restriction().stop)  # exhausted: done
+      self.ended_in_drain(spec.topic, spec.partition)
     elif outcome.action == Outcome.DEFER:
       durable = self.checkpoint_at(spec.topic, spec.partition)
       if durable is not None:
         tracker.try_claim(Durable(durable))
       tracker.defer_remainder(None if outcome.delay_secs is None
                               else Duration(seconds=outcome.delay_secs))
+
+  def ended_in_drain(self, topic: str, partition: int) -> None:
+    """A read ended: in a drain, its offset is committed now and its end reported."""
+    if self._runtime.stop_requested():
+      if self._durable:
+        self._progress.commit_now(topic, partition)
+      self._runtime.report_done((topic, partition))
 
   def checkpoint_at(self, topic: str, partition: int) -> Optional[int]:
     """Where a checkpoint of the partition resumes: its durable offset, or its read position."""
@@ -208,6 +228,7 @@ class ReadPartitionFn(beam.DoFn):
     cached = self._checkout(spec, restriction.start, restriction.stop)
     position = cached.next_offset
     monitor = self._runtime.monitor
+    call_deadline = max(self._bundle_deadline, time.monotonic() + _MIN_CALL_SECS)
     try:
       while True:
         restriction = tracker.current_restriction()  # a runner's split may have shortened it
@@ -217,7 +238,7 @@ class ReadPartitionFn(beam.DoFn):
         if position >= restriction.stop:  # split off (a checkpoint the runner asked for)
           outcome.action = Outcome.SPLIT
           return
-        messages = self._poll(cached, self._bundle_deadline)
+        messages = self._poll(cached, call_deadline)
         monitor.heartbeat('reader')
         end_offset = -1
         # The hot loop: one list comprehension, no per-record method lookups
@@ -268,11 +289,11 @@ class ReadPartitionFn(beam.DoFn):
           # Java KafkaIO partition, and come back later.
           if position < natural_end:
             self._idle_watermark(watermark_estimator)
-            outcome.action, outcome.delay_secs = Outcome.DEFER, self._poll_timeout_secs
+            outcome.action, outcome.delay_secs = Outcome.DEFER, _IDLE_RESUME_SECS
             return
-        if (time.monotonic() >= self._bundle_deadline or
+        if (time.monotonic() >= call_deadline or
             self._bundle_records >= self._max_bundle_records):
-          outcome.action, outcome.delay_secs = Outcome.DEFER, None
+          outcome.action, outcome.delay_secs = Outcome.DEFER, _RESUME_SECS
           return
     finally:
       cached.next_offset = position

@@ -20,7 +20,7 @@ partitions).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.transforms import window
@@ -225,6 +225,7 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
       raise KafkaConfigError(f'discovery_shards must be >= 1, got {discovery_shards!r}')
     self._discovery_shards = discovery_shards
     self._durable = bool(durable)
+    self._found: List[Tuple[str, int]] = []
     self._max_bundle_secs = float(max_bundle_secs)
     self._max_bundle_records = int(max_bundle_records)
     # Partitions chosen by hand are a fixed set: no discovery.
@@ -232,6 +233,12 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
         Discovery(self._selector, float(discovery_interval_secs), self._start_timeout_secs)
         if not self._stop_at_end and discovery_interval_secs is not None and partitions is None
         else None)
+
+  def reads(self) -> List[Tuple[str, int]]:
+    """The reads of this transform known when it was built: its partitions then (with
+    ``validate``), and its discovery loops (``('', -1 - shard)``, see ``watch_fn``)."""
+    loops = self._discovery_shards if self._discovery is not None else 0
+    return list(self._found) + [('', -1 - shard) for shard in range(loops)]
 
   def expand(self, pbegin):
     if self._validate:
@@ -241,6 +248,7 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
                                 self._start_timeout_secs, allow_empty=not self._stop_at_end)
       finally:
         consumer.close()
+      self._found = list(found)
       if not found:
         _LOGGER.warning('No topic on %s matches the %s yet: the read waits for one (looking '
                         'every %ss)', describe_servers(self._config), self._selector.describe(),

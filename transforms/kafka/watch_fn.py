@@ -28,7 +28,7 @@ from transforms.kafka.partitions import UNBOUNDED_STOP_OFFSET, PartitionSpec, Wa
 from transforms.kafka.read_fn import IDLE_WATERMARK_LAG_SECS, Outcome, ReadPartitionFn
 from transforms.kafka.restriction import PartitionOffsetTracker, PartitionRestrictionProvider
 
-__all__ = ['ReadUnboundedFn']
+__all__ = ['ReadUnboundedFn', 'watch_source']
 
 _LOGGER = logging.getLogger('transforms.kafka.reader')
 
@@ -57,7 +57,7 @@ class _LateTracker:
     pass
 
 
-def _watch_source(spec: WatchSpec) -> Tuple[str, int]:
+def watch_source(spec: WatchSpec) -> Tuple[str, int]:
   """The runtime's name for a discovery loop (it is a source that ends, like a partition)."""
   return ('', -1 - spec.shard)
 
@@ -98,7 +98,7 @@ class ReadUnboundedFn(ReadPartitionFn):
     """One turn of a discovery loop: look for partitions when due, read the loop's own."""
     state: WatchRestriction = tracker.current_restriction()
     runtime = self._runtime
-    source = _watch_source(spec)
+    source = watch_source(spec)
     runtime.sources.reading(source)
     stopping = (runtime.stop_requested() or state.draining or
                 spec.stop_at_epoch_secs is not None and time.time() >= spec.stop_at_epoch_secs)
@@ -118,6 +118,7 @@ class ReadUnboundedFn(ReadPartitionFn):
       self._bundle_deadline = time.monotonic() + self._max_bundle_secs
     late = []
     finished = True
+    delays = []
     for topic, partition, position in state.late:
       inner = _LateTracker(position)
       estimator = self._late_watermarks.get((topic, partition))
@@ -130,6 +131,7 @@ class ReadUnboundedFn(ReadPartitionFn):
                         spec.stop_at_epoch_secs, len(state.known)),
           inner, estimator, outcome, stopping=stopping)
       finished = finished and outcome.action == Outcome.DONE
+      delays.append(outcome.delay_secs)
       resume = self.checkpoint_at(topic, partition)
       late.append((topic, partition, position if resume is None else max(position, resume)))
     state = state._replace(late=tuple(late))
@@ -140,6 +142,10 @@ class ReadUnboundedFn(ReadPartitionFn):
                      '%s)', spec.shard + 1, spec.shards, len(state.late),
                      ', '.join(f'{t}[{p}]@{o}' for t, p, o in state.late) or '-')
         tracker.try_claim(state._replace(done=True))
+        if self._durable and runtime.stop_requested():
+          for topic, partition, _ in state.late:
+            self._progress.commit_now(topic, partition)
+        runtime.report_done(source)  # the loop's end covers the partitions it read
         return
     if not tracker.try_claim(state):
       return
@@ -147,7 +153,8 @@ class ReadUnboundedFn(ReadPartitionFn):
     if stopping:
       delay = _FINISH_RECHECK_SECS
     elif state.late:
-      delay = self._poll_timeout_secs
+      delay = min(d for d in delays if d is not None) if any(
+          d is not None for d in delays) else _IDLE_LOOP_SECS
     else:
       delay = max(0.0, min(_IDLE_LOOP_SECS, state.next_check_epoch - time.time()))
       if not spec.known:
