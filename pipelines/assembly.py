@@ -111,7 +111,8 @@ def run_context(config: PipelineConfig, run_id: Optional[str] = None) -> RunCont
   from transforms.kafka.config import KafkaProbe  # pylint: disable=import-outside-toplevel
   kafka_config = dict(config.kafka.consumer_config)
   return RunContext(
-      run_id=run_id, stop_channel=KafkaStopChannel(kafka_config, config.control_topic.topic),
+      run_id=run_id,
+      stop_channel=KafkaStopChannel(kafka_config, config.control_topic.topic).starting_now(),
       stall_timeout_secs=config.stall_timeout_secs or None, metrics_port=config.metrics_port,
       probes={'Kafka': KafkaProbe(kafka_config), 'FE': FeProbe(config.load)},
       progress_interval_secs=config.progress_interval_secs)

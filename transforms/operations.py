@@ -175,6 +175,24 @@ class ProgressLine:
             + (', draining' if self._monitor.draining else ''))
 
 
+_DRAIN_REPORT_SECS = 10.0
+
+
+def _report_drain(runtime) -> None:
+  """While a drain takes long, says every few seconds what it waits for."""
+  now = time.monotonic()
+  started = getattr(runtime, '_drain_seen', None)
+  if started is None:
+    runtime._drain_seen = started = now  # pylint: disable=protected-access
+  last = getattr(runtime, '_drain_reported', started)
+  if now - last < _DRAIN_REPORT_SECS:
+    return
+  runtime._drain_reported = now  # pylint: disable=protected-access
+  still = sorted(runtime.sources.open())
+  _LOGGER.warning('draining for %.0f s: %d reads not ended yet%s; %d rows pending', now - started,
+                  len(still), f' ({still[:8]})' if still else '', runtime.monitor.pending_rows())
+
+
 def start(runtime) -> None:
   """Starts the operations of ``runtime``'s process: endpoint (if asked), checks, progress."""
   context = runtime.context
@@ -207,6 +225,8 @@ def start(runtime) -> None:
       if interval and time.monotonic() >= next_progress:
         next_progress = time.monotonic() + interval
         _LOGGER.info(progress.line())
+      if runtime.stop_requested():
+        _report_drain(runtime)
 
   threading.Thread(target=loop, name='operations', daemon=True).start()
   metrics.DRAINING.set(0)

@@ -117,6 +117,11 @@ class Sources:
     with self._lock:
       return bool(self._reading) and self._reading <= self._ended
 
+  def open(self) -> Set[Hashable]:
+    """The sources read here that have not ended."""
+    with self._lock:
+      return self._reading - self._ended
+
 
 class Runtime:
   """One run's shared state in this process (see the module docstring).

@@ -8,7 +8,7 @@
 #              FLINK_JOB_SERVER_JAR (e.g. $(python -m devtools.flink)); the Python workers
 #              in this process (LOOPBACK), or in a worker pool's processes
 #              (ENVIRONMENT_TYPE=EXTERNAL ENVIRONMENT_CONFIG=localhost:50000 with
-#              `python -m devtools.worker_pool --port 50000`). Needs Java 17 here.
+#              a worker pool from devtools/worker_pool.py on port 50000). Needs Java 17 here.
 #   remote     A running Flink cluster (FLINK_MASTER=host:8081); Beam starts the Flink
 #              job server jar here (Java 11+) and submits to the cluster. Python
 #              workers: ENVIRONMENT_TYPE=DOCKER (default) | PROCESS | EXTERNAL.

@@ -302,3 +302,53 @@ def test_flink_workers_serve_metrics_a_stall_and_read_partitions_found_while_run
     if proc.poll() is None:
       _cancel(proc)
   assert_events_exactly_once(server, list(range(100)) + list(range(100, 360)))
+
+
+def test_a_killed_flink_worker_process_restarts_and_every_row_loads_once(
+    kafka_cluster, make_stream_load_server, tmp_path, flink_job_server_jar, sdk_worker_pool):
+  """SIGKILL of the busiest SDK worker process while records arrive: Flink restarts the tasks, a
+  fresh worker starts at the committed offsets (its checkpoint may be older) and recovers the
+  journal, so every row loads once; a later SIGTERM still drains the job."""
+  server = make_stream_load_server()
+  topic = kafka_cluster.unique_topic('kill-worker')
+  group = f'g-{topic}'
+  argv = [a for a in pipeline_argv(kafka_cluster, server, [topic], group, str(tmp_path / 'dead'),
+                                   table='demo.events', batch_interval_secs=1)
+          if a != '--stop_at_end']
+  log = str(tmp_path / 'flink.log')
+  produced = 0
+
+  def produce(n):
+    nonlocal produced
+    kafka_cluster.produce(topic, event_bytes(range(produced, produced + n)))
+    produced += n
+
+  produce(400)
+  proc = _start_in_own_session(argv + _flink(flink_job_server_jar, streaming=True,
+                                             pool=sdk_worker_pool), log)
+  try:
+    count = lambda: server.query('SELECT count(*) FROM demo.events')[0][0]  # noqa: E731
+    wait_for(lambda: count() >= 400, 'the first rows loaded', timeout_secs=180, proc=proc)
+    busiest = max(sdk_worker_pool.workers(), key=_cpu_ticks)
+    produce(400)
+    os.kill(busiest, signal.SIGKILL)
+    produce(400)
+    wait_for(lambda: count() >= 1200, 'the rows after the kill loaded', timeout_secs=180,
+             proc=proc)
+    produce(200)
+    wait_for(lambda: count() >= 1400, 'more rows loaded', proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=180) == 0, open(log, errors='replace').read()[-3000:]
+  finally:
+    if proc.poll() is None:
+      _cancel(proc)
+  with open(log, encoding='utf-8', errors='replace') as handle:
+    assert 'RESTARTING' in handle.read()  # Flink did restart the job's tasks
+  assert_events_exactly_once(server, list(range(produced)))
+  assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
+
+
+def _cpu_ticks(pid):
+  with open(f'/proc/{pid}/stat', encoding='ascii') as handle:
+    fields = handle.read().rsplit(')', 1)[1].split()
+  return int(fields[11]) + int(fields[12])

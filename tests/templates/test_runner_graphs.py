@@ -35,6 +35,7 @@ JAVA_FLINK_FLAGS = {
     'externalized_checkpoints_enabled', 'retain_externalized_checkpoints_on_cancellation',
     'savepoint_path', 'allow_non_restored_state', 'max_bundle_size', 'max_bundle_time_mills',
     'number_of_execution_retries', 'execution_retry_delay', 'state_backend',
+    'shutdown_sources_after_idle_ms', 'sdk_worker_parallelism',
     'state_backend_storage_path', 'job_name',
 }
 

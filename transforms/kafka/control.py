@@ -37,6 +37,7 @@ _CONTROL_PARTITION = 0
 _POLL_SECS = 1.0
 _RETRY_SECS = 10.0
 _WRITE_TIMEOUT_SECS = 15.0
+_WAIT_REPORT_SECS = 10.0
 
 
 def is_control_key(key: Optional[bytes]) -> bool:
@@ -52,10 +53,36 @@ class KafkaStopChannel(StopChannel):
     topic: the topic (the load journal's, ``--journal_topic``).
   """
 
-  def __init__(self, kafka_config: Dict[str, Any], topic: str):
+  def __init__(self, kafka_config: Dict[str, Any], topic: str, since_offset: Optional[int] = None):
     self._config = {k: v for k, v in kafka_config.items()}
     self._topic = topic
     self._group = str(kafka_config.get('group.id', ''))
+    self._since = since_offset
+
+  def starting_now(self, timeout_secs: float = 10.0) -> 'KafkaStopChannel':
+    """This channel, reading from the control partition's end now: a run's watchers see every
+    request made after its launch (not older ones), also a worker that starts later."""
+    from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
+    consumer = new_consumer(self._config)
+    try:
+      _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, _CONTROL_PARTITION),
+                                               timeout=timeout_secs)
+    except KafkaException:
+      high = None  # no such topic yet: from its start (offset 0) when it appears
+    finally:
+      consumer.close()
+    return KafkaStopChannel(self._config, self._topic, high if high is not None and high >= 0
+                            else 0)
+
+  def _assign_from(self, consumer, since_ms: int) -> None:
+    from confluent_kafka import TopicPartition  # pylint: disable=import-outside-toplevel
+    if self._since is not None:
+      consumer.assign([TopicPartition(self._topic, _CONTROL_PARTITION, self._since)])
+      return
+    start = consumer.offsets_for_times(
+        [TopicPartition(self._topic, _CONTROL_PARTITION, since_ms)], timeout=10)[0]
+    consumer.assign([start if start.offset >= 0 else
+                     TopicPartition(self._topic, _CONTROL_PARTITION, -1)])  # the end
 
   @property
   def key(self) -> bytes:
@@ -108,13 +135,16 @@ class KafkaStopChannel(StopChannel):
     deadline = time.monotonic() + timeout_secs
     consumer = new_consumer(self._config, **{'enable.partition.eof': False})
     try:
-      start = consumer.offsets_for_times(
-          [TopicPartition(self._topic, _CONTROL_PARTITION, since_ms)], timeout=10)[0]
-      consumer.assign([start if start.offset >= 0 else
-                       TopicPartition(self._topic, _CONTROL_PARTITION, -1)])
+      self._assign_from(consumer, since_ms)
       key = DONE_KEY_PREFIX + self._group.encode()
+      next_report = time.monotonic() + _WAIT_REPORT_SECS
       while waiting - done and time.monotonic() < deadline and not (
           stopping is not None and stopping.is_set()):
+        if time.monotonic() >= next_report:
+          next_report = time.monotonic() + _WAIT_REPORT_SECS
+          missing = sorted(waiting - done)
+          _LOGGER.info('drain: %d of %d reads reported their end; waiting for %s', len(done),
+                       len(waiting), missing[:8])
         for message in consumer.consume(100, _POLL_SECS):
           if message.error() is not None or message.key() != key:
             continue
@@ -148,10 +178,7 @@ class KafkaStopChannel(StopChannel):
         if consumer is None:
           try:
             consumer = new_consumer(self._config, **{'enable.partition.eof': False})
-            start = consumer.offsets_for_times(
-                [TopicPartition(self._topic, _CONTROL_PARTITION, since_ms)], timeout=10)[0]
-            consumer.assign([start if start.offset >= 0 else
-                             TopicPartition(self._topic, _CONTROL_PARTITION, -1)])  # the end
+            self._assign_from(consumer, since_ms)
           except KafkaException as error:
             _LOGGER.debug('drain watch: %s; trying again', error)
             if consumer is not None:
@@ -162,7 +189,7 @@ class KafkaStopChannel(StopChannel):
         for message in consumer.consume(100, _POLL_SECS):
           if message.error() is not None or message.key() != self.key:
             continue
-          if message.timestamp()[1] < since_ms:
+          if self._since is None and message.timestamp()[1] < since_ms:
             continue
           try:
             reason = json.loads(message.value()).get('reason', 'drain requested')

@@ -44,6 +44,7 @@ class PartitionProgress:
     self._monitor = monitor
     self._lock = threading.Lock()
     self._trackers: Dict[Tuple[str, int], OffsetTracker] = {}
+    self._starts: Dict[Tuple[str, int], int] = {}
     self._consumer = None
     self._closed = False
 
@@ -70,6 +71,7 @@ class PartitionProgress:
       tracker.committed = self._trackers[(topic, partition)].committed if (
           (topic, partition) in self._trackers) else None
       self._trackers[(topic, partition)] = tracker
+      self._starts[(topic, partition)] = offset
 
   def durable(self, topic: str, partition: int) -> Optional[int]:
     """The end of the finished prefix: every row before it is loaded or dead-lettered."""
@@ -96,9 +98,13 @@ class PartitionProgress:
     """Commits the partition's durable offset synchronously (a read that ends in a drain)."""
     with self._lock:
       tracker = self._trackers.get((topic, partition))
-      position = None if tracker is None else tracker.position
-      if position is not None:
-        self._commit(topic, partition, position, asynchronous=False)
+      if tracker is None or tracker.position is None:
+        return
+      last = tracker.committed if tracker.committed is not None else self._starts.get(
+          (topic, partition))
+      if last is None or tracker.position > last or tracker.committed is not None:
+        # Again, synchronously: the asynchronous commit of this position may still be on its way.
+        self._commit(topic, partition, tracker.position, asynchronous=False)
 
   def stale(self) -> int:
     """Acknowledgements and chunks that arrived behind the durable offset (replays)."""
