@@ -10,8 +10,8 @@ and whose ``Class-Path`` lists the fetched jars, so that
 ``--runner=FlinkRunner --flink_job_server_jar=<it> --flink_master=[local]``
 starts an embedded Flink exactly as with the uber jar (``java -jar``).
 
-Verified here with the apache-beam 2.77 Python SDK against this 2.70 job
-server, environment LOOPBACK (README "Runners", templates/README.md).
+Tested here with the apache-beam 2.78 Python SDK (``setup.py``'s ``BEAM_VERSION``) against
+this 2.70 job server, environments LOOPBACK and EXTERNAL (templates/flink/README.md).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.assembly import (TABLE_BYTES_LOADED, TABLE_LOADS, TABLE_ROWS_LOADED,
                                 build_pipeline, run_context, start_up)
 from pipelines.config import ConfigurationError, PipelineConfig, consumer_config_of
-from pipelines.options import KafkaToDorisOptions
+from pipelines.options import KafkaToDorisOptions, add_flags
 from pipelines.preflight import PreflightError
 from pipelines.process_tuning import tune_process
 from pipelines.runners import (discovery_shards, make_pipeline, prepare_argv, runs_locally,
@@ -310,6 +310,8 @@ def help_text() -> str:
   """``--help``: every flag of the pipeline with its help and default."""
   parser = argparse.ArgumentParser(
       prog='python -m pipelines.kafka_to_doris',
+      usage='%(prog)s --bootstrap_servers=... --topics=... --group_id=... --fe_nodes=... '
+            '--table=... [flags]   (or --drain --bootstrap_servers=... --group_id=...)',
       description='Load Kafka topics into Apache Doris / StarRocks tables with Stream Load.',
       epilog='Any Apache Beam pipeline option is accepted as well (--runner, --streaming, '
       '--setup_file, FlinkRunner and DataflowRunner options, ...); --runner defaults to the '
@@ -318,7 +320,7 @@ def help_text() -> str:
       'environment variable instead of --password. SIGTERM/SIGINT drain the job on every '
       'runner (a second one exits at once); --drain with --bootstrap_servers and --group_id '
       'drains a running job from elsewhere.')
-  KafkaToDorisOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  add_flags(parser, grouped=True)
   return parser.format_help()
 
 

@@ -17,8 +17,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.delivery.journal import DEFAULT_JOURNAL_TOPIC
 from transforms.stream_load.config import PASSWORD_ENV_VAR
 
-__all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FlagSpec', 'str_to_bool', 'EXACTLY_ONCE',
-           'AT_LEAST_ONCE']
+__all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FLAG_GROUPS', 'FlagSpec', 'str_to_bool',
+           'EXACTLY_ONCE', 'AT_LEAST_ONCE', 'add_flags', 'flags_markdown']
 
 EXACTLY_ONCE = 'exactly_once'
 AT_LEAST_ONCE = 'at_least_once'
@@ -50,6 +50,7 @@ class FlagSpec:
   choices: Optional[List[str]] = None
   is_bool: bool = False
   secret: bool = False
+  group: str = ''
 
 
 _INT = r'^[1-9][0-9]*$'
@@ -211,6 +212,19 @@ FLAG_SPECS: List[FlagSpec] = [
              'Log a progress line this often (0: off).', _NUMBER),
 ]
 
+# The concern of each flag: how --help and docs/flags.md group them.
+FLAG_GROUPS = {
+    'Kafka': ('bootstrap_servers', 'topics', 'topic_pattern', 'topic_discovery_interval_secs', 'group_id', 'stop_at_end', 'auto_offset_reset', 'consumer_config', 'max_chunk_records'),
+    'Doris / StarRocks': ('fe_nodes', 'user', 'password', 'password_file', 'target', 'ca_bundle'),
+    'Routing': ('table', 'topic_table_map', 'table_field', 'default_database'),
+    'Formats': ('format', 'schema_registry_url', 'schema_registry_basic_auth', 'schema_registry_ca_location', 'schema_registry_certificate_location', 'schema_registry_key_location', 'cdc_format', 'max_record_bytes'),
+    'Schema': ('schema_evolution', 'create_tables'),
+    'Batching': ('batch_rows', 'batch_bytes', 'batch_interval_secs', 'table_config', 'max_pending_bytes'),
+    'Loads and delivery': ('flush_workers', 'label_prefix', 'compression', 'load_format', 'group_commit', 'max_retries', 'two_phase_commit', 'delivery_guarantee', 'journal_topic', 'load_timeout_secs', 'connect_timeout_secs', 'pool_maxsize', 'validate_tables'),
+    'Operations': ('dead_letter_path', 'metrics_port', 'stall_timeout_secs', 'progress_interval_secs'),
+}
+_GROUP_OF = {name: group for group, names in FLAG_GROUPS.items() for name in names}
+FLAG_SPECS = [dataclasses.replace(spec, group=_GROUP_OF[spec.name]) for spec in FLAG_SPECS]
 _SPECS_BY_NAME = {spec.name: spec for spec in FLAG_SPECS}
 _DEFINED_BY_BEAM = ('bootstrap_servers',)
 
@@ -220,24 +234,56 @@ class KafkaToDorisOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    for spec in FLAG_SPECS:
-      kwargs = dict(default=spec.default, help=_help_with_default(spec))
-      if spec.is_bool:
-        kwargs.update(nargs='?', const=True, type=str_to_bool)
-      else:
-        kwargs.update(type=spec.type)
-        if spec.choices:
-          kwargs.update(choices=spec.choices)
-      try:
-        parser.add_argument(f'--{spec.name}', **kwargs)
-      except argparse.ArgumentError:
-        # Beam 2.77's KafkaStreamsRunnerOptions already defines --bootstrap_servers
-        # (default localhost:9092); the flag is shared, its value is the same.
-        if spec.name not in _DEFINED_BY_BEAM:
-          raise
+    add_flags(parser)
+
+
+def add_flags(parser, grouped: bool = False) -> None:
+  """Adds every flag of ``FLAG_SPECS`` to ``parser`` (in argument groups by concern, for --help)."""
+  sections = {}
+  for spec in FLAG_SPECS:
+    target = parser
+    if grouped:
+      if spec.group not in sections:
+        sections[spec.group] = parser.add_argument_group(spec.group)
+      target = sections[spec.group]
+    kwargs = dict(default=spec.default, help=_help_with_default(spec))
+    if spec.is_bool:
+      kwargs.update(nargs='?', const=True, type=str_to_bool)
+    else:
+      kwargs.update(type=spec.type)
+      if spec.choices:
+        kwargs.update(choices=spec.choices)
+    try:
+      target.add_argument(f'--{spec.name}', **kwargs)
+    except argparse.ArgumentError:
+      # Beam's KafkaStreamsRunnerOptions already defines --bootstrap_servers (default
+      # localhost:9092); the flag is shared, its value is the same.
+      if spec.name not in _DEFINED_BY_BEAM:
+        raise
+
+
+def flags_markdown() -> str:
+  """docs/flags.md: every flag by concern, with its default and help (from ``FLAG_SPECS``)."""
+  lines = ['# Flags', '',
+           'Generated from `pipelines/options.py` (`FLAG_SPECS`), the list behind `--help`, the '
+           'Flex Template\'s `metadata.json` and the Beam YAML transforms\' parameters: '
+           '`python -m pipelines.options > docs/flags.md` (a test checks it is current).', '']
+  for group, names in FLAG_GROUPS.items():
+    lines += [f'## {group}', '', '| flag | default | meaning |', '| --- | --- | --- |']
+    for name in names:
+      spec = _SPECS_BY_NAME[name]
+      default = '-' if spec.secret or spec.default in (None, '') else f'`{spec.default}`'
+      text = spec.help.replace('|', '\\|')
+      lines.append(f'| `--{name}` | {default} | {text} |')
+    lines.append('')
+  return '\n'.join(lines)
 
 
 def _help_with_default(spec: FlagSpec) -> str:
   if spec.secret or spec.default in (None, ''):
     return spec.help
   return f'{spec.help} Default: {spec.default}.'
+
+
+if __name__ == '__main__':
+  print(flags_markdown())

@@ -165,3 +165,15 @@ def test_preflight_reports_missing_tables_and_tolerates_fes_without_the_endpoint
   with pytest.raises(PreflightError, match='no FE reachable'):
     check_tables(StreamLoadConfig(fe_nodes=('http://127.0.0.1:1',), user='root',
                                   connect_timeout_secs=1), ['db.t'])
+
+
+def test_the_flags_reference_is_generated_from_the_flag_list():
+  """docs/flags.md is what ``python -m pipelines.options`` writes (regenerate it when a flag
+  changes)."""
+  import os
+  from pipelines.options import FLAG_SPECS, flags_markdown
+  from tests.harness import REPO_ROOT
+  with open(os.path.join(REPO_ROOT, 'docs', 'flags.md'), encoding='utf-8') as handle:
+    assert handle.read().strip() == flags_markdown().strip()
+  text = flags_markdown()
+  assert all(f'`--{spec.name}`' in text for spec in FLAG_SPECS)
