@@ -36,6 +36,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from transforms import kafka
+from transforms.kafka.reader import DEFAULT_MAX_CHUNK_RECORDS
 
 _LOGGER = logging.getLogger('source_bench')
 
@@ -199,7 +200,7 @@ def main(argv=None):
   parser.add_argument('--bootstrap_servers', default=None,
                       help='a real cluster; default: a mock cluster')
   parser.add_argument('--max_chunk_records', type=int,
-                      default=kafka.DEFAULT_MAX_CHUNK_RECORDS)
+                      default=DEFAULT_MAX_CHUNK_RECORDS)
   parser.add_argument('--per_record', action='store_true',
                       help='also time ReadFromKafka (one element per record)')
   parser.add_argument('--profile', action='store_true',

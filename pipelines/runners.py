@@ -42,6 +42,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOpti
                                                   StandardOptions)
 
 from pipelines.options import KafkaToDorisOptions
+from transforms.kafka.discovery import DEFAULT_DISCOVERY_SHARDS
 
 __all__ = ['prepare_argv', 'make_pipeline', 'runs_locally', 'workers_run_here',
            'discovery_shards', 'DIRECT_RUNNERS', 'PYTHON_STAGES']
@@ -57,7 +58,6 @@ _LOOPS_PER_WORKER = 8
 # Stages of Python DoFns Flink makes of the graph: Impulse -> ResolvePartitions | Reshuffle ->
 # the read's split | the read and everything fused behind it (one shuffle, the SDF's keyBy).
 PYTHON_STAGES = 3
-_DEFAULT_LOOPS = 16
 
 
 def _runner(options: PipelineOptions):
@@ -131,4 +131,4 @@ def discovery_shards(options: PipelineOptions) -> int:
   parallelism = options.view_as(FlinkRunnerOptions).parallelism
   if parallelism and parallelism > 0:
     return _LOOPS_PER_WORKER * parallelism
-  return _DEFAULT_LOOPS
+  return DEFAULT_DISCOVERY_SHARDS

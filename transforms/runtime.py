@@ -39,7 +39,7 @@ class StopChannel:
 
   ``watch(on_stop, since_ms)`` starts watching for requests made after
   ``since_ms`` (epoch milliseconds) and returns a callable that stops the
-  watching; ``request(since_ms)`` makes one.  ``transforms.kafka.control``
+  watching; ``request(reason)`` makes one.  ``transforms.kafka.control``
   implements it on the job's own Kafka.
   """
 

@@ -5,6 +5,9 @@ import subprocess
 import sys
 
 from tests.fixtures.kafka import values_of
+import pytest
+
+pytestmark = pytest.mark.transform
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

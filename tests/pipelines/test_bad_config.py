@@ -7,6 +7,8 @@ import pytest
 
 from tests.harness import pipeline_argv, run_cli
 
+pytestmark = pytest.mark.e2e
+
 
 def _closed_port():
   with socket.socket() as sock:

@@ -11,6 +11,9 @@ import orjson
 
 from tests.harness import pipeline_argv, read_dead_letters, run_in_process
 from tests.pipelines.helpers import assert_users_hold, event, event_tuple, events_in_table, user
+import pytest
+
+pytestmark = pytest.mark.reliability
 
 MAX_RECORD_BYTES = 600 * 1024
 HUGE_FIELD_BYTES = 500 * 1024  # a STRING field, under MAX_RECORD_BYTES

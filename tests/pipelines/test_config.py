@@ -9,6 +9,8 @@ from pipelines.table_config import TableConfigError, load_table_config, parse_ta
 from transforms.batching import BatchLimits
 from apache_beam.options.pipeline_options import PipelineOptions
 
+pytestmark = pytest.mark.unit
+
 BASE = ['--bootstrap_servers=k:9092', '--topics=a,b', '--group_id=g',
         '--fe_nodes=http://fe:8030', '--topic_table_map=a=db.ta,b=db.tb']
 

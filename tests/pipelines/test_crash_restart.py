@@ -24,6 +24,8 @@ from tests.pipelines.helpers import (assert_users_hold, event, event_bytes, even
                                      user_bytes)
 from transforms.delivery import DEFAULT_JOURNAL_TOPIC, JournalConfig, read_journal
 
+pytestmark = pytest.mark.reliability
+
 HOLD_SECS = 3.0  # how long a held request waits on the server; the kill comes before it ends
 
 

@@ -5,6 +5,8 @@ import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, run_in_process
 
+pytestmark = pytest.mark.e2e
+
 
 def _event(i, size=200):
   return orjson.dumps({'event_id': i, 'user_id': i % 17, 'event_type': 'view',

@@ -22,6 +22,8 @@ from tests.pipelines.helpers import assert_events_exactly_once, event_bytes
 from transforms.stream_load import StreamLoadClient, StreamLoadConfig
 from transforms.stream_load.errors import StreamLoadError
 
+pytestmark = pytest.mark.reliability
+
 # Distinctive, and with characters that need quoting in a URL (the FE's redirect carries it).
 PASSWORD = 'Zq7-pa55w0rd:with@odd#chars'
 WRONG_PASSWORD = 'Wr0ng-Zq7-guess:xyz'

@@ -12,6 +12,8 @@ import pytest
 from tests.harness import run_cli, pipeline_argv, read_dead_letters, run_in_process
 from tests.pipelines.helpers import assert_events_exactly_once, event_bytes, load_statuses
 
+pytestmark = pytest.mark.reliability
+
 N_EVENTS = 1200
 BATCH_ROWS = 100
 

@@ -14,6 +14,8 @@ from tests.harness import REPO_ROOT, read_dead_letters
 import docstring_parser  # noqa: F401,E402  pylint: disable=unused-import
 import jinja2  # noqa: F401,E402  pylint: disable=unused-import
 
+pytestmark = pytest.mark.e2e
+
 YAML_DIR = os.path.join(REPO_ROOT, 'templates', 'yaml')
 PIPELINE_FILE = os.path.join(YAML_DIR, 'kafka_to_doris.yaml')
 

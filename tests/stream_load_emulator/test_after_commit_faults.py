@@ -13,6 +13,8 @@ import requests
 
 from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
 
+pytestmark = pytest.mark.transform
+
 JL = {'format': 'json', 'read_json_by_line': 'true'}
 ROWS = ndjson([{'event_id': 1, 'event_type': 'a'}, {'event_id': 2, 'event_type': 'b'}])
 

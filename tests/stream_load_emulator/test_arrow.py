@@ -13,6 +13,8 @@ import pytest
 
 from tests.stream_load_emulator.helpers import stream_load
 
+pytestmark = pytest.mark.transform
+
 pa = pytest.importorskip('pyarrow')
 
 ARROW = {'format': 'arrow'}

@@ -8,6 +8,9 @@ import urllib.parse
 import requests
 
 from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
+import pytest
+
+pytestmark = pytest.mark.transform
 
 JL = {'format': 'json', 'read_json_by_line': 'true'}
 GOOD = ndjson([{'id': 1}])

@@ -5,6 +5,9 @@ import json
 import requests
 
 from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
+import pytest
+
+pytestmark = pytest.mark.transform
 
 JSON_LINES = {'format': 'json', 'read_json_by_line': 'true'}
 RESPONSE_KEYS = ['TxnId', 'Label', 'Comment', 'TwoPhaseCommit', 'Status', 'Message',

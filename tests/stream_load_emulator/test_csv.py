@@ -11,6 +11,9 @@ import gzip
 import requests
 
 from tests.stream_load_emulator.helpers import stream_load
+import pytest
+
+pytestmark = pytest.mark.transform
 
 SR_SCHEMA = '''
 CREATE DATABASE IF NOT EXISTS sr;

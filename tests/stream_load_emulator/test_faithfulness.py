@@ -11,6 +11,9 @@ import socket
 import struct
 
 from tests.pipelines.crash import wait_for
+import pytest
+
+pytestmark = pytest.mark.transform
 
 
 def _reset_mid_body(server, label):

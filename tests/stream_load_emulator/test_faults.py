@@ -7,6 +7,8 @@ import requests
 
 from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
 
+pytestmark = pytest.mark.transform
+
 JSON_LINES = {'format': 'json', 'read_json_by_line': 'true'}
 ROWS = ndjson([{'id': 1, 'name': 'a'}, {'id': 2, 'name': 'b'}])
 

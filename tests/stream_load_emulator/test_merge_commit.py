@@ -12,6 +12,9 @@ import threading
 import requests
 
 from tests.stream_load_emulator.helpers import AUTH, stream_load
+import pytest
+
+pytestmark = pytest.mark.transform
 
 SCHEMA = '''
 CREATE DATABASE IF NOT EXISTS sr;

@@ -13,6 +13,8 @@ from stream_load_emulator import CostModel
 from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
 from tests.fixtures.stream_load import DEMO_SCHEMA
 
+pytestmark = pytest.mark.transform
+
 JL = {'format': 'json', 'read_json_by_line': 'true'}
 ROOT = os.path.join(os.path.dirname(__file__), '..', '..')
 

@@ -6,6 +6,9 @@ import time
 import requests
 
 from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
+import pytest
+
+pytestmark = pytest.mark.transform
 
 JL = {'format': 'json', 'read_json_by_line': 'true'}
 

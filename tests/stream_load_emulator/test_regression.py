@@ -8,6 +8,9 @@ Each test names the apache/doris suite it comes from
 import os
 
 from tests.stream_load_emulator.helpers import stream_load
+import pytest
+
+pytestmark = pytest.mark.transform
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
 

@@ -3,6 +3,9 @@
 import requests
 
 from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
+import pytest
+
+pytestmark = pytest.mark.transform
 
 SCHEMA = '''
 CREATE DATABASE IF NOT EXISTS sr;

@@ -37,18 +37,21 @@ def _generator():
   return module
 
 
+@pytest.mark.unit
 def test_metadata_json_is_what_the_generator_writes_from_flag_specs():
   with open(METADATA_PATH, encoding='utf-8') as handle:
     assert handle.read() == _generator().render(), (
         'stale: run python templates/dataflow/generate_metadata.py')
 
 
+@pytest.mark.unit
 def test_metadata_lists_every_flag_and_nothing_else():
   names = [parameter['name'] for parameter in _load_metadata()['parameters']]
   assert len(names) == len(set(names))
   assert set(names) == {spec.name for spec in FLAG_SPECS}
 
 
+@pytest.mark.unit
 def test_metadata_has_name_description_and_help_label_for_every_parameter():
   metadata = _load_metadata()
   assert metadata['name'] and metadata['description']
@@ -59,6 +62,7 @@ def test_metadata_has_name_description_and_help_label_for_every_parameter():
                               'defaultValue'}, parameter['name']
 
 
+@pytest.mark.unit
 def test_metadata_defaults_are_the_flag_defaults_and_match_their_regexes():
   generator = _generator()
   specs = {spec.name: spec for spec in FLAG_SPECS}
@@ -75,6 +79,7 @@ def test_metadata_defaults_are_the_flag_defaults_and_match_their_regexes():
         assert re.match(regex, expected), (spec.name, regex, expected)
 
 
+@pytest.mark.unit
 def test_required_parameters_are_the_ones_the_pipeline_cannot_default():
   optional = {p['name']: p['isOptional'] for p in _load_metadata()['parameters']}
   for name in ('topics', 'group_id', 'fe_nodes', 'bootstrap_servers'):
@@ -85,6 +90,7 @@ def test_required_parameters_are_the_ones_the_pipeline_cannot_default():
       assert optional[spec.name] is False, spec.name
 
 
+@pytest.mark.unit
 def test_sample_values_pass_the_template_regexes():
   regexes = {p['name']: p.get('regexes', []) for p in _load_metadata()['parameters']}
   samples = dict(REQUIRED_SAMPLES, table='demo.events', topic_table_map='orders=shop.orders',
@@ -98,6 +104,7 @@ def test_sample_values_pass_the_template_regexes():
     assert not all(re.match(regex, value) for regex in regexes[name]), (name, value)
 
 
+@pytest.mark.unit
 def test_template_parameters_parse_to_the_flag_defaults():
   """What the launcher passes (``--name=value`` per parameter) parses like the CLI."""
   argv = []
@@ -146,11 +153,13 @@ def _dockerfile():
   return env, copies, base
 
 
+@pytest.mark.unit
 def test_dockerfile_uses_the_python_launcher_base_image():
   _, _, base = _dockerfile()
   assert re.match(r'^gcr\.io/dataflow-templates-base/python3\d+-template-launcher-base', base)
 
 
+@pytest.mark.unit
 def test_dockerfile_installs_the_package_with_beams_gcp_extra():
   with open(DOCKERFILE_PATH, encoding='utf-8') as handle:
     text = handle.read()
@@ -161,6 +170,7 @@ def test_dockerfile_installs_the_package_with_beams_gcp_extra():
   assert '"${WORKDIR}"' in run
 
 
+@pytest.mark.unit
 def test_dockerfile_entry_points_name_files_copied_from_the_repository():
   env, copies, _ = _dockerfile()
   for variable in ('FLEX_TEMPLATE_PYTHON_PY_FILE', 'FLEX_TEMPLATE_PYTHON_SETUP_FILE'):
@@ -176,6 +186,7 @@ def test_dockerfile_entry_points_name_files_copied_from_the_repository():
     assert copies.get(package) == f'{workdir}/{package}'
 
 
+@pytest.mark.unit
 def test_entry_point_turns_on_streaming_for_an_unbounded_read():
   import importlib.util
 
@@ -216,6 +227,7 @@ def test_entry_point_validates_recovers_builds_and_runs_the_job(
   assert kafka_cluster.committed(f'g-{topic}', topic) == kafka_cluster.end_offsets(topic)
 
 
+@pytest.mark.unit
 def test_entry_point_reports_a_bad_flag_before_submitting(capsys):
   argv = [f'--{name}={value}' for name, value in REQUIRED_SAMPLES.items()]
   assert _flex_main().main(argv + ['--batch_rows=0', '--table=demo.events']) == 2
@@ -223,6 +235,7 @@ def test_entry_point_reports_a_bad_flag_before_submitting(capsys):
   assert err.startswith('error: ') and 'batch' in err and 'Traceback' not in err
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize('script', ['build.sh', 'run.sh'])
 def test_launch_scripts_exist_and_use_the_template_files(script):
   path = os.path.join(DATAFLOW_DIR, script)

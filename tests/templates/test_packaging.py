@@ -11,6 +11,8 @@ import pytest
 
 from tests.harness import REPO_ROOT
 
+pytestmark = pytest.mark.unit
+
 # What the Flex Template image holds (templates/dataflow/Dockerfile COPY lines).
 IMAGE_LAYOUT = ('setup.py', 'pipelines', 'transforms')
 MODULES = ('pipelines/kafka_to_doris.py', 'pipelines/options.py', 'pipelines/assembly.py',

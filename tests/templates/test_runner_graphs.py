@@ -21,6 +21,8 @@ from pipelines.config import PipelineConfig
 from pipelines.options import FLAG_SPECS
 from tests.harness import REPO_ROOT
 
+pytestmark = pytest.mark.transform
+
 FLINK_DIR = os.path.join(REPO_ROOT, 'templates', 'flink')
 
 # Step labels that runners key state on; an update/savepoint restore needs them stable.

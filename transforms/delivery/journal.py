@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from transforms.delivery.entries import JournalEntry
 from transforms.kafka.config import (KafkaConfigError, client_failure_cause, new_admin,
                                      new_consumer, new_producer, producer_config_of)
+from transforms.kafka.control import is_control_key
 
 __all__ = ['JournalConfig', 'LoadJournal', 'JournalUnavailableError', 'read_journal',
            'ensure_journal_topic', 'DEFAULT_JOURNAL_TOPIC']
@@ -39,8 +40,6 @@ _WRITE_TIMEOUT_SECS = 30.0
 # How often a writer looks for entries whose rows are committed (tombstones).
 _COLLECT_INTERVAL_SECS = 30.0
 _READ_TIMEOUT_SECS = 10.0
-# Drain requests share the topic (``transforms.kafka.control``): not journal entries.
-_CONTROL_KEY_PREFIX = b'drain:'
 _CREATE_TIMEOUT_SECS = 5.0
 _TOPIC_CONFIG = {
     'cleanup.policy': 'compact',
@@ -292,7 +291,7 @@ def read_journal(config: JournalConfig) -> List[JournalEntry]:
     consumer.close()
   entries = []
   for key, value in latest.items():
-    if value is None or key is None or key.startswith(_CONTROL_KEY_PREFIX):
+    if value is None or key is None or is_control_key(key):  # drains share the topic
       continue
     try:
       entry = JournalEntry.from_json(value)

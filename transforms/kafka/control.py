@@ -122,9 +122,10 @@ class KafkaStopChannel(StopChannel):
 
   def await_done(self, run_id: str, expected, since_ms: int, timeout_secs: float,
                  stopping: Optional[threading.Event] = None) -> set:
-    """Waits until every source of ``expected`` (and those they report) reported done.
+    """Waits until every source of ``expected`` reported done (in a report of run ``run_id``).
 
-    A discovery loop reports its end only once the partitions it found and read have ended.
+    A discovery loop reports its end only once the partitions it found and read have ended, so
+    expecting the loops covers the partitions found while running.
 
     Returns:
       The sources still not done (empty: all done) when it returns.
@@ -168,7 +169,13 @@ class KafkaStopChannel(StopChannel):
     thread = threading.Thread(target=self._watch, args=(on_stop, since_ms, stopping),
                               name='drain-watch', daemon=True)
     thread.start()
-    return stopping.set
+
+    def stop() -> None:
+      stopping.set()
+      if thread is not threading.current_thread():
+        thread.join(_POLL_SECS + 5)  # its consumer closes before the caller moves on
+
+    return stop
 
   def _watch(self, on_stop, since_ms: int, stopping: threading.Event) -> None:
     from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel

@@ -65,6 +65,11 @@ _IDLE_RESUME_SECS = 1.0
 _new_tuple = tuple.__new__
 
 
+def _topic_partition(topic: str, partition: int, offset: int):
+  from confluent_kafka import TopicPartition  # pylint: disable=import-outside-toplevel
+  return TopicPartition(topic, partition, offset)
+
+
 def _timestamp_of(timestamp_ms: int) -> Timestamp:
   if timestamp_ms is None or timestamp_ms < 0:
     return Timestamp.now()
@@ -263,6 +268,9 @@ class ReadPartitionFn(beam.DoFn):
           stop_offset = min(restriction.stop, natural_end)
           if records[-1].offset >= stop_offset:
             records = [r for r in records if r.offset < stop_offset]
+            if stop_offset < natural_end:
+              # The consumer went past a split: the next restriction reads from its start.
+              cached.consumer.assign([_topic_partition(topic, partition, stop_offset)])
           if records:
             if not tracker.try_claim(records[-1].offset):
               outcome.action = Outcome.SPLIT  # split off meanwhile: the remainder is not ours
@@ -273,8 +281,14 @@ class ReadPartitionFn(beam.DoFn):
             yield self._output(records, first_offset, watermark_estimator)
             self._bundle_records += len(records)
             self._report_lag(cached.consumer, topic, partition, position)
-          else:
-            position = stop_offset
+          elif stop_offset > position:
+            # Every record fetched lies past the end: the offsets up to it hold none for us
+            # (transaction markers): an empty chunk covers them, so they become durable.
+            if not tracker.try_claim(stop_offset - 1):
+              outcome.action = Outcome.SPLIT
+              return
+            yield self._output_empty(topic, partition, position, stop_offset, watermark_estimator)
+            position = cached.next_offset = stop_offset
         if end_offset > position:
           # No record for us before the end: transaction markers, aborted
           # records (read_committed), compacted-away offsets.  An empty chunk

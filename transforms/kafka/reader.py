@@ -29,8 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.kafka import coders as _coders  # noqa: F401  (registers the chunk coders)
 from transforms.kafka.config import KafkaConfigError, describe_servers, new_consumer, reader_config
-from transforms.kafka.discovery import (DEFAULT_DISCOVERY_INTERVAL_SECS, DEFAULT_DISCOVERY_SHARDS,
-                                        Discovery)
+from transforms.kafka.discovery import DEFAULT_DISCOVERY_INTERVAL_SECS, Discovery
 from transforms.kafka.partitions import (_ResolvePartitionsFn, list_partitions,
                                          normalize_partitions)
 from transforms.kafka.read_fn import IDLE_WATERMARK_LAG_SECS, ReadPartitionFn

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import DoOutputsTuple, TaggedOutput
+from apache_beam.pvalue import TaggedOutput
 
 from transforms import metrics
 from transforms.records.formats import ValueFormat
@@ -104,7 +104,7 @@ def _schema_counter(name: str, table: str, n: int) -> None:
   Metrics.counter(f'{metrics.NAMESPACE}.{full}', table).inc(n)
 
 
-class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]):
+class ParseRecords(beam.PTransform):
   """Parses ``KafkaChunk``s into per-table row lists, dead letters and chunk reads.
 
   Output (a ``DoOutputsTuple``):
@@ -170,7 +170,7 @@ class ParseRecords(beam.PTransform[beam.PCollection[KafkaChunk], DoOutputsTuple]
                                 keep_retrying=keep_retrying)
     self._schema_evolution = schema_evolution
 
-  def expand(self, chunks: beam.PCollection[KafkaChunk]) -> DoOutputsTuple:
+  def expand(self, chunks: beam.PCollection[KafkaChunk]):
     return chunks | 'ParseChunks' >> beam.ParDo(
         _ParseRecordsFn(self._parser, self._schema_evolution)).with_output_types(
         beam.typehints.Tuple[str, RowBatch]).with_outputs(

@@ -297,8 +297,9 @@ class _WriteBatchesFn(beam.DoFn):
     rejected = getattr(error, 'rejected', None)
     if rejected:
       reason += ' | rejected rows: ' + ' || '.join(rejected[:5])
-    _LOGGER.error('stream load failed: table=%s rows=%d status=%s error=%s', table, len(rows),
-                  error.status, error)
+    # The rows' fault, not the cluster's: they go to dead letters, the job goes on.
+    _LOGGER.warning('stream load rejected rows (dead-lettered): table=%s rows=%d status=%s '
+                    'error=%s', table, len(rows), error.status, error)
     for row in rows:
       yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, _dead_letter(row, table, 'load', reason))
 

@@ -124,3 +124,17 @@ def test_no_journal_topic_means_nothing_to_recover(setup):
                    load_config)
   assert report.entries == 0 and report.loaded.entries == 0
   assert not LoadedRanges()
+
+
+def test_drain_requests_and_done_reports_on_the_journal_topic_are_not_entries(setup, caplog):
+  from transforms.kafka.control import KafkaStopChannel
+  kafka, _, topic, group, journal_config, _ = setup
+  journal = LoadJournal(journal_config)
+  journal.write_ahead(_entry(group, 'an-entry', _rows(topic, range(0, 10))))
+  journal.close()
+  channel = KafkaStopChannel(kafka.consumer_config(group), journal_config.topic)
+  channel.request('stop please')
+  channel.report_done('run-1', [(topic, 0)])
+  with caplog.at_level('WARNING', logger='transforms.delivery.journal'):
+    assert [e.label for e in read_journal(journal_config)] == ['an-entry']
+  assert not caplog.records, [r.getMessage() for r in caplog.records]

@@ -12,6 +12,8 @@ from tests.fixtures.kafka import values_of
 from transforms import kafka
 from transforms.types import ChunkRead, OffsetAck
 
+pytestmark = pytest.mark.transform
+
 _SINK = collections.defaultdict(list)
 
 

@@ -8,6 +8,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from transforms import kafka
 
+pytestmark = pytest.mark.transform
+
 TIMEOUT_SECS = 2.0
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from transforms.kafka import OffsetTracker
 
+pytestmark = pytest.mark.unit
+
 
 def test_complete_chunks_advance_the_prefix():
   t = OffsetTracker()

@@ -11,6 +11,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.fixtures.kafka import values_of
 from transforms import kafka
 from transforms.types import KafkaChunk, KafkaRecord
+import pytest
+
+pytestmark = pytest.mark.transform
 
 
 def _pipeline(streaming=False):

@@ -15,6 +15,9 @@ from transforms.kafka.restriction import (DrainingRange, PartitionOffsetTracker,
 from transforms.kafka.watch_fn import ReadUnboundedFn
 from transforms.runtime import RunContext, acquire, release
 from transforms.types import ChunkRead, OffsetAck
+import pytest
+
+pytestmark = pytest.mark.unit
 
 
 class _Msg:
@@ -129,6 +132,19 @@ def test_bounded_read_finishes_when_the_end_is_transaction_markers(
   # An empty chunk covers the markers, so the committed offset reaches the end (7).
   assert [(tv.value.first_offset, tv.value.next_offset) for tv in out][-1] == (5, 7)
   assert out[-1].value.records == []
+  tracker.check_done()
+
+
+def test_bounded_read_covers_markers_before_its_end_when_later_records_exist(monkeypatch):
+  # A transactional topic still written to: records 0..5, a marker at 6, the end seen at start
+  # is 7, and records 7.. were written since. The marker must still become a chunk, or the
+  # read never reaches its end (and a durable read waits for it forever).
+  fn = _fn(monkeypatch, _FakeConsumer(list(range(6)) + list(range(7, 12)), 12))
+  out, tracker, _ = _run(fn, 0, 7)
+  chunks = [tv.value for tv in out]
+  assert [r.offset for c in chunks for r in c.records] == list(range(6))
+  assert (chunks[-1].first_offset, chunks[-1].next_offset, chunks[-1].records) == (6, 7, [])
+  assert all(a.next_offset == b.first_offset for a, b in zip(chunks, chunks[1:]))
   tracker.check_done()
 
 

@@ -13,6 +13,9 @@ from tests.fixtures.kafka import values_of
 from transforms import kafka
 from transforms.runtime import RunContext, acquire, release
 from transforms.types import OffsetAck
+import pytest
+
+pytestmark = pytest.mark.transform
 
 _SEEN = collections.defaultdict(list)
 

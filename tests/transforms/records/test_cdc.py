@@ -8,6 +8,8 @@ from transforms.records import RecordParser, Routing
 from transforms.stream_load.config import DORIS_DELETE_SIGN, STARROCKS_OP
 from transforms.types import KafkaChunk
 
+pytestmark = pytest.mark.unit
+
 ROW = {'id': 1, 'name': 'a'}
 NEW = {'id': 1, 'name': 'b'}
 

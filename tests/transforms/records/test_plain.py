@@ -8,6 +8,8 @@ from transforms.records import RecordParser, Routing
 from transforms.stream_load.config import DORIS_DELETE_SIGN
 from transforms.types import MAX_DEAD_LETTER_PAYLOAD_BYTES, ChunkRead, KafkaChunk
 
+pytestmark = pytest.mark.unit
+
 
 def _parser(**kwargs):
   return RecordParser(Routing(table='db.t'), **kwargs)

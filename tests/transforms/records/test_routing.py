@@ -5,6 +5,8 @@ import pytest
 from tests.transforms.records.helpers import chunk, record
 from transforms.records import ParseRecords, RecordParser, Routing, parse_topic_table_map
 
+pytestmark = pytest.mark.unit
+
 
 def test_parse_topic_table_map_reads_pairs_in_order():
   assert parse_topic_table_map(' t1=db.a, t2 = db.b ,') == {'t1': 'db.a', 't2': 'db.b'}

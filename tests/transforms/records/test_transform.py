@@ -7,6 +7,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.transforms.records.helpers import canal, chunk, debezium
 from transforms.records import ParseRecords, Routing
 from transforms.types import ChunkRead
+import pytest
+
+pytestmark = pytest.mark.transform
 
 
 def test_parse_records_emits_rows_dead_letters_and_chunk_reads():

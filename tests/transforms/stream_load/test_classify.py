@@ -7,6 +7,8 @@ from transforms.stream_load.errors import (AuthenticationError, ClusterFaultErro
                                            DataQualityError, RetryableLoadError, RowFaultError,
                                            TableNotFoundError, UnclassifiedLoadError)
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize('message, expected', [
     ('[E-235]too many versions, tablet_id=10086, version_count=2001, limit=2000', RetryableLoadError),

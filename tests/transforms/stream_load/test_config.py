@@ -5,6 +5,8 @@ import pytest
 from transforms.stream_load import StreamLoadConfig, TableLoadOptions
 from transforms.stream_load.config import PASSWORD_ENV_VAR, split_table
 
+pytestmark = pytest.mark.unit
+
 
 def test_config_validates_with_flag_names():
   with pytest.raises(ValueError, match='--fe_nodes'):

@@ -10,6 +10,8 @@ from transforms.stream_load.bodies import encode_dicts, encode_rows, gzip_body
 from transforms.stream_load.labels import LABEL_PATTERN, is_valid_label, make_label
 from transforms.types import Row
 
+pytestmark = pytest.mark.unit
+
 
 def test_label_is_deterministic_for_the_same_offsets():
   offsets = {('orders', 0): (5, 6, 7), ('orders', 1): (9,)}

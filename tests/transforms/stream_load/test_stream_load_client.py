@@ -9,6 +9,8 @@ from transforms.stream_load import StreamLoadClient, StreamLoadConfig, TableLoad
 from transforms.stream_load.errors import (AuthenticationError, DataQualityError,
                                            RetriesExhaustedError, TableNotFoundError)
 
+pytestmark = pytest.mark.transform
+
 PASSWORD = 'secret'
 
 

@@ -4,6 +4,9 @@ import requests
 
 from transforms.stream_load import StreamLoadConfig
 from transforms.stream_load.transport import Transport
+import pytest
+
+pytestmark = pytest.mark.transform
 
 
 def test_an_https_fe_redirecting_to_a_plain_http_be_is_warned_about(caplog):

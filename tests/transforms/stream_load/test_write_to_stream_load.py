@@ -9,6 +9,8 @@ from transforms.stream_load import StreamLoadConfig, WriteToStreamLoad
 from transforms.stream_load.errors import StreamLoadUnavailableError
 from transforms.types import Row
 
+pytestmark = pytest.mark.transform
+
 PASSWORD = 'secret'
 _OUT = {}
 
