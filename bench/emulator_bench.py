@@ -8,6 +8,7 @@ Run: ``.venv/bin/python bench/emulator_bench.py``.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import sys
@@ -38,9 +39,12 @@ def load(server, body: bytes, headers: dict) -> float:
 
 
 def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+  parser.add_argument('--mb', type=int, default=256, help='MB of NDJSON to load (default 256)')
+  args = parser.parse_args()
   row = b'{"event_id": 123456, "user_id": 42, "event_type": "click", "payload": "%s"}\n' % (
       b'x' * 60)
-  body = row * (256 * 1024 * 1024 // len(row))
+  body = row * (args.mb * 1024 * 1024 // len(row))
   with StreamLoadServer(schema_path=SCHEMA, user='root', password='bench', count_only=True) as srv:
     plain = load(srv, body, {})
     compressed = gzip.compress(body, compresslevel=1)

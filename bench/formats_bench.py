@@ -13,6 +13,7 @@ B/row (kafka rows)``.  Run: ``.venv/bin/python bench/formats_bench.py``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -59,6 +60,12 @@ def measure(batches: List[List[Row]], load_format: str) -> Tuple[float, float]:
 
 
 def main() -> None:
+  global BATCHES, ROWS  # pylint: disable=global-statement
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+  parser.add_argument('--batches', type=int, default=BATCHES)
+  parser.add_argument('--rows', type=int, default=ROWS, help='rows a batch')
+  args = parser.parse_args()
+  BATCHES, ROWS = args.batches, args.rows
   results: Dict[str, Dict[str, Tuple[float, float]]] = {}
   for kind, make in (('kafka', kafka_rows), ('dicts', dict_rows)):
     batches = make()

@@ -285,10 +285,13 @@ def flink_flags(parallelism: int, pool: str) -> List[str]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
   parser.add_argument('--records', type=int, default=300_000)
+  parser.add_argument('--batch_rows', type=int, default=None,
+                      help='the loader\'s --batch_rows (default: its own)')
   parser.add_argument('--runs', default='direct,p1,p2',
                       help='which runs, comma-separated: direct, p1, p2')
   args = parser.parse_args()
   wanted = [name.strip() for name in args.runs.split(',') if name.strip()]
+  batch_flags = [f'--batch_rows={args.batch_rows}'] if args.batch_rows else []
   import bench.sink_bench as sink_bench  # pylint: disable=import-outside-toplevel
   sink_bench.SCHEMA = 'CREATE DATABASE bench;\n' + SCHEMA_TABLES
   kafka = KafkaCluster(compression='lz4')
@@ -297,7 +300,7 @@ def main() -> None:
     with emulator() as fe_url:
       if 'direct' in wanted:
         results['direct'] = run_loader('direct', kafka, fe_url, args.records,
-                                       ['--runner=DirectRunner'])
+                                       ['--runner=DirectRunner', *batch_flags])
         print(results['direct'].line(), flush=True)
       for parallelism in (1, 2):
         key = f'p{parallelism}'
@@ -305,12 +308,15 @@ def main() -> None:
           continue
         with WorkerPool() as pool:
           results[key] = run_loader(f'flink {key}', kafka, fe_url, args.records,
-                                    flink_flags(parallelism, pool.address),
+                                    flink_flags(parallelism, pool.address) + batch_flags,
                                     extra_roots=(pool.pid,))
         print(results[key].line(), flush=True)
   finally:
     kafka.close()
   direct, p1, p2 = results.get('direct'), results.get('p1'), results.get('p2')
+  if direct and p1 and not p2:
+    print(f'runners: flink p1 {p1.rate:,.0f} rows/s ({p1.rate / direct.rate:.2f}x direct), '
+          f'cpu/row flink {p1.cpu_per_100k / direct.cpu_per_100k:.2f}x direct')
   if direct and p1 and p2:
     print(f'runners: flink p1 {p1.rate:,.0f} rows/s ({p1.rate / direct.rate:.2f}x direct), '
           f'flink p2 {p2.rate:,.0f} rows/s ({p2.rate / p1.rate:.2f}x p1), cpu/row flink '

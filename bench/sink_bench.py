@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transforms.stream_load.sink import _SinkSettings, _WriteBatchesFn  # pylint: disable=wrong-import-position
 from transforms.stream_load import StreamLoadConfig  # pylint: disable=wrong-import-position
 from transforms.types import Row  # pylint: disable=wrong-import-position
+from transforms.runtime import RunContext  # pylint: disable=wrong-import-position
 
 SEED_ROWS = 22_838
 TABLES = ['bench.orders', 'bench.events', 'bench.users']
@@ -128,9 +129,9 @@ def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str,
   """WriteToStreamLoad's DoFn (defaults but ``flush_workers``), without a runner around it."""
   config = StreamLoadConfig(fe_nodes=(fe_url,), user='root', password=PASSWORD,
                             load_format=load_format, group_commit=group_commit)
-  fn = _WriteBatchesFn(_SinkSettings(config, flush_workers=flush_workers, label_prefix=f'bench-{run}',
-                                     table_options={}, table_sharding={}, journal=None,
-                                     stop_token=None))
+  settings = _SinkSettings(config, flush_workers=flush_workers, label_prefix=f'bench-{run}',
+                           table_options={}, table_sharding={}, journal=None)
+  fn = _WriteBatchesFn(settings, RunContext(), 'bench', hold_across_bundles=False)
   fn.setup()
   loaded = 0
   try:
@@ -153,7 +154,9 @@ def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str,
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batches', type=int, default=12,
-                      help='batches of 22,838 rows (default 12)')
+                      help='batches of --batch_rows rows (default 12)')
+  parser.add_argument('--batch_rows', type=int, default=SEED_ROWS,
+                      help=f'rows a batch (default {SEED_ROWS:,}, the seed\'s)')
   parser.add_argument('--load_format', default='json', choices=['json', 'csv', 'arrow'])
   parser.add_argument('--group_commit', default='off_mode',
                       choices=['off_mode', 'sync_mode', 'async_mode'])
@@ -161,13 +164,13 @@ def main() -> None:
                       help='loads in flight (default 4, the pipeline\'s default; the cost model '
                            'runs 6 at once)')
   args = parser.parse_args()
-  print(f'preparing {args.batches} batches of {SEED_ROWS} rows ...', flush=True)
-  dict_batches = [(TABLES[i % len(TABLES)], make_rows(SEED_ROWS, i)) for i in range(args.batches)]
+  print(f'preparing {args.batches} batches of {args.batch_rows} rows ...', flush=True)
+  dict_batches = [(TABLES[i % len(TABLES)], make_rows(args.batch_rows, i)) for i in range(args.batches)]
   row_batches = []
   for b, (table, rows) in enumerate(dict_batches):
     row_batches.append((table, [Row(table, r, 'upsert', 'bench', b, i, 0) for i, r in
                                 enumerate(rows)]))
-  total_rows = args.batches * SEED_ROWS
+  total_rows = args.batches * args.batch_rows
   total_mb = sum(len(json.dumps(r)) + 1 for _, rows in dict_batches for r in rows) / 1e6
   print(f'{total_rows} rows, {total_mb:.1f} MB ({total_mb / args.batches:.1f} MB a batch)')
 

@@ -214,7 +214,7 @@ def load_rows(rows, config: PipelineConfig, *, context: Optional[RunContext] = N
       keep_retrying=not config.kafka.stop_at_end)
   dead_letters = tuple(pc for pc in (parse_dead_letters, written.dead_letters) if pc is not None)
   dead_letter_acks = dead_letters | 'WriteDeadLetters' >> WriteDeadLetters(
-      config.dead_letter_path, context=context)
+      config.dead_letter_path, context=context, budget=config.dead_letter_budget)
   _ = written.load_results | 'CountTableLoads' >> beam.Map(_count_table_loads)
   return LoadedTables(written.load_results, dead_letters, tuple(dead_letter_acks), replayed_acks)
 

@@ -19,7 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.options import AT_LEAST_ONCE, EXACTLY_ONCE, KafkaToDorisOptions
 from pipelines.table_config import TableConfig, TableConfigError, load_table_config
 from transforms.batching import BatchLimits
+from transforms.dead_letters import DeadLetterBudget
 from transforms.delivery import DEFAULT_JOURNAL_TOPIC, JournalConfig
+from transforms.errors import ConfigFault
 from transforms.records import Routing, parse_topic_table_map
 from transforms.records.formats import require_registry_support
 from transforms.schema import SchemaEvolutionConfig
@@ -32,7 +34,7 @@ __all__ = ['PipelineConfig', 'KafkaSettings', 'ConfigurationError', 'consumer_co
 _LABEL_PREFIX_CHARS = 48
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(ConfigFault):
   """A flag or the table config is wrong; raised before anything runs."""
 
 
@@ -119,6 +121,20 @@ class KafkaSettings:
                topic_pattern=pattern,
                discovery_interval_secs=float(opts.topic_discovery_interval_secs),
                excluded_topics=excluded)
+
+
+def _missing_flags(opts: KafkaToDorisOptions, require_topics: bool) -> List[str]:
+  """Every required flag that is missing, so that one start names them all."""
+  missing = [f'--{name}' for name in ('bootstrap_servers', 'group_id') if not getattr(opts, name)]
+  if require_topics and not opts.topics and not opts.topic_pattern:
+    missing.append('--topics (or --topic_pattern)')
+  if not opts.fe_nodes:
+    missing.append('--fe_nodes')
+  if (not any(getattr(opts, name) for name in ('table', 'topic_table_map', 'table_field'))
+      and opts.cdc_format == 'none'):
+    missing.append('--table (or --topic_table_map, --table_field, or a --cdc_format whose '
+                   'envelope names the table)')
+  return missing
 
 
 def _routing_of(opts: KafkaToDorisOptions) -> Routing:
@@ -216,6 +232,7 @@ class PipelineConfig:
   control_topic: JournalConfig
   max_pending_bytes: int
   dead_letter_path: str
+  dead_letter_budget: DeadLetterBudget
   metrics_port: int
   stall_timeout_secs: float
   progress_interval_secs: float
@@ -256,9 +273,10 @@ class PipelineConfig:
       ConfigurationError: naming the flag and the bad value.
     """
     opts = options.view_as(KafkaToDorisOptions)
+    missing = _missing_flags(opts, require_topics)
+    if missing:
+      raise ConfigurationError('missing required flag(s): ' + ', '.join(missing))
     kafka = KafkaSettings.from_options(options, require_topics)
-    if not opts.fe_nodes:
-      raise ConfigurationError('missing required flag(s): --fe_nodes')
     for name in ('flush_workers', 'max_record_bytes'):
       if getattr(opts, name) < 1:
         raise ConfigurationError(f'--{name}: must be >= 1, got {getattr(opts, name)}')
@@ -287,6 +305,7 @@ class PipelineConfig:
       schema = _schema_evolution_of(opts, load, table_config)
       control_topic = JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
       journal = control_topic if opts.delivery_guarantee == EXACTLY_ONCE else None
+      dead_letter_budget = DeadLetterBudget(max_ratio=opts.max_dead_letter_ratio)
     except (TableConfigError, ValueError) as error:
       if isinstance(error, ConfigurationError):
         raise
@@ -298,7 +317,8 @@ class PipelineConfig:
         label_prefix=opts.label_prefix or sanitize_label_part(opts.group_id)[:_LABEL_PREFIX_CHARS],
         journal=journal, control_topic=control_topic,
         max_pending_bytes=opts.max_pending_bytes or opts.flush_workers * opts.batch_bytes,
-        dead_letter_path=opts.dead_letter_path, metrics_port=opts.metrics_port,
+        dead_letter_path=opts.dead_letter_path, dead_letter_budget=dead_letter_budget,
+        metrics_port=opts.metrics_port,
         stall_timeout_secs=opts.stall_timeout_secs,
         progress_interval_secs=opts.progress_interval_secs,
         validate_tables=bool(opts.validate_tables),

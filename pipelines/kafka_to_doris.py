@@ -35,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.assembly import (TABLE_BYTES_LOADED, TABLE_LOADS, TABLE_ROWS_LOADED,
                                 build_pipeline, run_context, start_up)
 from pipelines.config import ConfigurationError, PipelineConfig, consumer_config_of
+from pipelines.flag_check import check_flags
 from pipelines.options import KafkaToDorisOptions, add_flags
 from pipelines.preflight import PreflightError
 from pipelines.process_tuning import tune_process
@@ -42,6 +43,7 @@ from pipelines.runners import (discovery_shards, make_pipeline, prepare_argv, ru
                                workers_run_here)
 from transforms import metrics
 from transforms.delivery.skip import SHARED_NAME as LOADED_RANGES
+from transforms.errors import LoaderError
 from transforms.runtime import RunContext, acquire, release
 from transforms.stream_load import StreamLoadError
 
@@ -251,6 +253,7 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
   Raises:
     ConfigurationError, PreflightError: before anything runs.
   """
+  check_flags(argv)
   argv = prepare_argv(argv)
   options = PipelineOptions(list(argv))
   config = PipelineConfig.from_options(options)
@@ -293,6 +296,7 @@ def request_drain(argv: Sequence[str]) -> str:
     ConfigurationError: the Kafka flags are missing or wrong.
   """
   from transforms.kafka import KafkaStopChannel  # pylint: disable=import-outside-toplevel
+  check_flags([a for a in argv if a != '--drain'])
   opts = PipelineOptions([a for a in argv if a != '--drain']).view_as(KafkaToDorisOptions)
   if not opts.bootstrap_servers or not opts.group_id:
     raise ConfigurationError('--drain needs --bootstrap_servers and --group_id (and '
@@ -304,6 +308,14 @@ def request_drain(argv: Sequence[str]) -> str:
     raise ConfigurationError(str(error)) from None
   return (f'drain requested for group {opts.group_id} (topic {opts.journal_topic}): its workers '
           'stop reading, load what is pending, commit and finish')
+
+
+def _no_traceback_for_known_errors(record: logging.LogRecord) -> bool:
+  """Beam logs a failed step with its traceback; for an error of the loader's taxonomy the
+  message says it all (and the command ends with it as its ``error:`` line)."""
+  if record.exc_info and isinstance(record.exc_info[1], LoaderError):
+    record.exc_info, record.exc_text = None, None
+  return True
 
 
 def help_text() -> str:
@@ -332,6 +344,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                       force=True)
+  logging.getLogger('apache_beam.runners.common').addFilter(_no_traceback_for_known_errors)
   if '--drain' in argv:
     try:
       print(request_drain(argv))

@@ -200,6 +200,11 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('dead_letter_path', str, 'dead_letters',
              'Where dead letters are written (a directory or gs:// prefix), one JSON line per '
              'record with its reason.', r'^.*$'),
+    FlagSpec('max_dead_letter_ratio', float, 0.1,
+             'Stop the job when more than this share of the last 10,000 records a worker read '
+             'went to dead letters (once there are 100 or more): a bounded run fails, a streaming '
+             'one stops, and none of those records\' offsets is committed, so a fixed restart '
+             'reads them again. 1 never stops.', r'^(0(\.[0-9]+)?|1(\.0+)?)$'),
     FlagSpec('metrics_port', int, 0,
              'Serve /metrics (Prometheus), /healthz (the job\'s loops are alive) and /readyz '
              '(Kafka and an FE answer, not draining) on this port (0: off).', _NONNEG_INT),
@@ -221,7 +226,7 @@ FLAG_GROUPS = {
     'Schema': ('schema_evolution', 'create_tables'),
     'Batching': ('batch_rows', 'batch_bytes', 'batch_interval_secs', 'table_config', 'max_pending_bytes'),
     'Loads and delivery': ('flush_workers', 'label_prefix', 'compression', 'load_format', 'group_commit', 'max_retries', 'two_phase_commit', 'delivery_guarantee', 'journal_topic', 'load_timeout_secs', 'connect_timeout_secs', 'pool_maxsize', 'validate_tables'),
-    'Operations': ('dead_letter_path', 'metrics_port', 'stall_timeout_secs', 'progress_interval_secs'),
+    'Operations': ('dead_letter_path', 'max_dead_letter_ratio', 'metrics_port', 'stall_timeout_secs', 'progress_interval_secs'),
 }
 _GROUP_OF = {name: group for group, names in FLAG_GROUPS.items() for name in names}
 FLAG_SPECS = [dataclasses.replace(spec, group=_GROUP_OF[spec.name]) for spec in FLAG_SPECS]

@@ -17,6 +17,7 @@ from typing import Iterable, List, Optional, Tuple
 import orjson
 import requests
 
+from transforms.errors import LoaderError
 from transforms.stream_load.config import StreamLoadConfig, split_table
 
 __all__ = ['PreflightError', 'check_tables']
@@ -24,7 +25,7 @@ __all__ = ['PreflightError', 'check_tables']
 _LOGGER = logging.getLogger(__name__)
 
 
-class PreflightError(RuntimeError):
+class PreflightError(LoaderError, RuntimeError):
   """The cluster or a table is not usable; the message says which and why."""
 
 

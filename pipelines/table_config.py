@@ -35,6 +35,7 @@ from typing import Any, Dict, Mapping, Optional
 import yaml
 
 from transforms.batching import BatchLimits
+from transforms.errors import ConfigFault
 from transforms.schema import TableDdlOptions
 from transforms.stream_load.config import TableLoadOptions
 
@@ -102,7 +103,7 @@ class TableConfig:
             if s.load_options.sequence_column}
 
 
-class TableConfigError(ValueError):
+class TableConfigError(ConfigFault):
   """The table config file is wrong; the message says where."""
 
 

@@ -6,14 +6,23 @@ Kafka offsets are acknowledged to ``CommitOffsets``: a record's offset is
 committed only once it is loaded *or* its dead letter is on disk.  Rejected
 rows (filtered by the server within ``max_filter_ratio``) are written for the
 record but not acknowledged again: their batch was loaded and acknowledged.
+
+A ``DeadLetterBudget`` bounds how many: past it, the writer fails its bundle
+before writing or acknowledging anything, so the job stops (a bounded run
+fails, a streaming one stops reading) and no offset moves past the budget --
+as Kafka Connect's ``errors.tolerance=none`` and Routine Load's
+``max_error_number`` stop rather than skip a whole topic of bad records.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
+import dataclasses
 import logging
+import threading
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import orjson
@@ -24,13 +33,69 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import metrics
+from transforms.errors import RowsOverBudget
 from transforms.runtime import RunContext, acquire, release
 from transforms.types import DeadLetter, OffsetAck
 
-__all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'reason_code', 'ACKED_STAGES']
+__all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'reason_code', 'ACKED_STAGES',
+           'DeadLetterBudget', 'DeadLetterBudgetExceeded', 'BudgetWindow']
 
 _LOGGER = logging.getLogger(__name__)
 ACKED_STAGES = ('parse', 'load')
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterBudget:
+  """How many dead letters a worker accepts before the job stops.
+
+  Over the last ``window_records`` records a worker read, at most ``max_ratio`` of them may end
+  in dead letters once there are ``min_letters`` or more of them (a few bad records in a small
+  run never stop it). ``max_ratio=1`` never stops.
+  """
+  max_ratio: float = 0.1
+  window_records: int = 10_000
+  min_letters: int = 100
+
+  def __post_init__(self):
+    if not 0.0 <= self.max_ratio <= 1.0:
+      raise ValueError(f'--max_dead_letter_ratio: must be between 0 and 1, got {self.max_ratio}')
+    if self.window_records < 1 or self.min_letters < 1:
+      raise ValueError('a dead-letter budget needs a window and a minimum of at least 1')
+
+
+class DeadLetterBudgetExceeded(RowsOverBudget):
+  """Too many records went to dead letters: the rows' fault, but too many to skip."""
+
+
+class BudgetWindow:
+  """The dead letters among the last records a worker read, against a budget (no Beam)."""
+
+  def __init__(self, budget: DeadLetterBudget):
+    self._budget = budget
+    self._lock = threading.Lock()
+    self._dead = 0
+    self._marks: Deque[Tuple[int, int]] = collections.deque([(0, 0)])  # (read, dead) totals
+
+  def add(self, records_read: int, letters: int) -> Optional[str]:
+    """``letters`` more dead letters, ``records_read`` records read so far by the worker.
+
+    Returns:
+      Why the budget is exceeded, or None.
+    """
+    budget = self._budget
+    with self._lock:
+      self._dead += letters
+      marks = self._marks
+      # The base: the oldest earlier check within the window (else the newest before it).
+      while len(marks) > 1 and marks[0][0] < records_read - budget.window_records:
+        marks.popleft()
+      read = max(records_read - marks[0][0], 1)
+      dead = self._dead - marks[0][1]
+      marks.append((records_read, self._dead))
+    if budget.max_ratio >= 1.0 or dead < budget.min_letters or dead <= budget.max_ratio * read:
+      return None
+    return (f'{dead} of the last {read} records read ({dead / read:.0%}) went to dead letters, '
+            f'over --max_dead_letter_ratio={budget.max_ratio:g}')
 
 
 def reason_code(letter: DeadLetter) -> str:
@@ -61,9 +126,11 @@ def dead_letter_to_json(letter: DeadLetter) -> bytes:
 
 class _WriteDeadLettersFn(beam.DoFn):
 
-  def __init__(self, path: str, context: Optional[RunContext]):
+  def __init__(self, path: str, context: Optional[RunContext],
+               budget: Optional[DeadLetterBudget]):
     self._path = path.rstrip('/')
     self._context = context
+    self._budget = budget
     self._written = Metrics.counter(metrics.NAMESPACE, 'dead_letters_written')
 
   def teardown(self):
@@ -90,6 +157,7 @@ class _WriteDeadLettersFn(beam.DoFn):
     if not self._letters:
       return
     letters, self._letters = self._letters, []
+    self._check_budget(letters)
     name = FileSystems.join(self._path, f'dead-letters-{uuid.uuid4().hex}.jsonl')
     with FileSystems.create(name) as handle:
       handle.write(b''.join(dead_letter_to_json(letter) for letter in letters))
@@ -110,6 +178,27 @@ class _WriteDeadLettersFn(beam.DoFn):
       yield WindowedValue(OffsetAck(topic, partition, tuple(offsets)), MIN_TIMESTAMP,
                           [GlobalWindow()])
 
+  def _check_budget(self, letters: List[DeadLetter]) -> None:
+    """Fails the bundle -- nothing written, no offset acknowledged -- past the budget."""
+    if self._budget is None or self._runtime is None:
+      return
+    window = self._runtime.shared('dead_letters.budget', lambda: BudgetWindow(self._budget))
+    records = sum(1 for letter in letters if letter.stage in ACKED_STAGES)  # not rejected rows
+    why = window.add(self._runtime.monitor.counts().get('records_read', 0), records)
+    if why is None:
+      return
+    reasons = collections.Counter(reason_code(letter) for letter in letters)
+    example = next(letter for letter in letters if reason_code(letter) == reasons.most_common(1)[0][0])
+    error = DeadLetterBudgetExceeded(
+        f'{why}; most of them: {reasons.most_common(1)[0][1]} x {example.reason[:200]} '
+        f'({example.topic}[{example.partition}] offset {example.offset}). Nothing of them is '
+        'committed: fix the cause (a flag such as --cdc_format or --format, the table, the '
+        'producer) and start the job again, which resumes at them; or raise '
+        '--max_dead_letter_ratio to write them to dead letters and go on')
+    _LOGGER.error('dead letters: stopping: %s', error)
+    self._runtime.fail(error)
+    raise error
+
 
 class WriteDeadLetters(beam.PTransform):
   """Writes ``DeadLetter``s as JSON lines under ``path``; emits ``OffsetAck``s.
@@ -123,21 +212,25 @@ class WriteDeadLetters(beam.PTransform):
   Args:
     path: a directory (local or any Beam filesystem, e.g. ``gs://bucket/dl``).
     context: the run, whose progress line counts the dead letters.
+    budget: past it the job stops (``DeadLetterBudget``); None: no limit. Needs ``context``
+      (the records read are counted there).
   """
 
-  def __init__(self, path: str, context: Optional[RunContext] = None):
+  def __init__(self, path: str, context: Optional[RunContext] = None,
+               budget: Optional[DeadLetterBudget] = None):
     super().__init__()
     if not path:
       raise ValueError('--dead_letter_path: a directory is required (dead letters are never '
                        'dropped silently)')
     self._path = path
     self._context = context
+    self._budget = budget
 
   def expand(self, letters):
     if isinstance(letters, beam.PCollection):
       return letters | 'WriteDeadLetterFiles' >> beam.ParDo(
-          _WriteDeadLettersFn(self._path, self._context))
+          _WriteDeadLettersFn(self._path, self._context, self._budget))
     return tuple(
         pcoll | f'WriteDeadLetterFiles{i}' >> beam.ParDo(
-            _WriteDeadLettersFn(self._path, self._context))
+            _WriteDeadLettersFn(self._path, self._context, self._budget))
         for i, pcoll in enumerate(letters))

@@ -75,6 +75,15 @@ CASES = {
         ['--load_timeout_secs', '-1']),
     'negative pool size': (
         lambda t, port: dict(table='demo.events', pool_maxsize=-1), ['--pool_maxsize', '-1']),
+    'misspelled flag': (
+        lambda t, port: dict(table='demo.events', batch_rowz=50000),
+        ['unknown flag --batch_rowz', 'did you mean --batch_rows?']),
+    'not a number': (
+        lambda t, port: dict(table='demo.events', batch_rows='lots'),
+        ['--batch_rows', "invalid int value: 'lots'"]),
+    'a Flink option on the local runner': (
+        lambda t, port: dict(table='demo.events', checkpointing_interval=2000),
+        ['--checkpointing_interval', 'Flink runner']),
 }
 
 
@@ -91,8 +100,18 @@ def test_bad_configuration_fails_at_start_with_a_clear_message_and_exit_code_2(
   assert len(error_lines) == 1, result.stderr[-3000:]
   for word in expected_words:
     assert word in error_lines[0], error_lines[0]
-  assert 'Traceback' not in result.stderr
+  assert 'Traceback' not in result.stderr and 'usage:' not in result.stderr
   # Failed before reading or loading anything.
   assert kafka_cluster.committed(f'g-{topic_with_records}', topic_with_records) == {}
   assert stream_load_server.loads == []
   assert not any(r['path'].endswith('_stream_load') for r in stream_load_server.request_log)
+
+
+def test_a_start_that_fails_on_a_flag_prints_the_error_line_and_nothing_else(tmp_path):
+  """No warning a user cannot act on (Beam's apitools notice, type-hint warnings) before it."""
+  result = run_cli(['--bootstrap_servers=127.0.0.1:1', '--topics=t', '--group_id=g',
+                    '--fe_nodes=http://127.0.0.1:1', '--table=demo.events', '--batch_rowz=5'],
+                   timeout_secs=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      'error: unknown flag --batch_rowz (did you mean --batch_rows?) (--help lists the flags)']

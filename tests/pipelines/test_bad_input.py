@@ -122,3 +122,43 @@ def test_a_cdc_delete_without_a_key_is_dead_lettered_and_the_other_changes_apply
   assert letters[0]['reason'].startswith('bad_envelope: Debezium delete without "before" row')
   assert letters[0]['payload'].encode() == keyless_delete
   assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
+
+
+def test_a_run_whose_records_mostly_go_to_dead_letters_stops_and_commits_none_of_them(
+    kafka_cluster, stream_load_server, tmp_path):
+  """--cdc_format=debezium on plain JSON: every record is a bad envelope. Past the dead-letter
+  budget the run fails naming the cause, commits nothing and loads nothing; the corrected run
+  then loads every record."""
+  from tests.harness import run_cli
+  topic = kafka_cluster.unique_topic('budget')
+  group = f'g-{topic}'
+  kafka_cluster.produce(topic, [orjson.dumps(event(i)) for i in range(500)])
+  dead = str(tmp_path / 'dead')
+  result = run_cli(pipeline_argv(kafka_cluster, stream_load_server, [topic], group, dead,
+                                 cdc_format='debezium', default_database='demo'), timeout_secs=180)
+  assert result.returncode == 1, result.stderr[-3000:]
+  error = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(error) == 1 and '--max_dead_letter_ratio=0.1' in error[0], result.stderr[-3000:]
+  assert 'bad_envelope' in error[0] and 'Traceback' not in result.stderr
+  assert kafka_cluster.committed(group, topic) == {}
+  assert events_in_table(stream_load_server) == []
+
+  fixed = run_in_process(pipeline_argv(kafka_cluster, stream_load_server, [topic], group, dead,
+                                       table='demo.events'))
+  assert fixed.rows_loaded('demo.events') == 500
+  assert sorted(row[0] for row in events_in_table(stream_load_server)) == list(range(500))
+  assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
+
+
+def test_a_ratio_of_one_writes_every_bad_record_to_dead_letters_and_goes_on(
+    kafka_cluster, stream_load_server, tmp_path):
+  topic = kafka_cluster.unique_topic('budget-off')
+  group = f'g-{topic}'
+  kafka_cluster.produce(topic, [orjson.dumps(event(i)) for i in range(300)])
+  dead = str(tmp_path / 'dead')
+  run_in_process(pipeline_argv(kafka_cluster, stream_load_server, [topic], group, dead,
+                               cdc_format='debezium', default_database='demo',
+                               max_dead_letter_ratio=1))
+  letters = read_dead_letters(dead)
+  assert len(letters) == 300 and {l['reason'].split(':')[0] for l in letters} == {'bad_envelope'}
+  assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)

@@ -179,3 +179,27 @@ def test_the_flags_reference_is_generated_from_the_flag_list():
     assert handle.read().strip() == flags_markdown().strip()
   text = flags_markdown()
   assert all(f'`--{spec.name}`' in text for spec in FLAG_SPECS)
+
+
+def test_flags_of_the_loader_beam_and_with_flink_the_flink_runner_pass_the_check():
+  from pipelines.flag_check import check_flags
+  check_flags(['--batch_rows=5', '--streaming', '--runner=DirectRunner', '--job_name=x'])
+  check_flags(['--runner=FlinkRunner', '--flink_master=[local]', '--checkpointing_interval',
+               '2000', '--finish_bundle_before_checkpointing', '--batch_rows=5'])
+  check_flags(['--runner=PortableRunner', '--max_bundle_time_mills=200'])
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--batch_rowz=5'], 'unknown flag --batch_rowz (did you mean --batch_rows?)'),
+    (['--runner=FlinkRunner', '--batch_rowz=5'], 'unknown flag --batch_rowz'),
+    (['--checkpointing_interval=5'], '--checkpointing_interval is an option of the Flink runner'),
+    (['--runner=PrismRunner', '--checkpointing_interval=5'], 'with --runner=PrismRunner'),
+    (['--batch_rows=many'], "--batch_rows: invalid int value: 'many'"),
+    (['--delivery_guarantee=twice'], '--delivery_guarantee: invalid choice'),
+    (['--topics', 'a', 'b'], "'b' is not a flag"),
+])
+def test_an_unknown_flag_or_a_bad_value_is_one_line_naming_it(argv, message):
+  from pipelines.flag_check import check_flags
+  with pytest.raises(ConfigurationError) as raised:
+    check_flags(argv)
+  assert message in str(raised.value) and '\n' not in str(raised.value)

@@ -24,6 +24,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from transforms.delivery.entries import JournalEntry
+from transforms.errors import ClusterFault
 from transforms.kafka.config import (KafkaConfigError, client_failure_cause, new_admin,
                                      new_consumer, new_producer, producer_config_of)
 from transforms.kafka.control import is_control_key
@@ -49,7 +50,7 @@ _TOPIC_CONFIG = {
 }
 
 
-class JournalUnavailableError(RuntimeError):
+class JournalUnavailableError(ClusterFault, RuntimeError):
   """The journal topic could not be read or written: no load is sent without it.
 
   The cluster's fault, not the rows': the sink fails the bundle with it.

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
+import threading
 import time
 from typing import Any, Dict
+
+from transforms.errors import ClusterFault, ConfigFault, LoaderError
 
 __all__ = [
     'KafkaSourceError',
@@ -31,6 +35,45 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
+
+class RepeatedMessageFilter(logging.Filter):
+  """Lets a message through once per ``window_secs``; the next one says how many it stood for.
+
+  A Kafka cluster that is down makes every client of the job report the same failure several
+  times a second (hundreds of lines before the one clear error). Messages that differ only in
+  the client's name or a duration are the same message here.
+  """
+
+  _VARIABLE = re.compile(r'rdkafka#(consumer|producer)-\d+|after \d+ms|\d+ms')
+
+  def __init__(self, window_secs: float = 60.0, clock=time.monotonic):
+    super().__init__()
+    self._window_secs = window_secs
+    self._clock = clock
+    self._lock = threading.Lock()
+    self._seen: Dict[str, list] = {}  # message -> [window start, suppressed count]
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    key = self._VARIABLE.sub('#', text)
+    now = self._clock()
+    with self._lock:
+      if len(self._seen) > 1000:
+        self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window_secs}
+      entry = self._seen.get(key)
+      if entry is not None and now - entry[0] < self._window_secs:
+        entry[1] += 1
+        return False
+      suppressed = entry[1] if entry is not None else 0
+      self._seen[key] = [now, 0]
+    if suppressed:
+      record.msg, record.args = (f'{text} (and {suppressed} more like it in the last '
+                                 f'{self._window_secs:.0f} s)'), ()
+    return True
+
+
+_LOGGER.addFilter(RepeatedMessageFilter())
+
 EARLIEST = frozenset(['earliest', 'smallest', 'beginning'])
 LATEST = frozenset(['latest', 'largest', 'end'])
 # Consumer-only librdkafka settings: a producer built from the consumer config
@@ -46,19 +89,19 @@ _CONSUMER_ONLY = frozenset([
 ])
 
 
-class KafkaSourceError(RuntimeError):
+class KafkaSourceError(LoaderError, RuntimeError):
   """Base class of the Kafka source's errors that a user can act on."""
 
 
-class KafkaConfigError(KafkaSourceError, ValueError):
+class KafkaConfigError(KafkaSourceError, ConfigFault):
   """The consumer configuration or the transform arguments are invalid."""
 
 
-class KafkaUnreachableError(KafkaSourceError):
+class KafkaUnreachableError(KafkaSourceError, ClusterFault):
   """No broker answered within the configured timeout."""
 
 
-class UnknownTopicError(KafkaSourceError, ValueError):
+class UnknownTopicError(KafkaSourceError, ConfigFault):
   """A topic or partition to read does not exist."""
 
 

@@ -34,7 +34,8 @@ _LOGGER = logging.getLogger(__name__)
 DRAIN_KEY_PREFIX = b'drain:'
 DONE_KEY_PREFIX = b'done:'
 _CONTROL_PARTITION = 0
-_POLL_SECS = 1.0
+# A watcher polls this often: stopping it (at the end of every run) waits for one poll.
+_POLL_SECS = 0.1
 _RETRY_SECS = 10.0
 _WRITE_TIMEOUT_SECS = 15.0
 _WAIT_REPORT_SECS = 10.0

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from transforms.errors import ClusterFault, CredentialsFault
 from transforms.records import avro_schema, jsonschema_types, protobuf_schema
 from transforms.records.numbers import LONG_NUMBER, NUMBER_CHARS, exact_loads, has_inexact_number
 from transforms.records.reasons import BAD_WIRE_FORMAT, UNDECODABLE, UNKNOWN_SCHEMA, Reject
@@ -67,7 +68,7 @@ DEFAULT_CLIENT_CONF = {'timeout': 30}
 _MAX_UNKNOWN_IDS = 10_000
 
 
-class SchemaRegistryFailedError(RuntimeError):
+class SchemaRegistryFailedError(ClusterFault, RuntimeError):
   """The registry could not answer a schema lookup: not the record's fault, the job fails."""
 
 
@@ -75,7 +76,7 @@ class SchemaRegistryUnavailableError(SchemaRegistryFailedError):
   """Connection refused, timeout, HTTP 5xx/408/429: the registry is (for now) unavailable."""
 
 
-class SchemaRegistryAuthError(SchemaRegistryFailedError):
+class SchemaRegistryAuthError(SchemaRegistryFailedError, CredentialsFault):
   """HTTP 401/403: the registry refused the credentials."""
 
 

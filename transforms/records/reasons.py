@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import orjson
 
+from transforms.errors import RowFault
+
 __all__ = ['Reject', 'Skip', 'REASON_CODES', 'SKIP_CODES', 'json_type', 'json_error']
 
 # Dead-letter reason codes; ``DeadLetter.reason`` is ``'<code>: <detail>'`` and
@@ -43,7 +45,7 @@ SKIP_EMPTY = 'empty'
 SKIP_CODES = (SKIP_TOMBSTONE, SKIP_DDL, SKIP_CONTROL, SKIP_EMPTY)
 
 
-class Reject(Exception):
+class Reject(RowFault):
   """A record cannot be loaded: becomes a dead letter with ``code: detail``."""
 
   def __init__(self, code: str, detail: str, table: Optional[str] = None):

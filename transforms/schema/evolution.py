@@ -40,6 +40,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import orjson
 
+from transforms.errors import ClusterFault
 from transforms.schema import types
 from transforms.schema.config import ADD_COLUMNS, SchemaEvolutionConfig, TableDdlOptions
 from transforms.schema.fe_sql import (FeSqlClient, FeSqlError, FeUnavailableError,
@@ -48,7 +49,7 @@ from transforms.stream_load.config import split_table
 from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE, DeadLetter, KafkaChunk,
                               Row)
 
-__all__ = ['SchemaEvolution', 'SCHEMA_CHANGE_FAILED', 'REJECTED_RETRY_SECS',
+__all__ = ['SchemaEvolution', 'SCHEMA_CHANGE_FAILED', 'REJECTED_RETRY_SECS', 'MissingDatabaseError',
            'MISSING_TABLE_RECHECK_SECS', 'is_busy', 'is_already_exists']
 
 _LOGGER = logging.getLogger('transforms.schema')
@@ -65,12 +66,24 @@ _ALREADY_EXISTS = ('can not add column which already exists', 'already exists')
 _BUSY = ('is not normal', 'do not allow doing alter ops', 'is doing rollup job',
          'schema change operation is in progress', 'there is a schema change job')
 _TRANSIENT = ('timeout', 'timed out', 'please retry', 'not ready', 'failed to get master')
+_NO_DATABASE = ('unknown database',)  # Doris ErrorCode.ERR_BAD_DB_ERROR
 
 
 def is_busy(message: str) -> bool:
   """Whether the FE refused because the table is in another schema change (retry later)."""
   lowered = message.lower()
   return any(text in lowered for text in _BUSY + _TRANSIENT)
+
+
+def is_missing_database(message: str) -> bool:
+  """Whether the FE refused because the table's database does not exist."""
+  lowered = message.lower()
+  return any(text in lowered for text in _NO_DATABASE)
+
+
+class MissingDatabaseError(FeSqlError, ClusterFault):
+  """A table cannot be created: its database does not exist. Not the rows' fault: the job
+  stops (no offset moves) until the database is there."""
 
 
 def is_already_exists(message: str) -> bool:
@@ -392,6 +405,11 @@ class SchemaEvolution:
     try:
       self._execute(db, stmt, self._clock() + self.config.ddl_timeout_secs)
     except SqlRejectedError as error:
+      if is_missing_database(error.message):
+        raise MissingDatabaseError(
+            f'cannot create table {table}: database {db} does not exist ({error.message}); '
+            f'--create_tables creates tables, not databases: CREATE DATABASE {db} (or route the '
+            'rows to an existing one), then start the job again') from None
       if not is_already_exists(error.message):
         reason = f'{SCHEMA_CHANGE_FAILED}: {stmt}: {error.message}'
         _LOGGER.error('table %s: cannot create it: %s', table, error.message)

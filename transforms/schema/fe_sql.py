@@ -24,6 +24,7 @@ from typing import Any, List, Optional, Tuple
 
 import requests
 
+from transforms.errors import ClusterFault, CredentialsFault, LoaderError
 from transforms.stream_load.config import StreamLoadConfig, split_table
 from transforms.stream_load.errors import RetryableLoadError
 from transforms.stream_load.transport import NextFe, Transport, host_of, json_or_none
@@ -31,15 +32,15 @@ from transforms.stream_load.transport import NextFe, Transport, host_of, json_or
 __all__ = ['FeSqlClient', 'FeSqlError', 'FeUnavailableError', 'FeAuthError', 'SqlRejectedError']
 
 
-class FeSqlError(Exception):
+class FeSqlError(LoaderError):
   """Base class of the FE SQL client's failures."""
 
 
-class FeUnavailableError(FeSqlError):
+class FeUnavailableError(FeSqlError, ClusterFault):
   """No FE answered (connection refused, timeouts, HTTP 5xx): try again later."""
 
 
-class FeAuthError(FeSqlError):
+class FeAuthError(FeSqlError, CredentialsFault):
   """The FE refused the credentials (--user / --password)."""
 
 

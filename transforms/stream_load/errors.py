@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from transforms.errors import ClusterFault, CredentialsFault, LoaderError, RowFault, TransientFault
+
 __all__ = [
     'StreamLoadError',
     'RetryableLoadError',
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class StreamLoadError(Exception):
+class StreamLoadError(LoaderError):
   """Base class of every Stream Load failure.
 
   Attributes:
@@ -61,7 +63,7 @@ class StreamLoadError(Exception):
     self.reason = reason or self.default_reason
 
 
-class RetryableLoadError(StreamLoadError):
+class RetryableLoadError(StreamLoadError, TransientFault):
   """A failure that may pass on a later attempt with the same label."""
   default_reason = 'retryable'
 
@@ -75,7 +77,7 @@ class UnclassifiedLoadError(RetryableLoadError):
   """
 
 
-class RowFaultError(StreamLoadError):
+class RowFaultError(StreamLoadError, RowFault):
   """The rows are at fault: they go to dead letters and their offsets move on."""
 
 
@@ -98,11 +100,11 @@ class TableNotFoundError(RowFaultError):
   default_reason = 'table_not_found'
 
 
-class ClusterFaultError(StreamLoadError):
+class ClusterFaultError(StreamLoadError, ClusterFault):
   """The cluster is at fault: the bundle fails and no offset moves past the rows."""
 
 
-class AuthenticationError(ClusterFaultError):
+class AuthenticationError(ClusterFaultError, CredentialsFault):
   """The FE or BE refused the user name or password."""
   default_reason = 'auth'
 

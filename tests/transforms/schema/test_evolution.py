@@ -335,12 +335,24 @@ def test_configured_key_columns_win_and_cdc_without_a_key_is_dead_lettered():
 
 def test_a_create_the_fe_rejects_dead_letters_the_rows():
   fe = FakeFe({})
-  fe.script = [SqlRejectedError('errCode = 2, detailMessage = Unknown database \'shop\'')]
+  fe.script = [SqlRejectedError('errCode = 2, detailMessage = Invalid column name \'bad col\'')]
   evolution = _evolution(fe, create_tables=True)
   rows = [_row('shop.c', {'id': 1}, 3), _row('shop.c', {'id': 2}, 4)]
   kept, letters = evolution.ensure('shop.c', rows)
   assert kept == [] and [l.offset for l in letters] == [3, 4]
-  assert "Unknown database 'shop'" in letters[0].reason
+  assert "Invalid column name 'bad col'" in letters[0].reason
+
+
+def test_a_create_into_a_database_that_does_not_exist_stops_the_job_instead():
+  """Not the rows' fault: dead-lettering them would commit their offsets and lose them."""
+  from transforms.errors import fault_of
+  from transforms.schema.evolution import MissingDatabaseError
+  fe = FakeFe({})
+  fe.script = [SqlRejectedError('errCode = 2, detailMessage = Unknown database \'shop\'')]
+  evolution = _evolution(fe, create_tables=True)
+  with pytest.raises(MissingDatabaseError, match='database shop does not exist') as raised:
+    evolution.ensure('shop.c', [_row('shop.c', {'id': 1}, 3)])
+  assert fault_of(raised.value) == 'cluster'
 
 
 def test_close_closes_the_client():

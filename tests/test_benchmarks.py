@@ -1,0 +1,64 @@
+"""Every benchmark runs, at a tiny size, and prints its last line (so none of them rots).
+
+The figures mean nothing at this size and nothing is asserted about them; what fails here is a
+benchmark that no longer starts, crashes or stops printing what its docstring promises.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.harness import REPO_ROOT
+
+_NUMBER = r'[0-9][0-9,.]*'
+SMOKE_RUNS = {
+    'e2e_bench.py': (['--records', '4000'], rf'^e2e: {_NUMBER} rows/s, {_NUMBER}x vs plain loop'),
+    'sink_bench.py': (['--batches', '3', '--batch_rows', '500'],
+                      rf'^sink: {_NUMBER} MB/s, {_NUMBER}x vs naive'),
+    'formats_bench.py': (['--batches', '2', '--rows', '200'],
+                         rf'^formats: json {_NUMBER} us/row {_NUMBER} B/row, csv .* \(kafka rows\)'),
+    'emulator_bench.py': (['--mb', '4'], rf'^emulator count-only: {_NUMBER} MB/s'),
+    'source_bench.py': (['--records', '4000', '--record_bytes', '256', '--topics', '1'],
+                        rf'^source: {_NUMBER} rec/s, {_NUMBER}x vs plain loop'),
+    'continuous_bench.py': (['--rate', '300', '--secs', '4', '--backlog_mb', '4'],
+                            rf'^continuous: {_NUMBER} loads \(ideal {_NUMBER}\), median '),
+    'soak.py': (['--minutes', '0.15', '--rate', '200', '--fault_every_secs', '2',
+                 '--kill_probability', '0.5', '--batch_rows', '200'], r'^soak: OK$'),
+}
+
+
+def _run(script, args, timeout_secs=300):
+  return subprocess.run([sys.executable, os.path.join('bench', script), *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=timeout_secs)
+
+
+@pytest.mark.unit
+def test_every_benchmark_has_a_smoke_run():
+  scripts = {name for name in os.listdir(os.path.join(REPO_ROOT, 'bench'))
+             if name.endswith('.py') and name != '__init__.py'}
+  assert scripts == set(SMOKE_RUNS) | {'runner_bench.py'}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('script', sorted(SMOKE_RUNS))
+def test_a_benchmark_runs_at_a_tiny_size_and_prints_its_last_line(script):
+  args, last_line = SMOKE_RUNS[script]
+  result = _run(script, args)
+  assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+  lines = [line for line in result.stdout.splitlines() if line.strip()]
+  assert lines and re.match(last_line, lines[-1]), result.stdout[-2000:]
+
+
+@pytest.mark.integration
+def test_the_runner_benchmark_runs_on_the_local_runner_and_flink(flink_job_server_jar):
+  """Direct and Flink p1 at a tiny size (p2 doubles the time and tests nothing more here)."""
+  del flink_job_server_jar  # the jars are fetched (or the test skips, or fails in CI)
+  result = _run('runner_bench.py', ['--records', '20000', '--batch_rows', '500',
+                                    '--runs', 'direct,p1'], timeout_secs=600)
+  assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+  lines = [line for line in result.stdout.splitlines() if line.strip()]
+  assert re.match(rf'^runners: flink p1 {_NUMBER} rows/s \({_NUMBER}x direct\), cpu/row flink '
+                  rf'{_NUMBER}x direct$', lines[-1]), result.stdout[-2000:]
