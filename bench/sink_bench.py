@@ -130,7 +130,7 @@ def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str,
   config = StreamLoadConfig(fe_nodes=(fe_url,), user='root', password=PASSWORD,
                             load_format=load_format, group_commit=group_commit)
   settings = _SinkSettings(config, flush_workers=flush_workers, label_prefix=f'bench-{run}',
-                           table_options={}, table_sharding={}, journal=None)
+                           table_options={}, write_ahead=None)
   fn = _WriteBatchesFn(settings, RunContext(), 'bench', hold_across_bundles=False)
   fn.setup()
   loaded = 0

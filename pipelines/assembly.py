@@ -2,9 +2,9 @@
 
 ::
 
-  ReadFromKafka (chunks) -> ParseRecords -> [SkipLoadedRows] -> KeyByTable -> BatchPerTable
-      -> WriteToStreamLoad -> AckLoadedRows -> CommitOffsets
-  dead letters (parse, load) -> WriteDeadLetters -> CommitOffsets
+  ReadFromKafka (chunks) -> ParseRecords -> EvolveSchema -> [SkipLoadedRows] -> KeyByTable
+      -> BatchPerTable -> WriteToStreamLoad -> AckLoadedRows -> CommitOffsets
+  dead letters (parse, schema, load) -> WriteDeadLetters -> CommitOffsets
   chunk reads --------------------------------------> CommitOffsets
 
 ``build_pipeline`` adds the whole graph (the command line, the Flink and
@@ -30,13 +30,15 @@ from apache_beam.metrics import Metrics
 
 from pipelines.config import ConfigurationError, PipelineConfig
 from pipelines.preflight import check_tables
+from pipelines.recovery import recover
 from transforms import metrics
 from transforms.batching import BatchPerTable, KeyByTable
 from transforms.dead_letters import WriteDeadLetters
-from transforms.delivery import (JournalConfig, JournalUnavailableError, LoadedRanges,
-                                 SkipLoadedRows, ensure_journal_topic, recover)
+from transforms.delivery import (JournalConfig, JournalUnavailableError, JournalWriteAhead,
+                                 LoadedRanges, SkipLoadedRows, ensure_journal_topic)
 from transforms.records import ParseRecords, ValueFormat
 from transforms.runtime import RunContext
+from transforms.schema import EvolveSchema
 from transforms.stream_load import FeProbe, StreamLoadConfig, WriteToStreamLoad
 from transforms.types import LoadResult, acks_of_load_result
 
@@ -189,7 +191,8 @@ def load_rows(rows, config: PipelineConfig, *, context: Optional[RunContext] = N
       elsewhere).
     config: the validated settings.
     context: the run (the read's, when ``own_read``).
-    parse_dead_letters: the dead letters of whatever made the rows.
+    parse_dead_letters: the dead letters of whatever made the rows (one PCollection or a
+      tuple of them: each is written on its own, never flattened).
     own_read: the rows come from this run's ``ReadKafkaChunks(durable=True)``:
       batches and loads are held across bundles (a crash re-reads them), and
       rows a crashed run had loaded are skipped (the journal, exactly-once).
@@ -209,10 +212,16 @@ def load_rows(rows, config: PipelineConfig, *, context: Optional[RunContext] = N
                                                 context=context, hold_across_bundles=own_read))
   written = batches | 'WriteToStreamLoad' >> WriteToStreamLoad(
       config.load, flush_workers=config.flush_workers, label_prefix=config.label_prefix,
-      table_options=config.table_config.load_options(), table_sharding=config.table_sharding(),
-      journal=config.journal, context=context, hold_across_bundles=own_read,
+      table_options=config.table_config.load_options(),
+      write_ahead=(JournalWriteAhead(config.journal, config.table_sharding())
+                   if config.journal is not None else None),
+      context=context, hold_across_bundles=own_read,
       keep_retrying=not config.kafka.stop_at_end)
-  dead_letters = tuple(pc for pc in (parse_dead_letters, written.dead_letters) if pc is not None)
+  if parse_dead_letters is None:
+    parse_dead_letters = ()
+  elif not isinstance(parse_dead_letters, tuple):
+    parse_dead_letters = (parse_dead_letters,)
+  dead_letters = parse_dead_letters + (written.dead_letters,)
   dead_letter_acks = dead_letters | 'WriteDeadLetters' >> WriteDeadLetters(
       config.dead_letter_path, context=context, budget=config.dead_letter_budget)
   _ = written.load_results | 'CountTableLoads' >> beam.Map(_count_table_loads)
@@ -235,11 +244,13 @@ def load_chunks(chunks, config: PipelineConfig, *, context: Optional[RunContext]
   parsed = chunks | 'ParseRecords' >> ParseRecords(
       config.routing, cdc=config.cdc_format, target=config.load.target,
       sequence_columns=config.table_config.sequence_columns(),
-      max_record_bytes=config.max_record_bytes, schema_evolution=config.schema,
+      max_record_bytes=config.max_record_bytes,
       value_format=ValueFormat(config.value_format, config.schema_registry),
       keep_retrying=not config.kafka.stop_at_end)
-  tables = load_rows(parsed.rows, config, context=context,
-                     parse_dead_letters=parsed.dead_letters, own_read=own_read)
+  fitted = parsed.rows | 'EvolveSchema' >> EvolveSchema(config.schema)
+  tables = load_rows(fitted.rows, config, context=context,
+                     parse_dead_letters=(parsed.dead_letters, fitted.dead_letters),
+                     own_read=own_read)
   load_acks = tables.load_results | 'AckLoadedRows' >> beam.FlatMap(acks_of_load_result)
   commits = ((parsed.chunk_reads, load_acks) + tables.replayed_acks + tables.dead_letter_acks
              | 'CommitOffsets' >> kafka.CommitOffsets(dict(config.kafka.consumer_config),

@@ -16,6 +16,14 @@ from apache_beam import coders
 
 OP_UPSERT = 'upsert'
 OP_DELETE = 'delete'
+# The two kinds of cluster, and how each marks a deleted row (rows carry it as a field).
+DORIS = 'doris'
+STARROCKS = 'starrocks'
+TARGETS = (DORIS, STARROCKS)
+# Hidden column of Doris unique-key tables with batch delete enabled: 1 deletes the key.
+DORIS_DELETE_SIGN = '__DORIS_DELETE_SIGN__'
+# Virtual column of StarRocks primary-key tables: 0 = upsert, 1 = delete.
+STARROCKS_OP = '__op'
 # A dead letter keeps at most this much of its record's value.
 MAX_DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 
@@ -158,6 +166,12 @@ def acks_of_load_result(result: LoadResult):
     yield OffsetAck(topic, partition, offsets)
 
 
+class TableHints(NamedTuple):
+  """What the records' schemas say of a table, beyond its rows' values (for its DDL)."""
+  column_types: Optional[Dict[str, str]] = None   # column -> Doris type, from the schema
+  key_columns: Optional[Tuple[str, ...]] = None   # the source's primary key
+
+
 class RowBatch(list):
   """A list of ``Row``s: a chunk or a batch; it travels between stages as one pickle.
 
@@ -169,9 +183,11 @@ class RowBatch(list):
   A batch cut by ``BatchPerTable`` carries ``seq``, its number among the
   batches of its key in this worker, in the order they were cut: the sink
   loads an ordered key's batches in that order, whichever thread hands them
-  on first.
+  on first.  A table's rows of one chunk carry ``hints`` (``TableHints``) where the records'
+  schemas or keys said more than the values (for the table's DDL).
   """
   seq: Optional[int] = None
+  hints: Optional['TableHints'] = None
 
   @classmethod
   def numbered(cls, rows: Sequence['Row'], seq: int) -> 'RowBatch':
@@ -195,10 +211,14 @@ class RowBatchCoder(coders.Coder):
     return int(sum(row.size for row in sample) / len(sample) * len(value)) + 8
 
   def encode(self, value):
-    return pickle.dumps(list(value), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((list(value), getattr(value, 'seq', None), getattr(value, 'hints', None)),
+                        protocol=pickle.HIGHEST_PROTOCOL)
 
   def decode(self, encoded):
-    return pickle.loads(encoded)
+    rows, seq, hints = pickle.loads(encoded)
+    batch = RowBatch(rows)
+    batch.seq, batch.hints = seq, hints
+    return batch
 
   def is_deterministic(self):
     return False

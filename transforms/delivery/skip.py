@@ -2,7 +2,7 @@
 
 After a crash the restarted job reads again everything after the committed
 offsets (or, on a runner restoring a checkpoint, after the durable offsets
-it holds).  Recovery (``transforms.delivery.recovery``) tells which of those
+it holds).  Recovery (``pipelines.recovery``) tells which of those
 rows batches of the dead run had already loaded; this transform drops them
 from the ``(table, rows)`` chunks and emits their ``OffsetAck``s, so their
 offsets move on without loading them twice under new labels.  Recovery runs

@@ -35,9 +35,9 @@ from transforms.records.reasons import (BAD_TABLE_NAME, EMPTY_VALUE, MISSING_TAB
                                         UNMAPPED_TOPIC, BAD_ENVELOPE, Reject, Skip, json_error,
                                         json_type)
 from transforms.records.routing import NAME_RE, Routing
-from transforms.stream_load.config import DORIS_DELETE_SIGN, STARROCKS_OP, TARGETS
-from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE, OP_UPSERT, ChunkRead,
-                              DeadLetter, KafkaChunk, KafkaRecord, Row)
+from transforms.types import (DORIS_DELETE_SIGN, MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE,
+                              OP_UPSERT, STARROCKS_OP, TARGETS, ChunkRead, DeadLetter, KafkaChunk,
+                              KafkaRecord, Row, RowBatch)
 
 __all__ = ['RecordParser', 'ParsedChunk', 'CDC_FORMATS', 'DEFAULT_MAX_RECORD_BYTES']
 
@@ -60,7 +60,9 @@ class ParsedChunk(NamedTuple):
     dead_letter_codes: reason code -> number of dead letters.
     column_types: table -> column -> Doris type, from the records' schemas
       (empty for schemaless JSON: types are inferred from values).
-    key_columns: table -> the source's primary key columns, where known.
+    key_columns: table -> the source's primary key columns, where known: from
+      the key schema (registry formats), else the fields of the first JSON
+      record key of a CDC table (Debezium keys its records by primary key).
   """
   rows_by_table: Dict[str, List[Row]]
   dead_letters: List[DeadLetter]
@@ -181,6 +183,8 @@ class RecordParser:
     key_columns: Dict[str, Tuple[str, ...]] = {}
     plans: Dict[str, Any] = {}  # table -> the plan whose column types it has
     registry = self._registry
+    json_keys = self.cdc != 'none' and not registry
+    first_keys: Dict[str, bytes] = {}  # CDC table -> its first JSON record key
     # The chunk is one topic, so fixed and per-topic routes resolve once.
     routing = self.routing
     if routing.table is not None:
@@ -205,15 +209,21 @@ class RecordParser:
       parsed += 1
       if registry and rows:
         self._note_schema(rows, record, plans, column_types, key_columns)
+      elif json_keys and record.key and rows and rows[0].table not in first_keys:
+        first_keys[rows[0].table] = record.key
       for row in rows:
         bucket = rows_by_table.get(row.table)
         if bucket is None:
-          rows_by_table[row.table] = [row]
+          rows_by_table[row.table] = RowBatch((row,))
         else:
           bucket.append(row)
         if row.op == OP_DELETE:
           deletes += 1
       count += len(rows)
+    for table, key in first_keys.items():
+      keys = _json_key_fields(key)
+      if keys:
+        key_columns[table] = keys
     return ParsedChunk(
         rows_by_table=rows_by_table,
         dead_letters=dead_letters,
@@ -442,3 +452,15 @@ def _dead_letter(record: KafkaRecord, error: Reject, table: Optional[str]) -> De
                     table=error.table if error.table is not None else table,
                     payload=payload)
 
+
+def _json_key_fields(key: bytes) -> Optional[Tuple[str, ...]]:
+  """The field names of a JSON record key (Debezium's, maybe schema-wrapped), or None."""
+  try:
+    value = orjson.loads(key)
+  except orjson.JSONDecodeError:
+    return None
+  if type(value) is dict and 'payload' in value and 'schema' in value:
+    value = value['payload']
+  if type(value) is dict and value and all(type(name) is str for name in value):
+    return tuple(value)
+  return None

@@ -18,8 +18,7 @@ from transforms.records.formats import ValueFormat
 from transforms.records.parser import DEFAULT_MAX_RECORD_BYTES, RecordParser
 from transforms.records.reasons import REASON_CODES, SKIP_CODES
 from transforms.records.routing import Routing
-from transforms.schema import SCHEMA_CHANGE_FAILED, SchemaEvolution, SchemaEvolutionConfig
-from transforms.types import KafkaChunk, RowBatch
+from transforms.types import KafkaChunk, RowBatch, TableHints
 
 __all__ = ['ParseRecords']
 
@@ -29,11 +28,8 @@ _LOGGER = logging.getLogger('transforms.records')
 class _ParseRecordsFn(beam.DoFn):
   """Emits ``RecordParser.parse_chunk``'s results and updates the metrics."""
 
-  def __init__(self, parser: RecordParser,
-               schema_evolution: Optional[SchemaEvolutionConfig] = None):
+  def __init__(self, parser: RecordParser):
     self._parser = parser
-    self._schema_config = schema_evolution
-    self._evolution: Optional[SchemaEvolution] = None
     self._records = Metrics.counter(metrics.NAMESPACE, 'records_parsed')
     self._rows = Metrics.counter(metrics.NAMESPACE, 'rows_parsed')
     self._dead_letters = Metrics.counter(metrics.NAMESPACE, 'dead_letters')
@@ -43,36 +39,20 @@ class _ParseRecordsFn(beam.DoFn):
                      for code in REASON_CODES}
     self._by_skip = {code: Metrics.counter(metrics.NAMESPACE, f'skipped_{code}')
                      for code in SKIP_CODES}
-    self._schema_failed = Metrics.counter(metrics.NAMESPACE, f'dead_letters_{SCHEMA_CHANGE_FAILED}')
 
   def setup(self):
     self._parser.open()  # registry formats: the worker's schema registry client
-    if self._schema_config is not None:
-      self._evolution = SchemaEvolution(self._schema_config, counter=_schema_counter)
 
   def teardown(self):
     self._parser.close()
-    if self._evolution is not None:
-      self._evolution.close()
-      self._evolution = None
 
   def process(self, chunk: KafkaChunk) -> Iterable[Any]:
     result = self._parser.parse_chunk(chunk)
     rows = 0
-    evolution = self._evolution
+    column_types, key_columns = result.column_types, result.key_columns
     for table, table_rows in result.rows_by_table.items():
-      if evolution is not None:
-        # Before the rows leave: the table gets their new columns (or is created).
-        table_rows, letters = evolution.ensure(table, table_rows,
-                                               result.column_types.get(table),
-                                               result.key_columns.get(table), chunk)
-        for letter in letters:
-          yield TaggedOutput(ParseRecords.DEAD_LETTERS, letter)
-        if letters:
-          self._dead_letters.inc(len(letters))
-          self._schema_failed.inc(len(letters))
-        if not table_rows:
-          continue
+      if table in column_types or table in key_columns:
+        table_rows.hints = TableHints(column_types.get(table), key_columns.get(table))
       rows += len(table_rows)
       yield table, table_rows
     for dead_letter in result.dead_letters:
@@ -97,20 +77,15 @@ class _ParseRecordsFn(beam.DoFn):
         self._by_skip[code].inc(n)
 
 
-def _schema_counter(name: str, table: str, n: int) -> None:
-  """``schema_<name>``: in total, and per table (namespace ``<NAMESPACE>.schema_<name>``)."""
-  full = name if name.startswith('schema_') else f'schema_{name}'
-  Metrics.counter(metrics.NAMESPACE, full).inc(n)
-  Metrics.counter(f'{metrics.NAMESPACE}.{full}', table).inc(n)
-
-
 class ParseRecords(beam.PTransform):
   """Parses ``KafkaChunk``s into per-table row lists, dead letters and chunk reads.
 
   Output (a ``DoOutputsTuple``):
 
-  * ``rows`` (main): ``(table, [Row, ...])``, one per table per input chunk,
-    rows in Kafka order.
+  * ``rows`` (main): ``(table, RowBatch)``, one per table per input chunk,
+    rows in Kafka order; where the records' schemas (or CDC record keys) say
+    more than the values, the batch carries them as ``hints``
+    (``TableHints``: column types, the source's key) for ``EvolveSchema``.
   * ``dead_letters``: ``DeadLetter(stage='parse', reason='<code>: <detail>',
     ...)`` with the record's topic/partition/offset and its raw value
     (truncated to 64 KiB). Codes: ``too_large``, ``empty_value``,
@@ -142,10 +117,6 @@ class ParseRecords(beam.PTransform):
       (dead letters ``bad_wire_format``, ``unknown_schema``, ``undecodable``;
       an unavailable registry fails the bundle).
     keep_retrying: a long-running job: wait out an unavailable registry.
-    schema_evolution: what to do with columns a table lacks and tables that
-      do not exist (``transforms.schema``); None: nothing (rows as they are).
-      Rows a rejected schema change cannot take become dead letters with the
-      reason ``schema_change_failed``.
 
   Raises:
     ValueError: on a bad configuration, naming the flag and value.
@@ -160,7 +131,6 @@ class ParseRecords(beam.PTransform):
                target: str = 'doris',
                sequence_columns: Optional[Mapping[str, str]] = None,
                max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-               schema_evolution: Optional[SchemaEvolutionConfig] = None,
                value_format: Optional[ValueFormat] = None,
                keep_retrying: bool = False):
     super().__init__()
@@ -168,11 +138,10 @@ class ParseRecords(beam.PTransform):
                                 sequence_columns=sequence_columns,
                                 max_record_bytes=max_record_bytes, value_format=value_format,
                                 keep_retrying=keep_retrying)
-    self._schema_evolution = schema_evolution
 
   def expand(self, chunks: beam.PCollection[KafkaChunk]):
     return chunks | 'ParseChunks' >> beam.ParDo(
-        _ParseRecordsFn(self._parser, self._schema_evolution)).with_output_types(
+        _ParseRecordsFn(self._parser)).with_output_types(
         beam.typehints.Tuple[str, RowBatch]).with_outputs(
         self.DEAD_LETTERS, self.CHUNK_READS, main=self.ROWS)
 
@@ -195,8 +164,5 @@ class ParseRecords(beam.PTransform):
       data['table_field'] = routing.table_field
     if parser.sequence_columns:
       data['sequence_columns'] = ','.join(f'{t}={c}' for t, c in parser.sequence_columns.items())
-    if self._schema_evolution is not None:
-      data['schema_evolution'] = self._schema_evolution.mode
-      data['create_tables'] = self._schema_evolution.create_tables
     return data
 

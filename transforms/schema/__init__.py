@@ -2,7 +2,8 @@
 
 One job per module: ``config`` (settings, validated once), ``types`` (Doris
 types from values, DDL text; pure), ``fe_sql`` (columns and DDL over the
-FE's HTTP API), ``evolution`` (``SchemaEvolution``, per worker).  Doris only:
+FE's HTTP API), ``evolution`` (``SchemaEvolution``, per worker), ``transform``
+(``EvolveSchema``, the graph's step between parsing and batching).  Doris only:
 StarRocks takes DDL over the MySQL protocol alone.
 """
 
@@ -11,12 +12,14 @@ from transforms.schema.config import (ADD_COLUMNS, MODES, NONE, SchemaEvolutionC
 from transforms.schema.evolution import SCHEMA_CHANGE_FAILED, SchemaEvolution
 from transforms.schema.fe_sql import (FeAuthError, FeSqlClient, FeSqlError, FeUnavailableError,
                                       SqlRejectedError)
+from transforms.schema.transform import EvolveSchema
 
 __all__ = [
     'ADD_COLUMNS',
     'MODES',
     'NONE',
     'SCHEMA_CHANGE_FAILED',
+    'EvolveSchema',
     'FeAuthError',
     'FeSqlClient',
     'FeSqlError',

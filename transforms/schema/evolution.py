@@ -46,8 +46,7 @@ from transforms.schema.config import ADD_COLUMNS, SchemaEvolutionConfig, TableDd
 from transforms.schema.fe_sql import (FeSqlClient, FeSqlError, FeUnavailableError,
                                       SqlRejectedError)
 from transforms.stream_load.config import split_table
-from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE, DeadLetter, KafkaChunk,
-                              Row)
+from transforms.types import MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE, DeadLetter, Row
 
 __all__ = ['SchemaEvolution', 'SCHEMA_CHANGE_FAILED', 'REJECTED_RETRY_SECS', 'MissingDatabaseError',
            'MISSING_TABLE_RECHECK_SECS', 'is_busy', 'is_already_exists']
@@ -149,7 +148,7 @@ class SchemaEvolution:
   # ------------------------------------------------------------------ entry point
 
   def ensure(self, table: str, rows: List[Row], column_types: Optional[Mapping[str, str]] = None,
-             key_columns: Optional[Sequence[str]] = None, chunk: Optional[KafkaChunk] = None
+             key_columns: Optional[Sequence[str]] = None
              ) -> Tuple[List[Row], List[DeadLetter]]:
     """Makes ``table`` fit ``rows``; returns the rows to load and the dead letters.
 
@@ -158,8 +157,8 @@ class SchemaEvolution:
       rows: its rows (``fields`` set), in Kafka order.
       column_types: column -> Doris type from the record's schema (wins over
         inference from values).
-      key_columns: the source's primary key (from a key schema), if known.
-      chunk: the rows' Kafka chunk: record keys name a CDC table's key.
+      key_columns: the source's primary key (a key schema's, or a CDC record key's fields),
+        if known.
 
     Raises:
       FeUnavailableError: no FE answered within ``ddl_timeout_secs``.
@@ -187,7 +186,7 @@ class SchemaEvolution:
     if state.missing:
       if not self.config.create_tables:
         return rows, []  # the sink dead-letters them: "table not found"
-      failed = self._create(table, state, rows, column_types or {}, key_columns, chunk)
+      failed = self._create(table, state, rows, column_types or {}, key_columns)
       if failed is not None:
         return [], [_dead_letter(row, failed) for row in rows]
     known = state.known
@@ -387,14 +386,13 @@ class SchemaEvolution:
       delay = min(delay * 2, cap)
 
   def _create(self, table: str, state: _Table, rows: List[Row], column_types: Mapping[str, str],
-              key_columns: Optional[Sequence[str]], chunk: Optional[KafkaChunk]
-              ) -> Optional[str]:
+              key_columns: Optional[Sequence[str]]) -> Optional[str]:
     """Creates the table from ``rows``; None on success, else the reason."""
     rejected = state.rejected.get('')
     if rejected is not None and self._clock() - rejected[0] < REJECTED_RETRY_SECS:
       return rejected[1]
     try:
-      stmt = self.create_statement(table, rows, column_types, key_columns, chunk)
+      stmt = self.create_statement(table, rows, column_types, key_columns)
     except ValueError as error:
       reason = f'{SCHEMA_CHANGE_FAILED}: cannot create {table}: {error}'
       _LOGGER.error('%s', reason)
@@ -427,8 +425,7 @@ class SchemaEvolution:
 
   def create_statement(self, table: str, rows: Sequence[Row],
                        column_types: Mapping[str, str] = (),
-                       key_columns: Optional[Sequence[str]] = None,
-                       chunk: Optional[KafkaChunk] = None) -> str:
+                       key_columns: Optional[Sequence[str]] = None) -> str:
     """The ``CREATE TABLE`` for ``rows`` (see ``types.create_table_ddl``).
 
     Raises:
@@ -455,10 +452,10 @@ class SchemaEvolution:
     if not columns:
       raise ValueError('no column with a non-null value to take a type from')
     options = self.config.tables.get(table, TableDdlOptions())
+    if key_columns and not all(types.is_column_name(name) for name in key_columns):
+      key_columns = None
     keys = options.key_columns or (tuple(key_columns) if key_columns else None)
     if cdc:
-      if not keys:
-        keys = _record_key_columns(rows, chunk)
       if not keys:
         raise ValueError('CDC rows need a key for a UNIQUE KEY table: set key_columns in '
                          '--table_config, or produce records with their key (Debezium does)')
@@ -490,27 +487,6 @@ def _fields(row: Row) -> dict:
 def _names(row: Row):
   """The row's field names (a slim row's, without decoding its JSON again)."""
   return row.fields if row.fields is not None else row.columns
-
-
-def _record_key_columns(rows: Sequence[Row], chunk: Optional[KafkaChunk]
-                        ) -> Optional[Tuple[str, ...]]:
-  """The field names of the first JSON record key (Debezium's, maybe schema-wrapped)."""
-  if chunk is None:
-    return None
-  offsets = {row.offset for row in rows}
-  for record in chunk.records:
-    if record.offset not in offsets or not record.key:
-      continue
-    try:
-      key = orjson.loads(record.key)
-    except orjson.JSONDecodeError:
-      return None
-    if type(key) is dict and 'payload' in key and 'schema' in key:
-      key = key['payload']
-    if type(key) is dict and key and all(types.is_column_name(k) for k in key):
-      return tuple(key)
-    return None
-  return None
 
 
 def _dead_letter(row: Row, reason: str) -> DeadLetter:

@@ -15,6 +15,9 @@ import os
 import urllib.parse
 from typing import Dict, Mapping, Optional, Tuple
 
+# The cluster kinds and delete markers are the rows' vocabulary (shared ground); named here too.
+from transforms.types import DORIS, DORIS_DELETE_SIGN, STARROCKS, STARROCKS_OP, TARGETS
+
 __all__ = [
     'StreamLoadConfig',
     'TableLoadOptions',
@@ -41,13 +44,6 @@ __all__ = [
     'DEFAULT_MERGE_COMMIT_PARALLEL',
 ]
 
-DORIS = 'doris'
-STARROCKS = 'starrocks'
-TARGETS = (DORIS, STARROCKS)
-# Hidden column of Doris unique-key tables with batch delete enabled: 1 deletes the key.
-DORIS_DELETE_SIGN = '__DORIS_DELETE_SIGN__'
-# Virtual column of StarRocks primary-key tables: 0 = upsert, 1 = delete.
-STARROCKS_OP = '__op'
 PASSWORD_ENV_VAR = 'STREAM_LOAD_PASSWORD'
 
 DEFAULT_CONNECT_TIMEOUT_SECS = 10.0

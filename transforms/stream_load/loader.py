@@ -1,8 +1,8 @@
 """``BatchLoader``: one batch from rows to a finished load; no Beam.
 
 For each batch: encode the body (once, orjson, Kafka bytes reused), derive
-its label, write it ahead to the load journal (exactly-once), load it, mark
-it loaded.  With Doris's default ``max_filter_ratio`` of 0 one bad row fails
+its label, write it ahead to the write-ahead log (exactly-once; the load
+journal), load it, mark it loaded.  With Doris's default ``max_filter_ratio`` of 0 one bad row fails
 the whole batch: rather than dead-letter 10,000 good rows with it, the batch
 is halved and each half loaded under its own label, down to the rows the
 server really rejects, within ``MAX_BISECT_LOADS`` loads per batch.
@@ -19,9 +19,8 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from transforms import metrics
+from transforms.errors import ClusterFault
 from transforms.monitoring import Monitor
-from transforms.delivery.entries import JournalEntry, ranges_of
-from transforms.delivery.journal import JournalUnavailableError, LoadJournal
 from transforms.stream_load.bodies import EncodedBatch, encode_rows
 from transforms.stream_load.client import StreamLoadClient
 from transforms.stream_load.config import (DORIS, DORIS_DELETE_SIGN, STARROCKS_OP,
@@ -31,6 +30,7 @@ from transforms.stream_load.errors import (ClusterFaultError, DataQualityError,
                                            StreamLoadUnavailableError, UnclassifiedLoadError)
 from transforms.stream_load.labels import make_label
 from transforms.stream_load.outcome import LoadOutcome
+from transforms.stream_load.write_ahead import WriteAheadLog
 from transforms.types import Row, column_names, offsets_of
 
 __all__ = ['BatchLoader', 'BatchReport', 'MAX_BISECT_LOADS']
@@ -58,31 +58,26 @@ class BatchLoader:
 
   Args:
     client: the worker's client.
-    journal: the load journal (exactly-once), or None (at-least-once).
-    group: the consumer group, recorded in journal entries.
+    write_ahead: the worker's write-ahead log (exactly-once), or None (at-least-once).
     label_prefix: the pipeline's label prefix.
     table_options: per-table Stream Load options.
-    table_sharding: per-table ``(shards, key_columns)``, recorded in journal entries.
     keep_retrying: retry a batch without end while the cluster is unavailable
       (long-running jobs); else fail the bundle when the retries run out.
     sleep: the pause between those rounds (tests inject a fake).
     monitor: the process's stall monitor (a private one if None).
   """
 
-  def __init__(self, client: StreamLoadClient, journal: Optional[LoadJournal], group: str,
+  def __init__(self, client: StreamLoadClient, write_ahead: Optional[WriteAheadLog],
                label_prefix: str, table_options: Mapping[str, TableLoadOptions],
-               table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]],
                keep_retrying: bool = False, sleep: Callable[[float], None] = time.sleep,
                monitor: Optional[Monitor] = None):
     self._client = client
     self._keep_retrying = keep_retrying
     self._sleep = sleep
     self._monitor = monitor if monitor is not None else Monitor()
-    self._journal = journal
-    self._group = group
+    self._write_ahead = write_ahead
     self._label_prefix = label_prefix
     self._table_options = dict(table_options)
-    self._sharding = dict(table_sharding)
     self._target = client.config.target
 
   def load_format(self, table: str) -> str:
@@ -100,7 +95,7 @@ class BatchLoader:
     """Loads ``rows`` (bisecting on rejected data); see the module docstring.
 
     Raises:
-      StreamLoadUnavailableError: the cluster (or the journal) is unusable.
+      StreamLoadUnavailableError: the cluster (or the write-ahead log) is unusable.
     """
     report = BatchReport([], [])
     self._load_rows(key, table, rows, report, [MAX_BISECT_LOADS], encoded)
@@ -117,11 +112,9 @@ class BatchLoader:
       if not rows:
         return
     label = make_label(self._label_prefix_for(table), table, offsets_of(rows), body=encoded.body)
-    entry = self._journal_entry(key, table, label, rows)
+    token = self._log_ahead(key, table, label, rows)
     budget[0] -= 1
     try:
-      if entry is not None:
-        self._journal.write_ahead(entry)
       outcome = self._load_through_outages(table, label, rows, encoded)
     except DataQualityError as error:
       self._monitor.load_failed(table, str(error))
@@ -148,14 +141,8 @@ class BatchLoader:
       raise StreamLoadUnavailableError(
           f'{table}: cannot load {len(rows)} rows, the cluster is not usable: {error}',
           table=table, label=error.label, status=error.status, reason=error.reason) from error
-    except JournalUnavailableError as error:
-      metrics.LOAD_FAILURES.labels(table, 'journal').inc()
-      self._monitor.load_failed(table, str(error))
-      raise StreamLoadUnavailableError(f'{table}: cannot load {len(rows)} rows: {error}',
-                                       table=table, label=label, status='journal',
-                                       reason='journal') from error
-    if entry is not None:
-      self._journal.mark_loaded(entry)
+    if token is not None:
+      self._write_ahead.mark_loaded(token)
     self._monitor.load_succeeded(table)
     metrics.observe_load(table, outcome.load_ms / 1000.0, outcome.loaded_rows,
                          outcome.filtered_rows, outcome.load_bytes)
@@ -188,17 +175,18 @@ class BatchLoader:
                         'again in %.0f s', table, error, label, OUTAGE_RETRY_SECS)
         self._sleep(OUTAGE_RETRY_SECS)
 
-  def _journal_entry(self, key: Any, table: str, label: str,
-                     rows: List[Row]) -> Optional[JournalEntry]:
-    if self._journal is None:
+  def _log_ahead(self, key: Any, table: str, label: str, rows: List[Row]) -> Any:
+    """Writes the batch ahead (exactly-once); no load is sent when that fails."""
+    if self._write_ahead is None:
       return None
-    ranges = ranges_of(rows)
-    if not ranges:  # rows that did not come from Kafka: nothing to replay
-      return None
-    shards, key_columns = self._sharding.get(table, (1, ()))
-    shard = key[1] if isinstance(key, tuple) and len(key) > 1 else 0
-    return JournalEntry(label=label, group=self._group, table=table, shard=shard, shards=shards,
-                        key_columns=tuple(key_columns), ranges=tuple(ranges), rows=len(rows))
+    try:
+      return self._write_ahead.write_ahead(key, table, label, rows)
+    except ClusterFault as error:
+      metrics.LOAD_FAILURES.labels(table, 'journal').inc()
+      self._monitor.load_failed(table, str(error))
+      raise StreamLoadUnavailableError(f'{table}: cannot load {len(rows)} rows: {error}',
+                                       table=table, label=label, status='journal',
+                                       reason='journal') from error
 
   def _label_prefix_for(self, table: str) -> str:
     options = self._table_options.get(table)

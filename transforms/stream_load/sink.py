@@ -38,7 +38,6 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import metrics
-from transforms.delivery.journal import JournalConfig, LoadJournal
 from transforms.runtime import RunContext, acquire, release
 from transforms.stream_load.client import StreamLoadClient
 from transforms.stream_load.config import GROUP_COMMIT_OFF, StreamLoadConfig, TableLoadOptions
@@ -47,6 +46,7 @@ from transforms.stream_load.labels import sanitize_label_part
 from transforms.stream_load.loader import BatchLoader, BatchReport
 from transforms.stream_load.outcome import STATUS_LABEL_EXISTS, LoadOutcome
 from transforms.stream_load.scheduler import Job, LoadScheduler
+from transforms.stream_load.write_ahead import WriteAheadLogSpec
 from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, DeadLetter, LoadResult, Row,
                               offsets_of, table_of_key)
 
@@ -118,30 +118,28 @@ class _SinkSettings:
 
   def __init__(self, config: StreamLoadConfig, flush_workers: int, label_prefix: str,
                table_options: Mapping[str, TableLoadOptions],
-               table_sharding: Mapping[str, Tuple[int, Tuple[str, ...]]],
-               journal: Optional[JournalConfig], keep_retrying: bool = False):
+               write_ahead: Optional[WriteAheadLogSpec], keep_retrying: bool = False):
     self.config = config
     self.keep_retrying = keep_retrying
     self.flush_workers = flush_workers
     self.label_prefix = label_prefix
     self.table_options = dict(table_options)
-    self.table_sharding = dict(table_sharding)
-    self.journal = journal
+    self.write_ahead = write_ahead
 
 
 class _Engine:
-  """What loads a worker's batches: client, journal, loader, flush threads (one per process)."""
+  """What loads a worker's batches: client, write-ahead log, loader, flush threads (one per
+  process)."""
 
   def __init__(self, settings: _SinkSettings, monitor, client_factory=None):
     # The password is read here, on the worker: with --password_file it never
     # travels with the pipeline.
     factory = client_factory or StreamLoadClient
     self.client = factory(settings.config.resolved())
-    self.journal = LoadJournal(settings.journal) if settings.journal is not None else None
-    self.loader = BatchLoader(self.client, self.journal,
-                              settings.journal.group if settings.journal else '',
-                              settings.label_prefix, settings.table_options,
-                              settings.table_sharding, keep_retrying=settings.keep_retrying,
+    self.write_ahead = (settings.write_ahead.open() if settings.write_ahead is not None
+                        else None)
+    self.loader = BatchLoader(self.client, self.write_ahead, settings.label_prefix,
+                              settings.table_options, keep_retrying=settings.keep_retrying,
                               monitor=monitor)
     self.executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=settings.flush_workers, thread_name_prefix='stream-load')
@@ -173,8 +171,8 @@ class _Engine:
   def close(self) -> None:
     """Best effort, never loads: pending rows were never acknowledged (a restart reads them)."""
     self.executor.shutdown(wait=False, cancel_futures=True)
-    if self.journal is not None:
-      self.journal.close()
+    if self.write_ahead is not None:
+      self.write_ahead.close()
     self.client.close()
 
 
@@ -241,8 +239,8 @@ class _WriteBatchesFn(beam.DoFn):
     try:
       wait_all = not self._hold or self._runtime.sources.finished()
       yield from self._harvest(block_above=0 if wait_all else None, windowed=True)
-      if self._engine.journal is not None:
-        self._engine.journal.collect()
+      if self._engine.write_ahead is not None:
+        self._engine.write_ahead.collect()
     except Exception as error:
       self._runtime.fail(error)
       raise
@@ -256,7 +254,7 @@ class _WriteBatchesFn(beam.DoFn):
         'label_prefix': self._settings.label_prefix,
         'compression': config.compression,
         'max_retries': config.max_retries,
-        'exactly_once': self._settings.journal is not None,
+        'exactly_once': self._settings.write_ahead is not None,
     }
 
   def _harvest(self, block_above: Optional[int], windowed: bool):
@@ -341,17 +339,17 @@ class WriteToStreamLoad(beam.PTransform):
 
   Guarantees: a batch's label comes from its table, the Kafka offsets of its
   rows and its body, so a retried bundle re-sends the same label and the
-  server keeps one copy; with a ``journal`` every batch is written ahead, so
-  a restart after a crash skips what was loaded (see ``transforms.delivery``).
+  server keeps one copy; with a ``write_ahead`` log every batch is written
+  ahead, so a restart after a crash skips what was loaded (the load journal:
+  ``transforms.delivery.JournalWriteAhead``).
 
   Args:
     config: the cluster and retry settings (validated once, passed unchanged).
     flush_workers: loads in flight per worker (seed 000: 4).
     label_prefix: first part of every label; keep it stable across restarts.
     table_options: per-table ``TableLoadOptions`` (``db.tbl`` -> options).
-    table_sharding: per-table ``(shards, key_columns)`` as ``KeyByTable``
-      used them (recorded in the journal).
-    journal: where the load journal lives (exactly-once), or None.
+    write_ahead: where the write-ahead log lives (``WriteAheadLogSpec``:
+      exactly-once), or None (at-least-once).
     context: the run (the read's): its runtime holds the worker's engine and
       says when every read of the worker has ended.
     hold_across_bundles: keep loads in flight across bundles, waiting for
@@ -369,8 +367,7 @@ class WriteToStreamLoad(beam.PTransform):
   def __init__(self, config: StreamLoadConfig, *, flush_workers: int = DEFAULT_FLUSH_WORKERS,
                label_prefix: str = DEFAULT_LABEL_PREFIX,
                table_options: Optional[Mapping[str, TableLoadOptions]] = None,
-               table_sharding: Optional[Mapping[str, Tuple[int, Tuple[str, ...]]]] = None,
-               journal: Optional[JournalConfig] = None, context: Optional[RunContext] = None,
+               write_ahead: Optional[WriteAheadLogSpec] = None, context: Optional[RunContext] = None,
                hold_across_bundles: bool = False, keep_retrying: bool = False,
                client_factory=None):
     super().__init__()
@@ -388,11 +385,11 @@ class WriteToStreamLoad(beam.PTransform):
     merged = config.group_commit != GROUP_COMMIT_OFF or any(
         options.group_commit not in (None, GROUP_COMMIT_OFF)
         for options in (table_options or {}).values())
-    if journal is not None and merged:
-      raise ValueError('journal: group commit loads carry no label, so the load journal cannot '
-                       'recognise them after a crash; use no journal (at-least-once)')
+    if write_ahead is not None and merged:
+      raise ValueError('write_ahead: group commit loads carry no label, so the load journal '
+                       'cannot recognise them after a crash; use none (at-least-once)')
     self._settings = _SinkSettings(config, flush_workers, label_prefix, table_options or {},
-                                   table_sharding or {}, journal, keep_retrying)
+                                   write_ahead, keep_retrying)
     self._context = context or RunContext()
     self._hold = hold_across_bundles
     self._name = uuid.uuid4().hex

@@ -83,6 +83,29 @@ def test_debezium_delete_without_before_uses_the_json_key():
   assert row.fields == {'id': 1, DORIS_DELETE_SIGN: 1}
 
 
+def test_a_cdc_tables_json_record_keys_name_its_source_key_for_the_ddl():
+  """The first keyed record of each table names its key (schema-wrapped or not); the rows of
+  a table whose records carry no key (or no JSON object as key) have none."""
+  records = [
+      record(debezium('c', None, {'id': 1, 'v': 'a'}, table='orders'), 0,
+             key=orjson.dumps({'schema': {}, 'payload': {'id': 1}})),
+      record(debezium('c', None, {'id': 2, 'v': 'b'}, table='orders'), 1,
+             key=orjson.dumps({'other': 2})),  # not the first: the first key counts
+      record(debezium('c', None, {'a': 1, 'b': 2}, table='pairs'), 2,
+             key=orjson.dumps({'a': 1, 'b': 2})),
+      record(debezium('c', None, {'x': 1}, table='plain'), 3),
+      record(debezium('c', None, {'y': 1}, table='listed'), 4, key=b'[1, 2]'),
+  ]
+  result = RecordParser(Routing(), cdc='debezium').parse_chunk(KafkaChunk('t', 0, 0, 5, records))
+  assert result.key_columns == {'shop.orders': ('id',), 'shop.pairs': ('a', 'b')}
+
+
+def test_plain_json_records_name_no_key_from_their_record_keys():
+  rec = record({'id': 1}, key=orjson.dumps({'id': 1}))
+  result = RecordParser(Routing(table='db.t')).parse_chunk(KafkaChunk('t', 0, 0, 1, [rec]))
+  assert result.key_columns == {}
+
+
 @pytest.mark.parametrize('value, detail', [
     (debezium('d', None, None), 'Debezium delete without "before" row or a decodable key'),
     (debezium('c', None, None), "Debezium op 'c' without \"after\" row"),

@@ -9,7 +9,7 @@ from transforms.schema import (FeUnavailableError, SchemaEvolution, SchemaEvolut
                                SqlRejectedError, TableDdlOptions)
 from transforms.schema.evolution import REJECTED_RETRY_SECS
 from transforms.stream_load import StreamLoadConfig
-from transforms.types import OP_DELETE, OP_UPSERT, KafkaChunk, KafkaRecord, Row
+from transforms.types import OP_DELETE, OP_UPSERT, Row
 
 pytestmark = pytest.mark.unit
 
@@ -293,19 +293,13 @@ def test_plain_rows_create_a_duplicate_key_table_on_the_first_column_that_can_be
   assert len(fe.statements) == 1
 
 
-def _debezium_chunk(rows, key):
-  records = [KafkaRecord('t', 0, r.offset, key, r.raw, 0) for r in rows]
-  return KafkaChunk('t', 0, rows[0].offset, rows[-1].offset + 1, records)
-
-
-def test_keyed_cdc_rows_create_a_unique_key_table_on_the_record_key():
+def test_keyed_cdc_rows_create_a_unique_key_table_on_the_source_key():
   fe = FakeFe({})
   evolution = _evolution(fe, create_tables=True, sequence_columns={'shop.users': 'seq'},
                          tables={'shop.users': TableDdlOptions(properties={
                              'replication_num': '1'})})
   rows = [_row('shop.users', {'name': 'a', 'id': 1, 'seq': 5, '__DORIS_DELETE_SIGN__': 0}, 5)]
-  key = orjson.dumps({'schema': {}, 'payload': {'id': 1}})
-  kept, letters = evolution.ensure('shop.users', rows, chunk=_debezium_chunk(rows, key))
+  kept, letters = evolution.ensure('shop.users', rows, key_columns=('id',))
   assert letters == [] and kept == rows
   assert fe.statements == [
       'CREATE TABLE IF NOT EXISTS `shop`.`users` (\n'
@@ -326,7 +320,7 @@ def test_configured_key_columns_win_and_cdc_without_a_key_is_dead_lettered():
   evolution.ensure('shop.a', rows)
   assert (') UNIQUE KEY(`k1`, `k2`)\nDISTRIBUTED BY HASH(`k1`) BUCKETS 4' in fe.statements[0])
   rows = [_row('shop.b', {'v': 1, '__DORIS_DELETE_SIGN__': 0}, 7)]
-  kept, letters = evolution.ensure('shop.b', rows, chunk=_debezium_chunk(rows, None))
+  kept, letters = evolution.ensure('shop.b', rows, key_columns=('not a column name',))
   assert kept == [] and [l.offset for l in letters] == [7]
   assert letters[0].reason.startswith('schema_change_failed: cannot create shop.b: CDC rows need '
                                       'a key')

@@ -9,8 +9,9 @@ import pytest
 import requests
 
 from tests.harness import PASSWORD
+from pipelines.recovery import recover
 from transforms.delivery import (JournalConfig, JournalEntry, LoadJournal, LoadedRanges,
-                                 ranges_of, read_journal, recover)
+                                 ranges_of, read_journal)
 from transforms.stream_load import StreamLoadClient, StreamLoadConfig
 from transforms.stream_load.bodies import encode_rows
 from transforms.types import Row
