@@ -94,7 +94,7 @@ def start_up(config: PipelineConfig, check_cluster: Optional[bool] = None) -> Lo
   except ValueError as error:
     raise ConfigurationError(str(error)) from None
   if check_cluster if check_cluster is not None else config.validate_tables:
-    check_tables(load, config.static_tables(), create_missing=config.create_tables)
+    check_tables(load, config.static_tables(), create_missing=bool(config.schema and config.schema.create_tables))
   try:
     # The journal's topic also carries drain requests (every guarantee).
     ensure_journal_topic(config.control_topic)

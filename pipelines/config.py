@@ -239,8 +239,6 @@ class PipelineConfig:
   validate_tables: bool
   value_format: str = 'json'
   schema_registry: Optional[Mapping[str, str]] = None
-  schema_evolution: str = 'none'
-  create_tables: bool = False
   schema: Optional[SchemaEvolutionConfig] = None
 
   @property
@@ -323,7 +321,6 @@ class PipelineConfig:
         progress_interval_secs=opts.progress_interval_secs,
         validate_tables=bool(opts.validate_tables),
         value_format=opts.format, schema_registry=_schema_registry_of(opts),
-        schema_evolution=opts.schema_evolution, create_tables=bool(opts.create_tables),
         schema=schema)
 
 

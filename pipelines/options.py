@@ -1,9 +1,10 @@
 """Command-line options of the Kafka -> Doris/StarRocks pipeline.
 
 One ``PipelineOptions`` subclass holds every flag; ``FLAG_SPECS`` is the
-single list behind both the argparse definitions and the Flex Template's
-``metadata.json`` (a test checks that they agree).  Defaults follow seed 000:
-10,000 rows, 10 MB, 30 s, 4 flush workers.
+single list behind the argparse definitions, the Flex Template's ``metadata.json`` and
+``docs/flags.md`` (tests check that they agree).  A default with a meaning outside the command
+line (10,000 rows, 10 MB, 30 s, 4 flush workers, ...) is the constant of the package that uses
+it, referenced here: one definition each.
 """
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ from typing import Any, Callable, List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.delivery.journal import DEFAULT_JOURNAL_TOPIC
-from transforms.stream_load.config import PASSWORD_ENV_VAR
+from transforms.batching.limits import (DEFAULT_BATCH_BYTES, DEFAULT_BATCH_INTERVAL_SECS,
+                                       DEFAULT_BATCH_ROWS)
+from transforms.dead_letters import DEFAULT_MAX_DEAD_LETTER_RATIO
+from transforms.kafka.discovery import DEFAULT_DISCOVERY_INTERVAL_SECS
+from transforms.kafka.reader import DEFAULT_MAX_CHUNK_RECORDS
+from transforms.records.parser import DEFAULT_MAX_RECORD_BYTES
+from transforms.stream_load.config import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_LOAD_TIMEOUT_SECS,
+                                           DEFAULT_MAX_RETRIES, DEFAULT_POOL_MAXSIZE, DORIS,
+                                           PASSWORD_ENV_VAR)
+from transforms.stream_load.sink import DEFAULT_FLUSH_WORKERS
+from transforms.types import DEFAULT_JOURNAL_TOPIC
 
 __all__ = ['KafkaToDorisOptions', 'FLAG_SPECS', 'FLAG_GROUPS', 'FlagSpec', 'str_to_bool',
            'EXACTLY_ONCE', 'AT_LEAST_ONCE', 'add_flags', 'flags_markdown']
@@ -69,7 +79,7 @@ FLAG_SPECS: List[FlagSpec] = [
              'connectors\' topics.regex); instead of --topics. Topics created and partitions '
              'added while the job runs are picked up within --topic_discovery_interval_secs.',
              r'^.*$'),
-    FlagSpec('topic_discovery_interval_secs', float, 30.0,
+    FlagSpec('topic_discovery_interval_secs', float, DEFAULT_DISCOVERY_INTERVAL_SECS,
              'How often a streaming job looks for new topics matching --topic_pattern and new '
              'partitions of its topics.', _NUMBER),
     FlagSpec('group_id', str, None,
@@ -85,7 +95,7 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('consumer_config', str, '',
              'Extra librdkafka settings, key=value;key=value (e.g. security.protocol=SASL_SSL;'
              'sasl.mechanism=PLAIN). enable.auto.commit is always false.', r'^.*$'),
-    FlagSpec('max_chunk_records', int, 1000,
+    FlagSpec('max_chunk_records', int, DEFAULT_MAX_CHUNK_RECORDS,
              'Most records the reader hands on in one chunk.', _INT),
     # Doris / StarRocks
     FlagSpec('fe_nodes', str, None,
@@ -100,7 +110,7 @@ FLAG_SPECS: List[FlagSpec] = [
              'such as gs://...), read by each worker when it starts: keeps the password out of '
              'the pipeline options, which runners display, and out of the process list.',
              r'^.*$'),
-    FlagSpec('target', str, 'doris', 'doris or starrocks.', r'^(doris|starrocks)$',
+    FlagSpec('target', str, DORIS, 'doris or starrocks.', r'^(doris|starrocks)$',
              choices=['doris', 'starrocks']),
     FlagSpec('ca_bundle', str, '',
              'CA bundle (PEM) to verify https FE/BE certificates; default: the system CAs.',
@@ -135,7 +145,7 @@ FLAG_SPECS: List[FlagSpec] = [
              '__DORIS_DELETE_SIGN__ (Doris) / __op (StarRocks).',
              r'^(none|debezium|canal|maxwell|auto)$',
              choices=['none', 'debezium', 'canal', 'maxwell', 'auto']),
-    FlagSpec('max_record_bytes', int, 10 * 1024 * 1024,
+    FlagSpec('max_record_bytes', int, DEFAULT_MAX_RECORD_BYTES,
              'Records larger than this go to dead letters.', _INT),
     FlagSpec('schema_evolution', str, 'none',
              'none: columns a table lacks are reported once per table and column and left out, '
@@ -147,16 +157,16 @@ FLAG_SPECS: List[FlagSpec] = [
              'source\'s primary key for keyed CDC, else DUPLICATE KEY; DISTRIBUTED BY and '
              'BUCKETS from --table_config (distributed_by, buckets).', _BOOL, is_bool=True),
     # Batching
-    FlagSpec('batch_rows', int, 10_000, 'Flush a table\'s batch at this many rows.', _INT),
-    FlagSpec('batch_bytes', int, 10 * 1024 * 1024,
+    FlagSpec('batch_rows', int, DEFAULT_BATCH_ROWS, 'Flush a table\'s batch at this many rows.', _INT),
+    FlagSpec('batch_bytes', int, DEFAULT_BATCH_BYTES,
              'Flush a table\'s batch at this many bytes (10 MB).', _INT),
-    FlagSpec('batch_interval_secs', float, 30.0,
+    FlagSpec('batch_interval_secs', float, DEFAULT_BATCH_INTERVAL_SECS,
              'Flush a table\'s batch this many seconds after its first row.', _NUMBER),
     FlagSpec('table_config', str, '',
              'YAML file of per-table settings (limits, shards, Stream Load options); see README.',
              r'^.*$'),
     # Loading
-    FlagSpec('flush_workers', int, 4, 'Stream Loads in flight per worker.', _INT),
+    FlagSpec('flush_workers', int, DEFAULT_FLUSH_WORKERS, 'Stream Loads in flight per worker.', _INT),
     FlagSpec('label_prefix', str, '',
              'Prefix of every Stream Load label (default: derived from --group_id). Keep it stable '
              'across restarts: labels make retries idempotent.', r'^[-_A-Za-z0-9]{0,64}$'),
@@ -173,7 +183,7 @@ FLAG_SPECS: List[FlagSpec] = [
              'so it needs --delivery_guarantee=at_least_once. Per table: group_commit in '
              '--table_config.', r'^(off_mode|sync_mode|async_mode)$',
              choices=['off_mode', 'sync_mode', 'async_mode']),
-    FlagSpec('max_retries', int, 5, 'Retries of a retryable load failure.', _NONNEG_INT),
+    FlagSpec('max_retries', int, DEFAULT_MAX_RETRIES, 'Retries of a retryable load failure.', _NONNEG_INT),
     FlagSpec('two_phase_commit', str_to_bool, False,
              'Use two-phase commit (Doris 2PC / StarRocks transaction API).', _BOOL, is_bool=True),
     FlagSpec('delivery_guarantee', str, EXACTLY_ONCE,
@@ -190,9 +200,9 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('max_pending_bytes', int, 0,
              'Most bytes all open batches of a worker may hold together; past it the largest is '
              'flushed (reason memory_limit). 0: --flush_workers x --batch_bytes.', _NONNEG_INT),
-    FlagSpec('load_timeout_secs', float, 600.0, 'Timeout of one Stream Load.', _NUMBER),
-    FlagSpec('connect_timeout_secs', float, 10.0, 'HTTP connect timeout.', _NUMBER),
-    FlagSpec('pool_maxsize', int, 50, 'HTTP connections kept per host.', _INT),
+    FlagSpec('load_timeout_secs', float, DEFAULT_LOAD_TIMEOUT_SECS, 'Timeout of one Stream Load.', _NUMBER),
+    FlagSpec('connect_timeout_secs', float, DEFAULT_CONNECT_TIMEOUT_SECS, 'HTTP connect timeout.', _NUMBER),
+    FlagSpec('pool_maxsize', int, DEFAULT_POOL_MAXSIZE, 'HTTP connections kept per host.', _INT),
     FlagSpec('validate_tables', str_to_bool, True,
              'At start, check that the FE is reachable and the configured tables exist.', _BOOL,
              is_bool=True),
@@ -200,7 +210,7 @@ FLAG_SPECS: List[FlagSpec] = [
     FlagSpec('dead_letter_path', str, 'dead_letters',
              'Where dead letters are written (a directory or gs:// prefix), one JSON line per '
              'record with its reason.', r'^.*$'),
-    FlagSpec('max_dead_letter_ratio', float, 0.1,
+    FlagSpec('max_dead_letter_ratio', float, DEFAULT_MAX_DEAD_LETTER_RATIO,
              'Stop the job when more than this share of the last 10,000 records a worker read '
              'went to dead letters (once there are 100 or more): a bounded run fails, a streaming '
              'one stops, and none of those records\' offsets is committed, so a fixed restart '

@@ -15,7 +15,7 @@ import ssl
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from stream_load_emulator import cost as cost_lib
 from stream_load_emulator import ddl as ddl_lib
@@ -58,6 +58,7 @@ class StreamLoadServer:
     group_commit_interval_ms: Doris group commit interval for tables without the
       ``group_commit_interval_ms`` property (Doris: 10000).
     group_commit_data_bytes: likewise ``group_commit_data_bytes`` (Doris docs: 64 MB).
+    clock: wall-clock time of labels (their retention); tests move it on.
   """
 
   def __init__(self, schema_sql: Optional[str] = None, schema_path: Optional[str] = None,
@@ -70,7 +71,8 @@ class StreamLoadServer:
                max_body_bytes: int = load_lib.DEFAULT_MAX_BODY_BYTES,
                tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                group_commit_interval_ms: float = load_lib.DEFAULT_GROUP_COMMIT_INTERVAL_MS,
-               group_commit_data_bytes: int = load_lib.DEFAULT_GROUP_COMMIT_DATA_BYTES):
+               group_commit_data_bytes: int = load_lib.DEFAULT_GROUP_COMMIT_DATA_BYTES,
+               clock: Callable[[], float] = time.time):
     if flavor not in FLAVORS:
       raise ValueError('flavor must be one of %s, got %r' % (FLAVORS, flavor))
     if num_fes < 1 or num_bes < 1:
@@ -94,6 +96,7 @@ class StreamLoadServer:
     self.count_only = count_only
     self.cost_model = cost_model
     self.label_keep_max_secs = label_keep_max_secs
+    self._clock = clock
     self.max_body_bytes = max_body_bytes
     self.max_running_txn = DEFAULT_MAX_RUNNING_TXN_PER_DB
     self.catalog = schema_lib.Catalog()
@@ -136,7 +139,7 @@ class StreamLoadServer:
     self.storage = storage_lib.Storage(self.data_dir, self.catalog)
     for db, stmt in self.storage.load_ddl():  # tables created / altered by an earlier run
       ddl_lib.execute(self, stmt, db, replay=True)
-    self.txns = txn_lib.TxnManager(self.storage, self.label_keep_max_secs)
+    self.txns = txn_lib.TxnManager(self.storage, self.label_keep_max_secs, clock=self._clock)
     self.loader = load_lib.Loader(self.catalog, self.storage, self.txns, self.flavor,
                                   self.max_body_bytes, self.count_only,
                                   group_commit_interval_ms=self.group_commit_interval_ms,

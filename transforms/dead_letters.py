@@ -38,10 +38,12 @@ from transforms.runtime import RunContext, acquire, release
 from transforms.types import DeadLetter, OffsetAck
 
 __all__ = ['WriteDeadLetters', 'dead_letter_to_json', 'reason_code', 'ACKED_STAGES',
-           'DeadLetterBudget', 'DeadLetterBudgetExceeded', 'BudgetWindow']
+           'DeadLetterBudget', 'DeadLetterBudgetExceeded', 'BudgetWindow',
+           'DEFAULT_MAX_DEAD_LETTER_RATIO']
 
 _LOGGER = logging.getLogger(__name__)
 ACKED_STAGES = ('parse', 'load')
+DEFAULT_MAX_DEAD_LETTER_RATIO = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,7 @@ class DeadLetterBudget:
   in dead letters once there are ``min_letters`` or more of them (a few bad records in a small
   run never stop it). ``max_ratio=1`` never stops.
   """
-  max_ratio: float = 0.1
+  max_ratio: float = DEFAULT_MAX_DEAD_LETTER_RATIO
   window_records: int = 10_000
   min_letters: int = 100
 
@@ -99,7 +101,7 @@ class BudgetWindow:
 
 
 def reason_code(letter: DeadLetter) -> str:
-  """The short code of a dead letter's reason (``invalid_json``, ``DataQualityError``, ...)."""
+  """The stable code of a dead letter's reason (``invalid_json``, ``data_quality``, ...)."""
   if letter.stage == 'rejected':
     return 'rejected'
   return letter.reason.split(':', 1)[0].strip()[:40] or 'unknown'

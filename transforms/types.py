@@ -24,6 +24,8 @@ TARGETS = (DORIS, STARROCKS)
 DORIS_DELETE_SIGN = '__DORIS_DELETE_SIGN__'
 # Virtual column of StarRocks primary-key tables: 0 = upsert, 1 = delete.
 STARROCKS_OP = '__op'
+# The Kafka topic of the load journal and drain requests (a topic the loader reads, never loads).
+DEFAULT_JOURNAL_TOPIC = 'stream_load_journal'
 # A dead letter keeps at most this much of its record's value.
 MAX_DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 

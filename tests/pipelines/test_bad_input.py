@@ -33,9 +33,9 @@ BAD_RECORDS = [
     (b'"just a string"', 'parse', 'not_object'),
     (orjson.dumps({'event_id': 9003}), 'parse', 'missing_table'),
     (_routed_event(9004, payload='o' * (MAX_RECORD_BYTES + 10)), 'parse', 'too_large'),
-    (_routed_event(9005, table='demo.no_such_table'), 'load', 'TableNotFoundError'),
-    (_routed_event(9006, event_id='not-a-number'), 'load', 'DataQualityError'),
-    (_routed_event(9007, event_type='e' * 3000), 'load', 'DataQualityError'),
+    (_routed_event(9005, table='demo.no_such_table'), 'load', 'table_not_found'),
+    (_routed_event(9006, event_id='not-a-number'), 'load', 'data_quality'),
+    (_routed_event(9007, event_type='e' * 3000), 'load', 'data_quality'),
     (b'', 'parse', 'empty_value'),
 ]
 # A huge field in a STRING column, under --max_record_bytes: a good record.

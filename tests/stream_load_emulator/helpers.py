@@ -22,3 +22,15 @@ def stream_load(server, db, table, body, headers=None, auth=AUTH, fe=0, session=
 def ndjson(rows):
   import orjson  # pylint: disable=import-outside-toplevel
   return b''.join(orjson.dumps(r) + b'\n' for r in rows)
+
+
+def wait_for(condition, timeout=10.0, what='the condition'):
+  """Returns once ``condition()`` holds (checked every 10 ms); fails the test after ``timeout``."""
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  tick = threading.Event()
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if time.monotonic() >= deadline:
+      raise AssertionError(f'{what} did not happen within {timeout:.0f} s')
+    tick.wait(0.01)

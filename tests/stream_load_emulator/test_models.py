@@ -5,7 +5,7 @@ import gzip
 
 import requests
 
-from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load
+from tests.stream_load_emulator.helpers import AUTH, ndjson, stream_load, wait_for
 import pytest
 
 pytestmark = pytest.mark.transform
@@ -231,12 +231,7 @@ def test_label_running_while_in_flight(make_stream_load_server):
   t = threading.Thread(target=lambda: result.update(r=requests.put(
       loc, data=slow_body(), headers=dict(JL, label='inflight'), auth=AUTH)))
   t.start()
-  import time  # pylint: disable=import-outside-toplevel
-  deadline = time.time() + 5
-  while time.time() < deadline and not any(
-      e['node'] == 'be0' and e['method'] == 'PUT' for e in srv.request_log[2:]):
-    time.sleep(0.01)
-  time.sleep(0.1)
+  wait_for(lambda: srv.txns.state('demo', 'inflight') != 'UNKNOWN', what='the load to begin')
   dup = stream_load(srv, 'demo', 'users', ndjson([{'id': 9}]), dict(JL, label='inflight'))
   release.set()
   t.join()
@@ -246,7 +241,6 @@ def test_label_running_while_in_flight(make_stream_load_server):
 
 def test_abort_of_in_flight_load_wins(make_stream_load_server):
   import threading  # pylint: disable=import-outside-toplevel
-  import time  # pylint: disable=import-outside-toplevel
   srv = make_stream_load_server()
   release = threading.Event()
 
@@ -260,9 +254,7 @@ def test_abort_of_in_flight_load_wins(make_stream_load_server):
       srv.be_urls[0] + '/api/demo/users/_stream_load', data=slow_body(),
       headers=dict(JL, label='doomed'), auth=AUTH)))
   t.start()
-  deadline = time.time() + 5
-  while time.time() < deadline and srv.txns.state('demo', 'doomed') != 'PREPARE':
-    time.sleep(0.01)
+  wait_for(lambda: srv.txns.state('demo', 'doomed') == 'PREPARE', what='the load to begin')
   r = requests.put(srv.be_urls[0] + '/api/demo/_stream_load_2pc',
                    headers={'label': 'doomed', 'txn_operation': 'abort'}, auth=AUTH)
   assert r.json()['status'] == 'Success'

@@ -1,7 +1,6 @@
 """Label retention, concurrency, round-robin BEs, chunked bodies, header validation."""
 
 import threading
-import time
 
 import requests
 
@@ -14,12 +13,14 @@ JL = {'format': 'json', 'read_json_by_line': 'true'}
 
 
 def test_label_forgotten_after_retention_window(make_stream_load_server):
-  srv = make_stream_load_server(label_keep_max_secs=0.3)
+  now = [1_000_000.0]
+  srv = make_stream_load_server(label_keep_max_secs=300, clock=lambda: now[0])
   assert stream_load(srv, 'demo', 'users', ndjson([{'id': 1}]), dict(JL, label='old'))[
       'Status'] == 'Success'
+  now[0] += 299
   assert stream_load(srv, 'demo', 'users', ndjson([{'id': 1}]), dict(JL, label='old'))[
       'Status'] == 'Label Already Exists'
-  time.sleep(0.4)
+  now[0] += 2
   assert stream_load(srv, 'demo', 'users', ndjson([{'id': 1}]), dict(JL, label='old'))[
       'Status'] == 'Success'
 

@@ -29,12 +29,13 @@ from transforms.kafka.config import (KafkaConfigError, client_failure_cause, new
                                      new_consumer, new_producer, producer_config_of)
 from transforms.kafka.control import is_control_key
 
+from transforms.types import DEFAULT_JOURNAL_TOPIC
+
 __all__ = ['JournalConfig', 'LoadJournal', 'JournalUnavailableError', 'read_journal',
            'ensure_journal_topic', 'DEFAULT_JOURNAL_TOPIC']
 
 _LOGGER = logging.getLogger(__name__)
 
-DEFAULT_JOURNAL_TOPIC = 'stream_load_journal'
 # How long a write-ahead entry may take to be acknowledged before the batch's
 # bundle fails (the load is not sent without it).
 _WRITE_TIMEOUT_SECS = 30.0

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from typing import AbstractSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from transforms.types import DEFAULT_JOURNAL_TOPIC
+
 __all__ = ['TopicSelector', 'is_internal_topic', 'new_partitions', 'DEFAULT_JOURNAL_TOPIC']
 
 # The load journal's default topic (``--journal_topic``): the loader's own bookkeeping.
-DEFAULT_JOURNAL_TOPIC = 'stream_load_journal'
 # Kafka's internal topics (__consumer_offsets, __transaction_state, ...) and the
 # convention for other internal ones.
 _INTERNAL_PREFIX = '__'

@@ -24,7 +24,7 @@ Whose fault is a failure:
 * the registry's -- ``SchemaRegistryUnavailableError`` (connection refused,
   timeouts, HTTP 5xx/408/429 after the client's own retries): the bundle
   fails, no offset moves, like an unreachable FE; a long-running job
-  (``keep_retrying``) tries again every ``OUTAGE_RETRY_SECS`` instead;
+  (``keep_retrying``) tries again every ``retry.OUTAGE_RETRY_SECS`` instead;
 * the configuration's -- ``SchemaRegistryAuthError`` (HTTP 401/403) and
   ``SchemaRegistryRequestError`` (any other answer): the job fails at once.
 
@@ -45,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from transforms import retry
 from transforms.errors import ClusterFault, CredentialsFault
 from transforms.records import avro_schema, jsonschema_types, protobuf_schema
 from transforms.records.numbers import LONG_NUMBER, NUMBER_CHARS, exact_loads, has_inexact_number
@@ -53,15 +54,13 @@ from transforms.records.reasons import BAD_WIRE_FORMAT, UNDECODABLE, UNKNOWN_SCH
 __all__ = ['ValueFormat', 'RegistryDecoder', 'VALUE_FORMATS', 'REGISTRY_FORMATS',
            'SchemaRegistryFailedError', 'SchemaRegistryUnavailableError',
            'SchemaRegistryAuthError', 'SchemaRegistryRequestError', 'registry_client',
-           'require_registry_support', 'INSTALL_HINT', 'OUTAGE_RETRY_SECS']
+           'require_registry_support', 'INSTALL_HINT']
 
 _LOGGER = logging.getLogger('transforms.records')
 
 VALUE_FORMATS = ('json', 'avro', 'protobuf', 'json_schema')
 REGISTRY_FORMATS = ('avro', 'protobuf', 'json_schema')
 INSTALL_HINT = "pip install '.[registry]'"
-# A long-running job waits this long between tries while the registry is away.
-OUTAGE_RETRY_SECS = 5.0
 # Default client settings (a flag-built conf may override them): a hung registry must not hang
 # the job (httpx waits forever without a timeout).
 DEFAULT_CLIENT_CONF = {'timeout': 30}
@@ -243,7 +242,7 @@ class RegistryDecoder:
   Args:
     value_format: the format and registry settings.
     keep_retrying: a long-running job: while the registry is unavailable,
-      try again every ``OUTAGE_RETRY_SECS`` instead of failing.
+      try again every ``retry.OUTAGE_RETRY_SECS`` instead of failing.
     client: a ``SchemaRegistryClient`` to use (tests); default: one made from
       ``value_format.registry`` and closed by ``close``.
     sleep: waits between tries (tests).
@@ -327,19 +326,22 @@ class RegistryDecoder:
     plan = self._plans.get(key)
     if plan is None:
       plan = self._plan(key, schema_id)
-    while True:
+    what = f'schema {_id_text(schema_id)}'
+
+    def deserialize() -> Any:
       try:
-        data = plan.deserialize(value, ctx, payload)
-        break
+        return plan.deserialize(value, ctx, payload)
       except self._registry_error as error:  # a reference fetched while deserializing
-        self._classify(error, f'schema {_id_text(schema_id)}')
+        raise self._failure(error, what) from None
       except self._transport_errors as error:
-        self._unavailable(error, f'schema {_id_text(schema_id)}')
+        raise self._unavailable(error, what) from None
       except (RecursionError, MemoryError):
         raise
       except Exception as error:  # pylint: disable=broad-except  (fastavro, protobuf, jsonschema)
         raise Reject(UNDECODABLE, f'does not match its writer schema {_id_text(schema_id)}: '
                      f'{_first(error)}') from None
+
+    data = self._through_outages(deserialize)
     try:
       return plan.convert(data), plan
     except (ValueError, TypeError, OverflowError, KeyError, ArithmeticError) as error:
@@ -386,12 +388,12 @@ class RegistryDecoder:
     if unknown is not None:
       raise Reject(UNKNOWN_SCHEMA, unknown)
     fmt = 'serialized' if self.format.name == 'protobuf' else None
-    while True:
+
+    def fetch() -> _Plan:
       try:
         schema = (self._client.get_schema(schema_id.id, fmt=fmt) if schema_id.id is not None
                   else self._client.get_schema_by_guid(str(schema_id.guid), fmt=fmt))
-        plan = self._compile(schema, schema_id)
-        break
+        return self._compile(schema, schema_id)
       except self._registry_error as error:
         if error.http_status_code == 404:
           detail = (f'{what} is not in the schema registry {self._urls} '
@@ -399,9 +401,11 @@ class RegistryDecoder:
           if len(self._unknown) < _MAX_UNKNOWN_IDS:
             self._unknown[key] = detail
           raise Reject(UNKNOWN_SCHEMA, detail) from None
-        self._classify(error, what)
+        raise self._failure(error, what) from None
       except self._transport_errors as error:
-        self._unavailable(error, what)
+        raise self._unavailable(error, what) from None
+
+    plan = self._through_outages(fetch)
     self._plans[key] = plan
     return plan
 
@@ -449,28 +453,36 @@ class RegistryDecoder:
 
   # -- failures ------------------------------------------------------------------
 
-  def _classify(self, error, what: str) -> None:
-    """A registry error answer: raises the failure (or returns to try again)."""
+  def _failure(self, error, what: str) -> SchemaRegistryFailedError:
+    """A registry error answer, classified: the failure to raise."""
     status = error.http_status_code
     if status in (401, 403):
-      raise SchemaRegistryAuthError(
+      return SchemaRegistryAuthError(
           f'schema registry {self._urls}: authentication failed fetching {what} (HTTP {status}: '
           f'{error.error_message}); check --schema_registry_basic_auth or the '
-          f'SCHEMA_REGISTRY_BASIC_AUTH variable') from None
+          f'SCHEMA_REGISTRY_BASIC_AUTH variable')
     if status in (408, 429) or (isinstance(status, int) and status >= 500):
-      self._unavailable(error, what)
-      return
-    raise SchemaRegistryRequestError(
+      return self._unavailable(error, what)
+    return SchemaRegistryRequestError(
         f'schema registry {self._urls}: unexpected answer fetching {what}: HTTP {status}, '
-        f'code {error.error_code}: {error.error_message}') from None
+        f'code {error.error_code}: {error.error_message}')
 
-  def _unavailable(self, error, what: str) -> None:
-    message = (f'schema registry {self._urls} is unavailable (fetching {what}): '
-               f'{type(error).__name__}: {_first(error)}')
-    if not self._keep_retrying:
-      raise SchemaRegistryUnavailableError(message) from None
-    _LOGGER.warning('%s; trying again in %.0f s', message, OUTAGE_RETRY_SECS)
-    self._sleep(OUTAGE_RETRY_SECS)
+  def _unavailable(self, error, what: str) -> SchemaRegistryUnavailableError:
+    return SchemaRegistryUnavailableError(
+        f'schema registry {self._urls} is unavailable (fetching {what}): '
+        f'{type(error).__name__}: {_first(error)}')
+
+  def _through_outages(self, fetch: Callable[[], Any]) -> Any:
+    """``fetch()``; a long-running job tries again while the registry is unavailable."""
+
+    def away(error: BaseException) -> bool:
+      return self._keep_retrying and isinstance(error, SchemaRegistryUnavailableError)
+
+    def log(attempt: retry.Attempt) -> None:
+      _LOGGER.warning('%s; trying again in %.0f s', attempt.outcome.exception(),
+                      retry.OUTAGE_RETRY_SECS)
+
+    return retry.through_outages(retry_on=away, sleep=self._sleep, before_sleep=log)(fetch)
 
 
 def _id_text(schema_id) -> str:

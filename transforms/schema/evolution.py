@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import orjson
 
+from transforms import retry
 from transforms.errors import ClusterFault
 from transforms.schema import types
 from transforms.schema.config import ADD_COLUMNS, SchemaEvolutionConfig, TableDdlOptions
@@ -330,18 +330,18 @@ class SchemaEvolution:
                         ', '.join(n for n, _ in pending), error.message)
           return f'{SCHEMA_CHANGE_FAILED}: {stmt}: {error.message}'
       # Without light schema change the column shows once the job ends: wait for it.
-      while True:
+      def missing_now() -> List[Tuple[str, str]]:
         columns_now = self._columns(table, deadline)
         if columns_now is not None:
           state.learn(columns_now)
-        still = [(n, t) for n, t in pending if n.lower() not in state.columns]
-        if not still or len(still) < len(pending):
-          break
-        if self._clock() >= deadline:
-          raise FeUnavailableError(f'{table}: column(s) {", ".join(n for n, _ in still)} did not '
-                                   f'show within {self.config.ddl_timeout_secs:.0f}s')
-        self._sleep(delay * random.uniform(0.5, 1.0))
-        delay = min(delay * 2, _POLL_MAX_SECS)
+        return [(n, t) for n, t in pending if n.lower() not in state.columns]
+
+      still = retry.until_deadline(
+          deadline=deadline, initial_secs=delay, max_secs=_POLL_MAX_SECS, clock=self._clock,
+          sleep=self._sleep, retry_while=lambda missing: len(missing) == len(pending))(missing_now)
+      if still and len(still) == len(pending):
+        raise FeUnavailableError(f'{table}: column(s) {", ".join(n for n, _ in still)} did not '
+                                 f'show within {self.config.ddl_timeout_secs:.0f}s')
       pending = still
     return None
 
@@ -352,38 +352,36 @@ class SchemaEvolution:
       return self._client.table_columns(table)
     if deadline is None:
       deadline = self._clock() + self.config.ddl_timeout_secs
-    delay = self.config.load.backoff_initial_secs or _POLL_INITIAL_SECS
-    while True:
-      try:
-        return self._client.table_columns(table)
-      except FeUnavailableError:
-        if self._clock() >= deadline:
-          raise
-      self._sleep(min(delay, max(deadline - self._clock(), 0)) * random.uniform(0.5, 1.0))
-      delay = min(delay * 2, self.config.load.backoff_max_secs)
+    return self._until(deadline, lambda error: isinstance(error, FeUnavailableError))(
+        self._client.table_columns, table)
+
+  def _until(self, deadline: float, retry_on, before_sleep=None):
+    return retry.until_deadline(
+        deadline=deadline, initial_secs=self.config.load.backoff_initial_secs or _POLL_INITIAL_SECS,
+        max_secs=self.config.load.backoff_max_secs, retry_on=retry_on, clock=self._clock,
+        sleep=self._sleep, before_sleep=before_sleep)
 
   def _execute(self, db: str, stmt: str, deadline: float) -> None:
     """Runs ``stmt``, retrying busy tables and unreachable FEs until ``deadline``."""
-    delay = self.config.load.backoff_initial_secs or _POLL_INITIAL_SECS
-    cap = self.config.load.backoff_max_secs
-    while True:
-      try:
-        self._client.execute(db, stmt)
-        return
-      except SqlRejectedError as error:
-        if not is_busy(error.message):
-          raise
-        if self._clock() >= deadline:
-          # The table's other schema change (or the FE) is not done: the cluster's fault.
-          raise FeUnavailableError(f'{stmt.splitlines()[0]}: still refused after '
-                                   f'{self.config.ddl_timeout_secs:.0f}s: {error.message}'
-                                   ) from None
-        _LOGGER.info('%s: the FE is busy (%s); retrying', stmt.splitlines()[0], error.message)
-      except FeUnavailableError:
-        if self._clock() >= deadline:
-          raise
-      self._sleep(min(delay, max(deadline - self._clock(), 0)) * random.uniform(0.5, 1.0))
-      delay = min(delay * 2, cap)
+    head = stmt.splitlines()[0]
+
+    def busy_or_away(error: BaseException) -> bool:
+      return isinstance(error, FeUnavailableError) or (
+          isinstance(error, SqlRejectedError) and is_busy(error.message))
+
+    def log_busy(attempt: retry.Attempt) -> None:
+      error = attempt.outcome.exception()
+      if isinstance(error, SqlRejectedError):
+        _LOGGER.info('%s: the FE is busy (%s); retrying', head, error.message)
+
+    try:
+      self._until(deadline, busy_or_away, log_busy)(self._client.execute, db, stmt)
+    except SqlRejectedError as error:
+      if not is_busy(error.message):
+        raise
+      # The table's other schema change (or the FE) is not done: the cluster's fault.
+      raise FeUnavailableError(f'{head}: still refused after '
+                               f'{self.config.ddl_timeout_secs:.0f}s: {error.message}') from None
 
   def _create(self, table: str, state: _Table, rows: List[Row], column_types: Mapping[str, str],
               key_columns: Optional[Sequence[str]]) -> Optional[str]:

@@ -130,7 +130,7 @@ def _join_json(pairs, as_array: bool) -> EncodedBatch:
       try:
         raw = dumps(fields, default=_default, option=_ORJSON_OPTIONS)
       except (TypeError, orjson.JSONEncodeError) as error:
-        failed.append((index, f'row is not JSON serialisable: {error}'))
+        failed.append((index, f'not_serialisable: the row is not JSON serialisable: {error}'))
         continue
     if count:
       body += separator

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from transforms import metrics
+from transforms import metrics, retry
 from transforms.errors import ClusterFault
 from transforms.monitoring import Monitor
 from transforms.stream_load.bodies import EncodedBatch, encode_rows
@@ -40,7 +40,6 @@ _LOGGER = logging.getLogger('transforms.stream_load')
 MAX_BISECT_LOADS = 64
 # While the cluster is unavailable, a long-running job tries a batch again this often (each
 # round is a full retry cycle of its own, with backoff).
-OUTAGE_RETRY_SECS = 5.0
 
 
 class BatchReport(NamedTuple):
@@ -154,26 +153,27 @@ class BatchLoader:
 
     A long-running job outlives an outage of its cluster: when every retry of a transient
     failure (connection refused, 5xx, timeouts, too many versions) is used up, the batch is
-    tried again under the same label every ``OUTAGE_RETRY_SECS`` -- the stall detector reports
-    the table meanwhile -- instead of failing the job.  Refused credentials and failures no
+    tried again under the same label every ``retry.OUTAGE_RETRY_SECS`` -- the stall detector
+    reports the table meanwhile -- instead of failing the job.  Refused credentials and failures no
     rule knows still fail it at once.
     """
-    while True:
-      try:
-        return self._client.load(table, encoded.body, label, rows=encoded.rows,
-                                 options=self._table_options.get(table),
-                                 extra_headers=self._special_column_headers(table, rows,
-                                                                           encoded.headers),
-                                 body_headers=encoded.headers)
-      except RetriesExhaustedError as error:
-        if not self._keep_retrying or isinstance(error.__cause__, UnclassifiedLoadError):
-          raise
-        metrics.LOAD_FAILURES.labels(table, error.reason).inc()
-        self._monitor.load_failed(table, str(error))
-        self._monitor.heartbeat('sink')
-        _LOGGER.warning('stream load: the cluster is unavailable for %s (%s); trying label %s '
-                        'again in %.0f s', table, error, label, OUTAGE_RETRY_SECS)
-        self._sleep(OUTAGE_RETRY_SECS)
+    def cluster_away(error: BaseException) -> bool:
+      return (self._keep_retrying and isinstance(error, RetriesExhaustedError)
+              and not isinstance(error.__cause__, UnclassifiedLoadError))
+
+    def report(attempt: retry.Attempt) -> None:
+      error = attempt.outcome.exception()
+      metrics.LOAD_FAILURES.labels(table, error.reason).inc()
+      self._monitor.load_failed(table, str(error))
+      self._monitor.heartbeat('sink')
+      _LOGGER.warning('stream load: the cluster is unavailable for %s (%s); trying label %s '
+                      'again in %.0f s', table, error, label, retry.OUTAGE_RETRY_SECS)
+
+    return retry.through_outages(retry_on=cluster_away, sleep=self._sleep, before_sleep=report)(
+        self._client.load, table, encoded.body, label, rows=encoded.rows,
+        options=self._table_options.get(table),
+        extra_headers=self._special_column_headers(table, rows, encoded.headers),
+        body_headers=encoded.headers)
 
   def _log_ahead(self, key: Any, table: str, label: str, rows: List[Row]) -> Any:
     """Writes the batch ahead (exactly-once); no load is sent when that fails."""

@@ -291,7 +291,7 @@ class _WriteBatchesFn(beam.DoFn):
     self._load_failures.inc()
     self._rows_dead_lettered.inc(len(rows))
     metrics.ROWS_DEAD_LETTERED.labels(table).inc(len(rows))
-    reason = f'{type(error).__name__}: {error}'
+    reason = f'{error.reason}: {error}'  # a stable code (data_quality, table_not_found, ...)
     rejected = getattr(error, 'rejected', None)
     if rejected:
       reason += ' | rejected rows: ' + ' || '.join(rejected[:5])

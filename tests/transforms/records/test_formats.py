@@ -15,7 +15,8 @@ from tests.transforms.records.registry_helpers import (avro_serializer, debezium
                                                        order_message_class, protobuf_serializer)
 from transforms.records import RecordParser, Routing, ValueFormat
 from transforms.records import avro_schema, formats, jsonschema_types, logical
-from transforms.records.formats import (OUTAGE_RETRY_SECS, SchemaRegistryAuthError,
+from transforms.retry import OUTAGE_RETRY_SECS
+from transforms.records.formats import (SchemaRegistryAuthError,
                                         SchemaRegistryRequestError,
                                         SchemaRegistryUnavailableError, registry_client)
 from transforms.types import KafkaChunk, KafkaRecord
