@@ -39,6 +39,7 @@ from pipelines.flag_check import check_flags
 from pipelines.options import KafkaToDorisOptions, add_flags
 from pipelines.preflight import PreflightError
 from pipelines.process_tuning import tune_process
+from pipelines.replay import REPLAY_FLAG, replay_dead_letters
 from pipelines.runners import (discovery_shards, make_pipeline, prepare_argv, runs_locally,
                                workers_run_here)
 from transforms import metrics
@@ -310,6 +311,17 @@ def request_drain(argv: Sequence[str]) -> str:
           'stop reading, load what is pending, commit and finish')
 
 
+def replay(argv: Sequence[str]) -> int:
+  """``--replay_dead_letters``: the job's flags, its dead letters loaded again; an exit code."""
+  argv = [a for a in argv if a != REPLAY_FLAG]
+  check_flags(argv)
+  config = PipelineConfig.from_options(PipelineOptions(argv), require_topics=False)
+  summary = replay_dead_letters(config)
+  for line in summary.lines():
+    print(line)
+  return 0 if summary.complete else 1
+
+
 def _no_traceback_for_known_errors(record: logging.LogRecord) -> bool:
   """Beam logs a failed step with its traceback; for an error of the loader's taxonomy the
   message says it all (and the command ends with it as its ``error:`` line)."""
@@ -323,7 +335,8 @@ def help_text() -> str:
   parser = argparse.ArgumentParser(
       prog='python -m pipelines.kafka_to_doris',
       usage='%(prog)s --bootstrap_servers=... --topics=... --group_id=... --fe_nodes=... '
-            '--table=... [flags]   (or --drain --bootstrap_servers=... --group_id=...)',
+            '--table=... [flags]   (or --drain --bootstrap_servers=... --group_id=...; or the job\'s '
+            'flags and --replay_dead_letters)',
       description='Load Kafka topics into Apache Doris / StarRocks tables with Stream Load.',
       epilog='Any Apache Beam pipeline option is accepted as well (--runner, --streaming, '
       '--setup_file, FlinkRunner and DataflowRunner options, ...); --runner defaults to the '
@@ -331,7 +344,8 @@ def help_text() -> str:
       '(see README). The password can come from --password_file or the STREAM_LOAD_PASSWORD '
       'environment variable instead of --password. SIGTERM/SIGINT drain the job on every '
       'runner (a second one exits at once); --drain with --bootstrap_servers and --group_id '
-      'drains a running job from elsewhere.')
+      'drains a running job from elsewhere; the job\'s flags with --replay_dead_letters load its '
+      'dead letters again once their cause is fixed (docs/operations.md).')
   add_flags(parser, grouped=True)
   return parser.format_help()
 
@@ -352,6 +366,16 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
       print(f'error: {error}', file=sys.stderr)
       return 2
     return 0
+  if REPLAY_FLAG in argv:
+    try:
+      return replay(argv)
+    except ConfigurationError as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 2
+    except LoaderError as error:
+      print(f'error: the replay stopped, nothing after this was marked replayed: {error}',
+            file=sys.stderr)
+      return 1
   try:
     summary = run_pipeline(argv)
   except (ConfigurationError, PreflightError) as error:
