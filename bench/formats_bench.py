@@ -3,7 +3,7 @@
 Two kinds of rows, as the sink meets them:
   * kafka: ~1 KB JSON records read from Kafka (``Row.raw`` holds their bytes: JSON lines reuse
     them, CSV and Arrow must parse them);
-  * dicts: seed 000's ~920-byte mixed-type rows (CDC rows, rows given a sequence column: every
+  * dicts: ~920-byte mixed-type rows (the sink benchmark's) (CDC rows, rows given a sequence column: every
     format encodes them).
 Each format encodes 20 batches of 10,000 rows; the figure is the best of 3 repetitions.
 

@@ -1,6 +1,7 @@
-"""Sink benchmark: seed 000's flush scenario, naive loader vs WriteToStreamLoad's sink.
+"""Sink benchmark: a Go loader's flush scenario, naive loader vs WriteToStreamLoad's sink.
 
-The scenario: a stream of batches of the seed's shape -- 22,838 rows of ~920
+The scenario (from a Go Kafka -> Doris loader whose serial flushes managed 21 MB in 5.5 s,
+~4 MB/s): a stream of batches of its shape -- 22,838 rows of ~920
 bytes of mixed-type JSON (~21 MB) each -- over several tables, loaded into the
 local Stream Load server running in its own process with a cost model of a
 small Doris cluster: every load costs a fixed overhead plus its bytes at
@@ -10,7 +11,7 @@ and pooled connections matter, and the server itself (count-only mode: it
 parses and counts, stores nothing) is never the bottleneck.
 
 Measured in one run:
-  * naive: seed 000's loader before its fixes -- dict -> ``json.dumps`` per
+  * naive: that loader before its fixes -- dict -> ``json.dumps`` per
     row, serial flushes, a new connection per load;
   * sink: ``WriteToStreamLoad``'s DoFn at its defaults (4 flush workers, one
     pooled session, orjson in one pass), driven directly (setup/process/
@@ -58,7 +59,7 @@ COST_FLAGS = ['--cost-fixed-overhead-ms', '50', '--cost-mb-per-sec', '19',
 
 
 def make_rows(n: int, seed: int) -> List[dict]:
-  """Rows of ~920 bytes of mixed types, like the seed's log lines."""
+  """Rows of ~920 bytes of mixed types, like that loader's log lines."""
   rng = random.Random(seed)
   rows = []
   for i in range(n):
@@ -107,7 +108,7 @@ def emulator(*flags: str) -> Iterator[str]:
 
 
 def naive_load(fe_url: str, batches: List[Tuple[str, List[dict]]]) -> None:
-  """Seed 000 before its fixes: json.dumps per row, serial, a new connection per load."""
+  """That loader before its fixes: json.dumps per row, serial, a new connection per load."""
   for n, (table, rows) in enumerate(batches):
     body = '\n'.join(json.dumps(dict(row)) for row in rows).encode()
     db, tbl = table.split('.')

@@ -1,7 +1,7 @@
 """The loader's metrics: the Beam metrics namespace, and Prometheus (``--metrics_port``).
 
 Beam metrics (namespace ``NAMESPACE``) are the runner's view, reported by every
-runner.  The Prometheus metrics (seed 000's list) are for a Prometheus scraping
+runner.  The Prometheus metrics are for a Prometheus scraping
 the worker: batch flush duration, Stream Load duration, the rows and bytes
 waiting in each table's current batch, Kafka records consumed and lag, and rows
 loaded / filtered / dead-lettered.  They live in the default registry of the

@@ -1,9 +1,9 @@
-"""One flushed batch, and its report: the seed-002 log line, Beam metrics, Prometheus.
+"""One flushed batch, and its report: a log line, Beam metrics, Prometheus.
 
 Every flush is logged with the reason it fired (``rows_threshold``,
 ``size_threshold``, ``timeout``, ``columns_changed``, ``end_of_input``,
 ``drain``, ``memory_limit``), the batch's rows and size, its waiting time and
-the thresholds, like seed 002's connector:
+the thresholds, as StarRocks's connectors log a flush:
 
   Table demo.users flush triggered by timeout: shard=0 table_rows=12
   table_size=0.00MB rows_threshold=10000 size_threshold=10.00MB

@@ -1,6 +1,6 @@
 """``BatchLimits`` and the rule that cuts a table's rows into batches; pure Python.
 
-Seed 002's flush strategy, per table: each table (each shard of a hot table)
+The flush strategy of StarRocks's connectors, per table: each table (each shard of a hot table)
 builds its own batch and flushes it when *its* row count, *its* byte size or
 *its* waiting time reaches *its* limits, or when the set of columns in its
 rows changes; when the job drains, everything is flushed.  ``cut_batches``

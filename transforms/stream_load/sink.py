@@ -4,8 +4,8 @@ Each input element is one batch, ``((table, shard), [Row, ...])`` (or
 ``(table, rows)``).  One engine per run and worker process -- a pooled
 ``StreamLoadClient``, the load journal (exactly-once) and a pool of
 ``flush_workers`` threads, made in ``setup()`` through the run's
-``Runtime`` -- keeps up to that many loads in flight (seed 000's worker
-pool).  Two batches with the same key of an ordered table (unique,
+``Runtime`` -- keeps up to that many loads in flight (a pool of flush
+workers, where a serial flush leaves the cluster idle between loads).  Two batches with the same key of an ordered table (unique,
 aggregate, primary-key) never load at the same time (``LoadScheduler``).
 
 Loads stay in flight across bundles while the read goes on; finished ones
@@ -345,7 +345,7 @@ class WriteToStreamLoad(beam.PTransform):
 
   Args:
     config: the cluster and retry settings (validated once, passed unchanged).
-    flush_workers: loads in flight per worker (seed 000: 4).
+    flush_workers: loads in flight per worker (default 4).
     label_prefix: first part of every label; keep it stable across restarts.
     table_options: per-table ``TableLoadOptions`` (``db.tbl`` -> options).
     write_ahead: where the write-ahead log lives (``WriteAheadLogSpec``:

@@ -1,7 +1,7 @@
 """HTTP to the cluster: the pooled session, the FE rotation and the FE -> BE redirect.
 
 * One pooled ``requests.Session`` (keep-alive, pool sizes from the config;
-  seed 000 used 100 idle / 50 per host), no proxies from the environment (no
+  100 idle / 50 per host by default), no proxies from the environment (no
   proxy may see the credentials), retries left to the caller (they depend on
   the response body).
 * Requests to the FEs go round-robin and fail over: ``on_each_fe`` tries each
