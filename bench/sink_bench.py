@@ -40,7 +40,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transforms.stream_load.sink import _SinkSettings, _WriteBatchesFn  # pylint: disable=wrong-import-position
+from transforms.stream_load.sink import SinkSettings, _WriteBatchesFn  # pylint: disable=wrong-import-position
 from transforms.stream_load import StreamLoadConfig  # pylint: disable=wrong-import-position
 from transforms.types import Row  # pylint: disable=wrong-import-position
 from transforms.runtime import RunContext  # pylint: disable=wrong-import-position
@@ -130,8 +130,7 @@ def sink_load(fe_url: str, batches: List[Tuple[str, List[Row]]], run: str,
   """WriteToStreamLoad's DoFn (defaults but ``flush_workers``), without a runner around it."""
   config = StreamLoadConfig(fe_nodes=(fe_url,), user='root', password=PASSWORD,
                             load_format=load_format, group_commit=group_commit)
-  settings = _SinkSettings(config, flush_workers=flush_workers, label_prefix=f'bench-{run}',
-                           table_options={}, write_ahead=None)
+  settings = SinkSettings(config, flush_workers=flush_workers, label_prefix=f'bench-{run}')
   fn = _WriteBatchesFn(settings, RunContext(), 'bench', hold_across_bundles=False)
   fn.setup()
   loaded = 0

@@ -28,13 +28,13 @@ from typing import Any, NamedTuple, Optional, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.config import ConfigurationError, PipelineConfig
+from pipelines.config import ConfigurationError, KafkaSettings, PipelineConfig
 from pipelines.preflight import check_tables
 from pipelines.recovery import recover
 from transforms import metrics
 from transforms.batching import BatchPerTable, KeyByTable
 from transforms.dead_letters import WriteDeadLetters
-from transforms.delivery import (JournalConfig, JournalUnavailableError, JournalWriteAhead,
+from transforms.delivery import (JournalConfig, JournalUnavailableError,
                                  LoadedRanges, SkipLoadedRows, ensure_journal_topic)
 from transforms.records import ParseRecords, ValueFormat
 from transforms.runtime import RunContext
@@ -142,6 +142,18 @@ def _count_consumed(chunk) -> None:
   metrics.KAFKA_RECORDS_CONSUMED.labels(chunk.topic).inc(len(chunk.records))
 
 
+def kafka_reader(settings: KafkaSettings, **options):
+  """The ``ReadKafkaChunks`` of the Kafka flags (``options``: the run's own, such as
+  ``context``, ``durable``, ``discovery_shards``)."""
+  from transforms.kafka import ReadKafkaChunks  # pylint: disable=import-outside-toplevel
+  return ReadKafkaChunks(dict(settings.consumer_config), settings.topics or None,
+                         stop_at_end=settings.stop_at_end,
+                         max_chunk_records=settings.max_chunk_records,
+                         topic_pattern=settings.topic_pattern,
+                         discovery_interval_secs=settings.discovery_interval_secs,
+                         excluded_topics=settings.excluded_topics, **options)
+
+
 def _read_chunks(p: beam.Pipeline, config: PipelineConfig, context: RunContext,
                  discovery_shards: int):
   """The Kafka read: chunks, checkpointed at durable offsets (the rows held in batches).
@@ -153,13 +165,8 @@ def _read_chunks(p: beam.Pipeline, config: PipelineConfig, context: RunContext,
   from transforms import kafka  # pylint: disable=import-outside-toplevel  (confluent-kafka)
   settings = config.kafka
   try:
-    reader = kafka.ReadKafkaChunks(dict(settings.consumer_config), settings.topics or None,
-                                   stop_at_end=settings.stop_at_end,
-                                   max_chunk_records=settings.max_chunk_records,
-                                   context=context, topic_pattern=settings.topic_pattern,
-                                   discovery_interval_secs=settings.discovery_interval_secs,
-                                   excluded_topics=settings.excluded_topics,
-                                   discovery_shards=discovery_shards, durable=True)
+    reader = kafka_reader(settings, context=context, discovery_shards=discovery_shards,
+                          durable=True)
     chunks = p | 'ReadFromKafka' >> reader
     reads = reader.reads()
   except kafka.KafkaSourceError as error:
@@ -211,12 +218,7 @@ def load_rows(rows, config: PipelineConfig, *, context: Optional[RunContext] = N
                                                 max_pending_bytes=config.max_pending_bytes,
                                                 context=context, hold_across_bundles=own_read))
   written = batches | 'WriteToStreamLoad' >> WriteToStreamLoad(
-      config.load, flush_workers=config.flush_workers, label_prefix=config.label_prefix,
-      table_options=config.table_config.load_options(),
-      write_ahead=(JournalWriteAhead(config.journal, config.table_sharding())
-                   if config.journal is not None else None),
-      context=context, hold_across_bundles=own_read,
-      keep_retrying=not config.kafka.stop_at_end)
+      config.sink, context=context, hold_across_bundles=own_read)
   if parse_dead_letters is None:
     parse_dead_letters = ()
   elif not isinstance(parse_dead_letters, tuple):

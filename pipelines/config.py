@@ -20,12 +20,12 @@ from pipelines.options import AT_LEAST_ONCE, EXACTLY_ONCE, KafkaToDorisOptions
 from pipelines.table_config import TableConfig, TableConfigError, load_table_config
 from transforms.batching import BatchLimits
 from transforms.dead_letters import DeadLetterBudget
-from transforms.delivery import DEFAULT_JOURNAL_TOPIC, JournalConfig
+from transforms.delivery import DEFAULT_JOURNAL_TOPIC, JournalConfig, JournalWriteAhead
 from transforms.errors import ConfigFault
 from transforms.records import Routing, parse_topic_table_map
 from transforms.records.formats import require_registry_support
 from transforms.schema import SchemaEvolutionConfig
-from transforms.stream_load import StreamLoadConfig
+from transforms.stream_load import SinkSettings, StreamLoadConfig
 from transforms.stream_load.labels import sanitize_label_part
 
 __all__ = ['PipelineConfig', 'KafkaSettings', 'ConfigurationError', 'consumer_config_of',
@@ -152,23 +152,17 @@ def _routing_of(opts: KafkaToDorisOptions) -> Routing:
                  default_database=opts.default_database or None)
 
 
-def _check_group_commit(load: StreamLoadConfig, table_config: TableConfig,
-                        delivery_guarantee: str) -> None:
-  """Group (merge) commit loads carry no label of ours: exactly-once cannot hold for them."""
-  merged = [table for table, options in table_config.load_options().items()
-            if (options.group_commit or load.group_commit) != 'off_mode']
-  if load.group_commit != 'off_mode':
-    merged.append('every table (--group_commit)')
+def _table_sharding(table_config: TableConfig) -> Dict[str, Tuple[int, Tuple[str, ...]]]:
+  return {table: (limits.shards, limits.key_columns)
+          for table, limits in table_config.batch_limits().items()}
+
+
+def _check_group_commit(load: StreamLoadConfig, table_config: TableConfig) -> None:
+  """A table's group commit cannot be combined with 2PC (exactly-once: ``SinkSettings``)."""
   for table, options in table_config.load_options().items():
     if options.group_commit and options.group_commit != 'off_mode' and load.two_phase_commit:
       raise ConfigurationError(f'--table_config: {table}: group_commit cannot be combined with '
                                '--two_phase_commit')
-  if merged and delivery_guarantee == EXACTLY_ONCE:
-    raise ConfigurationError(
-        f'--group_commit / group_commit for {", ".join(sorted(set(merged)))}: group commit loads '
-        'carry no label (Doris: "label and group_commit can\'t be set at the same time"), so a '
-        'batch re-sent after a crash cannot be recognised and may load twice; give '
-        '--delivery_guarantee=at_least_once to accept that')
 
 
 SCHEMA_REGISTRY_AUTH_ENV_VAR = 'SCHEMA_REGISTRY_BASIC_AUTH'
@@ -229,6 +223,7 @@ class PipelineConfig:
   flush_workers: int
   label_prefix: str
   journal: Optional[JournalConfig]
+  sink: SinkSettings
   control_topic: JournalConfig
   max_pending_bytes: int
   dead_letter_path: str
@@ -256,8 +251,7 @@ class PipelineConfig:
 
   def table_sharding(self) -> Dict[str, Tuple[int, Tuple[str, ...]]]:
     """table -> (shards, key_columns), as ``KeyByTable`` spreads it."""
-    return {table: (limits.shards, limits.key_columns)
-            for table, limits in self.table_config.batch_limits().items()}
+    return _table_sharding(self.table_config)
 
   @classmethod
   def from_options(cls, options: PipelineOptions, require_topics: bool = True) -> 'PipelineConfig':
@@ -275,7 +269,7 @@ class PipelineConfig:
     if missing:
       raise ConfigurationError('missing required flag(s): ' + ', '.join(missing))
     kafka = KafkaSettings.from_options(options, require_topics)
-    for name in ('flush_workers', 'max_record_bytes'):
+    for name in ('max_record_bytes',):
       if getattr(opts, name) < 1:
         raise ConfigurationError(f'--{name}: must be >= 1, got {getattr(opts, name)}')
     if opts.delivery_guarantee not in (EXACTLY_ONCE, AT_LEAST_ONCE):
@@ -299,11 +293,19 @@ class PipelineConfig:
           connect_timeout_secs=opts.connect_timeout_secs, pool_maxsize=opts.pool_maxsize,
           verify=opts.ca_bundle or True, load_format=opts.load_format,
           group_commit=opts.group_commit)
-      _check_group_commit(load, table_config, opts.delivery_guarantee)
+      _check_group_commit(load, table_config)
       schema = _schema_evolution_of(opts, load, table_config)
       control_topic = JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
       journal = control_topic if opts.delivery_guarantee == EXACTLY_ONCE else None
       dead_letter_budget = DeadLetterBudget(max_ratio=opts.max_dead_letter_ratio)
+      label_prefix = (opts.label_prefix
+                      or sanitize_label_part(opts.group_id)[:_LABEL_PREFIX_CHARS])
+      sink = SinkSettings(
+          load, flush_workers=opts.flush_workers, label_prefix=label_prefix,
+          table_options=table_config.load_options(),
+          write_ahead=(JournalWriteAhead(journal, _table_sharding(table_config))
+                       if journal is not None else None),
+          keep_retrying=not kafka.stop_at_end)
     except (TableConfigError, ValueError) as error:
       if isinstance(error, ConfigurationError):
         raise
@@ -312,7 +314,7 @@ class PipelineConfig:
         kafka=kafka, routing=routing, cdc_format=opts.cdc_format,
         max_record_bytes=opts.max_record_bytes, default_limits=default_limits,
         table_config=table_config, load=load, flush_workers=opts.flush_workers,
-        label_prefix=opts.label_prefix or sanitize_label_part(opts.group_id)[:_LABEL_PREFIX_CHARS],
+        label_prefix=label_prefix, sink=sink,
         journal=journal, control_topic=control_topic,
         max_pending_bytes=opts.max_pending_bytes or opts.flush_workers * opts.batch_bytes,
         dead_letter_path=opts.dead_letter_path, dead_letter_budget=dead_letter_budget,

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 import orjson
 from apache_beam.transforms import window
 from apache_beam.typehints import schemas
 
-from pipelines.assembly import load_chunks, load_rows, run_context
+from pipelines.assembly import kafka_reader, load_chunks, load_rows, run_context
 from pipelines.config import ConfigurationError, KafkaSettings, PipelineConfig, options_of
 from pipelines.options import AT_LEAST_ONCE, FLAG_SPECS
 from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, DeadLetter, KafkaChunk, KafkaRecord,
@@ -157,13 +157,7 @@ class ReadFromKafkaNative(beam.PTransform):
       settings = KafkaSettings.from_options(options_of(flags))
     except ConfigurationError as error:
       raise ValueError(str(error)) from None
-    from transforms.kafka import ReadKafkaChunks  # pylint: disable=import-outside-toplevel
-    self._read = ReadKafkaChunks(dict(settings.consumer_config), settings.topics or None,
-                                 stop_at_end=settings.stop_at_end,
-                                 max_chunk_records=settings.max_chunk_records,
-                                 topic_pattern=settings.topic_pattern,
-                                 discovery_interval_secs=settings.discovery_interval_secs,
-                                 excluded_topics=settings.excluded_topics)
+    self._read = kafka_reader(settings)
 
   def expand(self, pbegin):
     return (pbegin

@@ -17,7 +17,7 @@ from transforms.stream_load.errors import (AuthenticationError, ClusterFaultErro
                                            StreamLoadUnavailableError, TableNotFoundError)
 from transforms.stream_load.outcome import LoadOutcome
 from transforms.stream_load.probe import FeProbe
-from transforms.stream_load.sink import StreamLoadWriteResult, WriteToStreamLoad
+from transforms.stream_load.sink import SinkSettings, StreamLoadWriteResult, WriteToStreamLoad
 
 __all__ = [
     'AuthenticationError',
@@ -36,4 +36,5 @@ __all__ = [
     'TableLoadOptions',
     'TableNotFoundError',
     'WriteToStreamLoad',
+    'SinkSettings',
 ]

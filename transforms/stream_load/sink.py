@@ -25,10 +25,11 @@ bundle with ``StreamLoadUnavailableError`` instead.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import uuid
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import apache_beam as beam
 import orjson
@@ -50,8 +51,8 @@ from transforms.stream_load.write_ahead import WriteAheadLogSpec
 from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, DeadLetter, LoadResult, Row,
                               offsets_of, table_of_key)
 
-__all__ = ['WriteToStreamLoad', 'StreamLoadWriteResult', 'DEAD_LETTER_TAG',
-           'DEFAULT_FLUSH_WORKERS', 'DEFAULT_LABEL_PREFIX']
+__all__ = ['WriteToStreamLoad', 'SinkSettings', 'group_commit_users', 'StreamLoadWriteResult',
+           'DEAD_LETTER_TAG', 'DEFAULT_FLUSH_WORKERS', 'DEFAULT_LABEL_PREFIX']
 
 _LOGGER = logging.getLogger('transforms.stream_load')
 
@@ -113,25 +114,67 @@ def _in_global_window(value):
   return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
 
 
-class _SinkSettings:
-  """The sink's configuration, pickled with its DoFn (the password stays out with a file)."""
+@dataclasses.dataclass(frozen=True)
+class SinkSettings:
+  """Everything ``WriteToStreamLoad`` needs to know, validated once, here (picklable: the
+  password stays out with a password file).
 
-  def __init__(self, config: StreamLoadConfig, flush_workers: int, label_prefix: str,
-               table_options: Mapping[str, TableLoadOptions],
-               write_ahead: Optional[WriteAheadLogSpec], keep_retrying: bool = False):
-    self.config = config
-    self.keep_retrying = keep_retrying
-    self.flush_workers = flush_workers
-    self.label_prefix = label_prefix
-    self.table_options = dict(table_options)
-    self.write_ahead = write_ahead
+  Attributes:
+    config: the cluster and retry settings.
+    flush_workers: loads in flight per worker.
+    label_prefix: first part of every label; keep it stable across restarts.
+    table_options: per-table ``TableLoadOptions`` (``db.tbl`` -> options).
+    write_ahead: where the write-ahead log lives (``WriteAheadLogSpec``: exactly-once), or None
+      (at-least-once).
+    keep_retrying: a long-running job: while the cluster is unavailable, retry a batch without
+      end (the stall detector reports it) instead of failing.
+
+  Raises:
+    ValueError: a bad setting, naming its flag.
+  """
+  config: StreamLoadConfig
+  flush_workers: int = DEFAULT_FLUSH_WORKERS
+  label_prefix: str = DEFAULT_LABEL_PREFIX
+  table_options: Mapping[str, TableLoadOptions] = dataclasses.field(default_factory=dict)
+  write_ahead: Optional[WriteAheadLogSpec] = None
+  keep_retrying: bool = False
+
+  def __post_init__(self):
+    if not isinstance(self.config, StreamLoadConfig):
+      raise ValueError(f'config: a StreamLoadConfig is required, got {type(self.config).__name__}')
+    workers = self.flush_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+      raise ValueError(f'--flush_workers: must be an integer >= 1, got {workers!r}')
+    prefix = self.label_prefix
+    if not prefix or sanitize_label_part(prefix) != prefix or len(prefix) > 64:
+      raise ValueError(f'--label_prefix: must be 1-64 characters of [-_A-Za-z0-9], got {prefix!r}')
+    object.__setattr__(self, 'table_options', dict(self.table_options or {}))
+    for table, options in self.table_options.items():
+      if not isinstance(options, TableLoadOptions):
+        raise ValueError(f'table_options[{table!r}] must be a TableLoadOptions')
+    merged = group_commit_users(self.config, self.table_options)
+    if self.write_ahead is not None and merged:
+      raise ValueError(
+          f'--group_commit / group_commit for {", ".join(merged)}: group commit loads carry no '
+          'label (Doris: "label and group_commit can\'t be set at the same time"), so a batch '
+          're-sent after a crash cannot be recognised and may load twice; give '
+          '--delivery_guarantee=at_least_once to accept that')
+
+
+def group_commit_users(config: StreamLoadConfig,
+                       table_options: Mapping[str, TableLoadOptions]) -> List[str]:
+  """What loads with group commit: ``every table (--group_commit)`` and/or table names."""
+  users = ['every table (--group_commit)'] if config.group_commit != GROUP_COMMIT_OFF else []
+  users += sorted(table for table, options in table_options.items()
+                  if options.group_commit not in (None, GROUP_COMMIT_OFF))
+  return users
 
 
 class _Engine:
   """What loads a worker's batches: client, write-ahead log, loader, flush threads (one per
   process)."""
 
-  def __init__(self, settings: _SinkSettings, monitor, client_factory=None):
+  def __init__(self, settings: SinkSettings, monitor, client_factory=None):
     # The password is read here, on the worker: with --password_file it never
     # travels with the pipeline.
     factory = client_factory or StreamLoadClient
@@ -179,7 +222,7 @@ class _Engine:
 class _WriteBatchesFn(beam.DoFn):
   """Submits batches to the worker's engine; reports finished loads; waits when the input ends."""
 
-  def __init__(self, settings: _SinkSettings, context: RunContext, name: str,
+  def __init__(self, settings: SinkSettings, context: RunContext, name: str,
                hold_across_bundles: bool, client_factory=None):
     self._settings = settings
     self._context = context
@@ -333,7 +376,8 @@ class WriteToStreamLoad(beam.PTransform):
 
     config = StreamLoadConfig(fe_nodes=('http://fe1:8030', 'http://fe2:8030'), user='loader',
                               password_file='/secrets/doris')
-    result = batches | WriteToStreamLoad(config, flush_workers=4, label_prefix='orders')
+    result = batches | WriteToStreamLoad(SinkSettings(config, flush_workers=4,
+                                                      label_prefix='orders'))
     result.load_results | ...   # LoadResult per batch
     result.dead_letters | ...   # DeadLetter per failed or rejected row
 
@@ -344,52 +388,32 @@ class WriteToStreamLoad(beam.PTransform):
   ``transforms.delivery.JournalWriteAhead``).
 
   Args:
-    config: the cluster and retry settings (validated once, passed unchanged).
-    flush_workers: loads in flight per worker (default 4).
-    label_prefix: first part of every label; keep it stable across restarts.
-    table_options: per-table ``TableLoadOptions`` (``db.tbl`` -> options).
-    write_ahead: where the write-ahead log lives (``WriteAheadLogSpec``:
-      exactly-once), or None (at-least-once).
+    settings: the ``SinkSettings`` (validated when they were made); or a ``StreamLoadConfig``
+      with the other settings as keyword arguments (``flush_workers``, ``label_prefix``,
+      ``table_options``, ``write_ahead``, ``keep_retrying``: see ``SinkSettings``).
     context: the run (the read's): its runtime holds the worker's engine and
       says when every read of the worker has ended.
     hold_across_bundles: keep loads in flight across bundles, waiting for
       them only once every read of the worker has ended (rows from the run's
       own ``ReadKafkaChunks(durable=True)``: the loader's setting); by
       default each bundle waits for its loads (rows from another read).
-    keep_retrying: a long-running job: while the cluster is unavailable, retry
-      a batch without end (the stall detector reports it) instead of failing.
     client_factory: builds the client from the config (tests).
 
   Raises:
     ValueError: a bad argument, naming its flag.
   """
 
-  def __init__(self, config: StreamLoadConfig, *, flush_workers: int = DEFAULT_FLUSH_WORKERS,
-               label_prefix: str = DEFAULT_LABEL_PREFIX,
-               table_options: Optional[Mapping[str, TableLoadOptions]] = None,
-               write_ahead: Optional[WriteAheadLogSpec] = None, context: Optional[RunContext] = None,
-               hold_across_bundles: bool = False, keep_retrying: bool = False,
-               client_factory=None):
+  def __init__(self, settings: Union[SinkSettings, StreamLoadConfig], *,
+               context: Optional[RunContext] = None, hold_across_bundles: bool = False,
+               client_factory=None, **settings_kwargs):
     super().__init__()
-    if not isinstance(config, StreamLoadConfig):
-      raise ValueError(f'config: a StreamLoadConfig is required, got {type(config).__name__}')
-    if isinstance(flush_workers, bool) or not isinstance(flush_workers, int) or flush_workers < 1:
-      raise ValueError(f'--flush_workers: must be an integer >= 1, got {flush_workers!r}')
-    if (not label_prefix or sanitize_label_part(label_prefix) != label_prefix
-        or len(label_prefix) > 64):
-      raise ValueError('--label_prefix: must be 1-64 characters of [-_A-Za-z0-9], got '
-                       f'{label_prefix!r}')
-    for table, options in (table_options or {}).items():
-      if not isinstance(options, TableLoadOptions):
-        raise ValueError(f'table_options[{table!r}] must be a TableLoadOptions')
-    merged = config.group_commit != GROUP_COMMIT_OFF or any(
-        options.group_commit not in (None, GROUP_COMMIT_OFF)
-        for options in (table_options or {}).values())
-    if write_ahead is not None and merged:
-      raise ValueError('write_ahead: group commit loads carry no label, so the load journal '
-                       'cannot recognise them after a crash; use none (at-least-once)')
-    self._settings = _SinkSettings(config, flush_workers, label_prefix, table_options or {},
-                                   write_ahead, keep_retrying)
+    if isinstance(settings, SinkSettings):
+      if settings_kwargs:
+        raise ValueError(f'WriteToStreamLoad: give the settings in SinkSettings, not also as '
+                         f'{sorted(settings_kwargs)}')
+      self._settings = settings
+    else:
+      self._settings = SinkSettings(settings, **settings_kwargs)
     self._context = context or RunContext()
     self._hold = hold_across_bundles
     self._name = uuid.uuid4().hex

@@ -1,11 +1,13 @@
 """WriteToStreamLoad in a pipeline: results, dead letters, idempotent retries, ordering."""
 
+import dataclasses
+
 import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.stream_load import StreamLoadConfig, WriteToStreamLoad
+from transforms.stream_load import SinkSettings, StreamLoadConfig, WriteToStreamLoad
 from transforms.stream_load.errors import StreamLoadUnavailableError
 from transforms.types import Row
 
@@ -138,6 +140,19 @@ def test_configuration_is_validated_at_construction():
     _sink([])
   with pytest.raises(ValueError, match='StreamLoadConfig'):
     WriteToStreamLoad('http://fe:8030')
+
+
+def test_settings_are_validated_once_where_they_are_made_and_passed_whole():
+  config = StreamLoadConfig(fe_nodes=('http://fe:8030',), user='root', password='x')
+  with pytest.raises(ValueError, match='--flush_workers'):
+    SinkSettings(config, flush_workers=0)
+  with pytest.raises(ValueError, match='may load twice'):
+    SinkSettings(dataclasses.replace(config, group_commit='async_mode'),
+                 write_ahead=object())  # exactly-once with group commit
+  settings = SinkSettings(config, flush_workers=2, label_prefix='orders')
+  assert WriteToStreamLoad(settings).config is config
+  with pytest.raises(ValueError, match='not also'):
+    WriteToStreamLoad(settings, flush_workers=3)
 
 
 def test_rows_of_one_record_loaded_in_separate_batches_all_land(stream_load_server):
