@@ -22,6 +22,7 @@ REQUIRED = [
     'orjson>=3.10,<4',
     'PyYAML>=6,<7',
     'prometheus-client>=0.20,<1',
+    'PyMySQL>=1.1,<2',  # StarRocks DDL (--create_tables, add_columns) over the FE's MySQL port
 ]
 
 YAML = [f'apache-beam[yaml]=={BEAM_VERSION}']  # Beam YAML: jinja2, jsonschema, docstring-parser, pandas
@@ -33,6 +34,7 @@ REGISTRY = ['confluent-kafka[avro,protobuf,schemaregistry,json]>=2.16,<3']
 DEV = [
     'sqlglot>=30,<31',  # the local Stream Load server's SQL
     'pyarrow>=14',      # the local server reads Arrow bodies
+    'mysql-mimic>=3,<4',  # the local server's MySQL port
 ] + REGISTRY
 
 TEST = [

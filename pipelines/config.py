@@ -333,6 +333,7 @@ def _schema_evolution_of(opts: KafkaToDorisOptions, load: StreamLoadConfig,
   try:
     return SchemaEvolutionConfig(
         load=load, mode=opts.schema_evolution, create_tables=bool(opts.create_tables),
+        ddl_protocol=opts.ddl_protocol, query_port=opts.query_port,
         tables=table_config.ddl_options(),
         mapped_tables=tuple(sorted(table for table, options in table_config.load_options().items()
                                    if options.columns or options.jsonpaths)),

@@ -21,6 +21,7 @@ from transforms.dead_letters import DEFAULT_MAX_DEAD_LETTER_RATIO
 from transforms.kafka.discovery import DEFAULT_DISCOVERY_INTERVAL_SECS
 from transforms.kafka.reader import DEFAULT_MAX_CHUNK_RECORDS
 from transforms.records.parser import DEFAULT_MAX_RECORD_BYTES
+from transforms.schema.config import DEFAULT_QUERY_PORT
 from transforms.stream_load.config import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_LOAD_TIMEOUT_SECS,
                                            DEFAULT_MAX_RETRIES, DEFAULT_POOL_MAXSIZE, DORIS,
                                            PASSWORD_ENV_VAR)
@@ -154,8 +155,16 @@ FLAG_SPECS: List[FlagSpec] = [
              'or narrowed.', r'^(none|add_columns)$', choices=['none', 'add_columns']),
     FlagSpec('create_tables', str_to_bool, False,
              'Create a missing target table from the first record\'s schema: UNIQUE KEY on the '
-             'source\'s primary key for keyed CDC, else DUPLICATE KEY; DISTRIBUTED BY and '
-             'BUCKETS from --table_config (distributed_by, buckets).', _BOOL, is_bool=True),
+             'source\'s primary key for keyed CDC (StarRocks: PRIMARY KEY), else DUPLICATE KEY; '
+             'DISTRIBUTED BY and BUCKETS from --table_config (distributed_by, buckets).', _BOOL,
+             is_bool=True),
+    FlagSpec('ddl_protocol', str, 'auto',
+             'How DDL and column reads reach the FE: auto (Doris: the HTTP SQL API; StarRocks: '
+             'the MySQL port, where StarRocks takes DDL), http or mysql.',
+             r'^(auto|http|mysql)$', choices=['auto', 'http', 'mysql']),
+    FlagSpec('query_port', int, DEFAULT_QUERY_PORT,
+             'The FEs\' MySQL port (query_port), on the hosts of --fe_nodes: StarRocks DDL, and '
+             'Doris\'s with --ddl_protocol=mysql.', _INT),
     # Batching
     FlagSpec('batch_rows', int, DEFAULT_BATCH_ROWS, 'Flush a table\'s batch at this many rows.', _INT),
     FlagSpec('batch_bytes', int, DEFAULT_BATCH_BYTES,
@@ -233,7 +242,7 @@ FLAG_GROUPS = {
     'Doris / StarRocks': ('fe_nodes', 'user', 'password', 'password_file', 'target', 'ca_bundle'),
     'Routing': ('table', 'topic_table_map', 'table_field', 'default_database'),
     'Formats': ('format', 'schema_registry_url', 'schema_registry_basic_auth', 'schema_registry_ca_location', 'schema_registry_certificate_location', 'schema_registry_key_location', 'cdc_format', 'max_record_bytes'),
-    'Schema': ('schema_evolution', 'create_tables'),
+    'Schema': ('schema_evolution', 'create_tables', 'ddl_protocol', 'query_port'),
     'Batching': ('batch_rows', 'batch_bytes', 'batch_interval_secs', 'table_config', 'max_pending_bytes'),
     'Loads and delivery': ('flush_workers', 'label_prefix', 'compression', 'load_format', 'group_commit', 'max_retries', 'two_phase_commit', 'delivery_guarantee', 'journal_topic', 'load_timeout_secs', 'connect_timeout_secs', 'pool_maxsize', 'validate_tables'),
     'Operations': ('dead_letter_path', 'max_dead_letter_ratio', 'metrics_port', 'stall_timeout_secs', 'progress_interval_secs'),

@@ -205,15 +205,24 @@ def test_a_streaming_job_adds_a_column_mid_stream_and_drains_on_sigterm(
   assert kafka_cluster.committed(f'g-{topic}', topic) == kafka_cluster.end_offsets(topic)
 
 
+def _starrocks_options(**flags):
+  return options_of({'bootstrap_servers': 'k:9092', 'topics': 't', 'group_id': 'g',
+                     'fe_nodes': 'http://fe:8030', 'table': 'db.t', 'target': 'starrocks',
+                     **flags})
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize('flags', [{'schema_evolution': 'add_columns'},
                                    {'create_tables': True}])
-def test_starrocks_with_ddl_flags_is_a_configuration_error(flags):
-  options = options_of({'bootstrap_servers': 'k:9092', 'topics': 't', 'group_id': 'g',
-                        'fe_nodes': 'http://fe:8030', 'table': 'db.t', 'target': 'starrocks',
-                        **flags})
-  with pytest.raises(ConfigurationError, match='need --target=doris'):
-    PipelineConfig.from_options(options)
+def test_starrocks_ddl_goes_over_the_mysql_port_and_never_over_http(flags):
+  config = PipelineConfig.from_options(_starrocks_options(**flags, query_port=19030))
+  assert config.schema.over_mysql and config.schema.query_port == 19030
+  with pytest.raises(ConfigurationError, match='StarRocks runs DDL only over the MySQL protocol'):
+    PipelineConfig.from_options(_starrocks_options(**flags, ddl_protocol='http'))
+  doris = PipelineConfig.from_options(_starrocks_options(**flags, target='doris'))
+  assert not doris.schema.over_mysql  # Doris keeps its HTTP SQL API unless told otherwise
+  assert PipelineConfig.from_options(_starrocks_options(**flags, target='doris',
+                                                        ddl_protocol='mysql')).schema.over_mysql
 
 
 @pytest.mark.unit

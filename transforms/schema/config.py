@@ -10,10 +10,10 @@ import dataclasses
 import re
 from typing import Mapping, Optional, Tuple
 
-from transforms.stream_load.config import DORIS, StreamLoadConfig, split_table
+from transforms.stream_load.config import STARROCKS, StreamLoadConfig, split_table
 
 __all__ = ['SchemaEvolutionConfig', 'TableDdlOptions', 'NONE', 'ADD_COLUMNS', 'MODES',
-           'DEFAULT_DDL_TIMEOUT_SECS']
+           'DEFAULT_DDL_TIMEOUT_SECS', 'DDL_PROTOCOLS', 'DEFAULT_QUERY_PORT']
 
 NONE = 'none'
 ADD_COLUMNS = 'add_columns'
@@ -21,6 +21,10 @@ MODES = (NONE, ADD_COLUMNS)
 # How long a schema change may wait for the table's other schema change job (Doris runs one
 # per table) or for an added column to show; past it the bundle fails and is read again.
 DEFAULT_DDL_TIMEOUT_SECS = 300.0
+# How DDL reaches the FE: ``auto`` is Doris's HTTP SQL API and StarRocks's MySQL port (StarRocks
+# takes DDL only there); ``mysql`` sends Doris's there too.
+DDL_PROTOCOLS = ('auto', 'http', 'mysql')
+DEFAULT_QUERY_PORT = 9030
 _NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 
@@ -77,6 +81,8 @@ class SchemaEvolutionConfig:
       ``load.load_format``.  An Arrow body with a field that is no column
       fails its load, so for Arrow tables such fields are left out of rows.
     ddl_timeout_secs: see ``DEFAULT_DDL_TIMEOUT_SECS``.
+    ddl_protocol: see ``DDL_PROTOCOLS``.
+    query_port: the FEs' MySQL port (``--query_port``).
   """
   load: StreamLoadConfig
   mode: str = NONE
@@ -86,19 +92,32 @@ class SchemaEvolutionConfig:
   sequence_columns: Mapping[str, str] = dataclasses.field(default_factory=dict)
   load_formats: Mapping[str, str] = dataclasses.field(default_factory=dict)
   ddl_timeout_secs: float = DEFAULT_DDL_TIMEOUT_SECS
+  ddl_protocol: str = 'auto'
+  query_port: int = DEFAULT_QUERY_PORT
 
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f'--schema_evolution: expected one of {"|".join(MODES)}, '
                        f'got {self.mode!r}')
-    if (self.mode == ADD_COLUMNS or self.create_tables) and self.load.target != DORIS:
-      raise ValueError('--schema_evolution=add_columns and --create_tables need --target=doris: '
-                       'StarRocks runs DDL only over the MySQL protocol (its HTTP SQL API takes '
-                       'SELECT, SHOW, EXPLAIN and KILL)')
+    if self.ddl_protocol not in DDL_PROTOCOLS:
+      raise ValueError(f'--ddl_protocol: expected one of {"|".join(DDL_PROTOCOLS)}, '
+                       f'got {self.ddl_protocol!r}')
+    if self.ddl_protocol == 'http' and self.load.target == STARROCKS:
+      raise ValueError('--ddl_protocol=http: StarRocks runs DDL only over the MySQL protocol (its '
+                       'HTTP SQL API takes SELECT, SHOW, EXPLAIN and KILL); use auto or mysql')
+    if (isinstance(self.query_port, bool) or not isinstance(self.query_port, int)
+        or not 0 < self.query_port < 65536):
+      raise ValueError(f'--query_port: expected a port number, got {self.query_port!r}')
     for table in list(self.tables) + list(self.mapped_tables) + list(self.sequence_columns):
       split_table(table)
     if not self.ddl_timeout_secs > 0:
       raise ValueError(f'ddl_timeout_secs: must be > 0, got {self.ddl_timeout_secs}')
+
+  @property
+  def over_mysql(self) -> bool:
+    """Whether DDL and column reads go over the FEs' MySQL port."""
+    return self.ddl_protocol == 'mysql' or (self.ddl_protocol == 'auto'
+                                            and self.load.target == STARROCKS)
 
   def is_arrow(self, table: str) -> bool:
     """Whether ``table`` loads as Arrow bodies."""

@@ -45,7 +45,8 @@ from transforms.schema import types
 from transforms.schema.config import ADD_COLUMNS, SchemaEvolutionConfig, TableDdlOptions
 from transforms.schema.fe_sql import (FeSqlClient, FeSqlError, FeUnavailableError,
                                       SqlRejectedError)
-from transforms.stream_load.config import split_table
+from transforms.schema.mysql_sql import MysqlFeClient
+from transforms.stream_load.config import STARROCKS, split_table
 from transforms.types import MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE, DeadLetter, Row
 
 __all__ = ['SchemaEvolution', 'SCHEMA_CHANGE_FAILED', 'REJECTED_RETRY_SECS', 'MissingDatabaseError',
@@ -133,7 +134,10 @@ class SchemaEvolution:
                sleep: Callable[[float], None] = time.sleep,
                counter: Optional[Callable[[str, str, int], None]] = None):
     self.config = config
-    self._client = client if client is not None else FeSqlClient(config.load)
+    if client is None:
+      client = (MysqlFeClient(config.load, config.query_port) if config.over_mysql
+                else FeSqlClient(config.load))
+    self._client = client
     self._clock = clock
     self._sleep = sleep
     self._count = counter or (lambda name, table, n: None)
@@ -466,8 +470,9 @@ class SchemaEvolution:
           raise ValueError('no column can be a key (all are FLOAT, DOUBLE or JSON): set '
                            'key_columns in --table_config')
         keys = (first,)
-    properties = {'light_schema_change': 'true'}
-    if model == types.UNIQUE:
+    starrocks = self.config.load.target == STARROCKS
+    properties = {} if starrocks else {'light_schema_change': 'true'}
+    if model == types.UNIQUE and not starrocks:
       properties['enable_unique_key_merge_on_write'] = 'true'
       sequence = self.config.sequence_columns.get(table)
       if sequence:
@@ -475,7 +480,7 @@ class SchemaEvolution:
     properties.update(options.properties)
     return types.create_table_ddl(table, columns, model, keys,
                                   distributed_by=options.distributed_by, buckets=options.buckets,
-                                  properties=properties)
+                                  properties=properties, starrocks=starrocks)
 
 
 def _fields(row: Row) -> dict:

@@ -42,6 +42,8 @@ DOUBLE = 'DOUBLE'
 STRING = 'STRING'
 JSON = 'JSON'
 KEY_STRING = 'VARCHAR(65533)'
+# StarRocks: a primary key is at most 128 bytes.
+STARROCKS_KEY_STRING = 'VARCHAR(128)'
 UNIQUE = 'UNIQUE'
 DUPLICATE = 'DUPLICATE'
 
@@ -155,7 +157,8 @@ def add_columns_ddl(table: str, columns: Sequence[Tuple[str, str]]) -> str:
 def create_table_ddl(table: str, columns: Sequence[Tuple[str, str]], key_model: str,
                      key_columns: Sequence[str], *, distributed_by: Optional[Sequence[str]] = None,
                      buckets: Optional[int] = None,
-                     properties: Optional[Mapping[str, str]] = None) -> str:
+                     properties: Optional[Mapping[str, str]] = None,
+                     starrocks: bool = False) -> str:
   """``CREATE TABLE IF NOT EXISTS``: key columns first, the rest in the given order.
 
   Args:
@@ -167,6 +170,9 @@ def create_table_ddl(table: str, columns: Sequence[Tuple[str, str]], key_model: 
       (DUPLICATE only); None: the key columns.
     buckets: a bucket count; None: ``BUCKETS AUTO``.
     properties: ``PROPERTIES`` in the given order.
+    starrocks: StarRocks's dialect: a ``UNIQUE`` model becomes a ``PRIMARY KEY`` table (upserts
+      and deletes by ``__op``), a string key ``VARCHAR(128)`` (StarRocks caps a primary key at
+      128 bytes), and no bucket count lets StarRocks choose (``BUCKETS AUTO`` is Doris's).
 
   Raises:
     ValueError: no key, a key that is no column or cannot be a key.
@@ -187,7 +193,12 @@ def create_table_ddl(table: str, columns: Sequence[Tuple[str, str]], key_model: 
       raise ValueError(f'{table}: column {key!r} of type {types[key.lower()]} cannot be a key')
     keys.append(by_lower[key.lower()])
   key_set = {k.lower() for k in keys}
-  lines = [f'{quote(k)} {key_type(types[k.lower()])} '
+  def key_column_type(type_name: str) -> str:
+    typed = key_type(type_name)
+    return STARROCKS_KEY_STRING if starrocks and typed == KEY_STRING and key_model == UNIQUE \
+        else typed
+
+  lines = [f'{quote(k)} {key_column_type(types[k.lower()])} '
            f'{"NOT NULL" if key_model == UNIQUE else "NULL"}' for k in keys]
   lines += [f'{quote(name)} {type_name} NULL' for name, type_name in _unique(columns)
             if name.lower() not in key_set]
@@ -196,9 +207,13 @@ def create_table_ddl(table: str, columns: Sequence[Tuple[str, str]], key_model: 
     raise ValueError(f'{table}: DISTRIBUTED BY RANDOM needs a DUPLICATE KEY table')
   distribution = (f'DISTRIBUTED BY HASH({", ".join(quote(c) for c in hashed)})' if hashed
                   else 'DISTRIBUTED BY RANDOM')
+  model = 'PRIMARY' if starrocks and key_model == UNIQUE else key_model
+  if buckets is not None:
+    distribution += f' BUCKETS {buckets}'
+  elif not starrocks:
+    distribution += ' BUCKETS AUTO'
   text = (f'CREATE TABLE IF NOT EXISTS {_table_name(table)} (\n  ' + ',\n  '.join(lines)
-          + f'\n) {key_model} KEY({", ".join(quote(k) for k in keys)})\n{distribution} '
-          f'BUCKETS {buckets if buckets is not None else "AUTO"}')
+          + f'\n) {model} KEY({", ".join(quote(k) for k in keys)})\n{distribution}')
   if properties:
     text += '\nPROPERTIES (' + ', '.join(f'{_string(k)} = {_string(v)}'
                                          for k, v in properties.items()) + ')'

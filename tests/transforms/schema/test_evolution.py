@@ -1,5 +1,6 @@
 """``SchemaEvolution`` against a scripted FE: reports, added columns, created tables, failures."""
 
+import dataclasses
 import logging
 
 import orjson
@@ -310,6 +311,25 @@ def test_keyed_cdc_rows_create_a_unique_key_table_on_the_source_key():
       'DISTRIBUTED BY HASH(`id`) BUCKETS AUTO\n'
       'PROPERTIES ("light_schema_change" = "true", "enable_unique_key_merge_on_write" = "true", '
       '"function_column.sequence_col" = "seq", "replication_num" = "1")']
+
+
+def test_keyed_cdc_rows_create_a_starrocks_primary_key_table():
+  fe = FakeFe({})
+  starrocks = dataclasses.replace(LOAD, target='starrocks')
+  evolution = SchemaEvolution(SchemaEvolutionConfig(load=starrocks, create_tables=True,
+                                                    sequence_columns={'shop.users': 'seq'}),
+                              client=fe)
+  rows = [_row('shop.users', {'name': 'a', 'id': 'k1', 'seq': 5, '__op': 0}, 5)]
+  kept, letters = evolution.ensure('shop.users', rows, key_columns=('id',))
+  assert letters == [] and kept == rows
+  # No Doris-only properties (light schema change, merge-on-write, sequence column).
+  assert fe.statements == [
+      'CREATE TABLE IF NOT EXISTS `shop`.`users` (\n'
+      '  `id` VARCHAR(128) NOT NULL,\n'
+      '  `name` STRING NULL,\n'
+      '  `seq` BIGINT NULL\n'
+      ') PRIMARY KEY(`id`)\n'
+      'DISTRIBUTED BY HASH(`id`)']
 
 
 def test_configured_key_columns_win_and_cdc_without_a_key_is_dead_lettered():

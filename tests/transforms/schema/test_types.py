@@ -86,6 +86,20 @@ def test_create_table_distribution_and_buckets():
   assert 'DISTRIBUTED BY HASH(`b`) BUCKETS AUTO' in ddl
 
 
+def test_create_table_in_starrocks_dialect_is_a_primary_key_table_starrocks_buckets():
+  ddl = types.create_table_ddl('shop.users', [('name', 'STRING'), ('id', 'STRING')], 'UNIQUE',
+                               ['id'], starrocks=True)
+  assert ddl == ('CREATE TABLE IF NOT EXISTS `shop`.`users` (\n'
+                 '  `id` VARCHAR(128) NOT NULL,\n'
+                 '  `name` STRING NULL\n'
+                 ') PRIMARY KEY(`id`)\n'
+                 'DISTRIBUTED BY HASH(`id`)')
+  ddl = types.create_table_ddl('db.t', [('a', 'STRING'), ('b', 'BIGINT')], 'DUPLICATE', ['a'],
+                               buckets=4, starrocks=True)
+  assert ddl.endswith(') DUPLICATE KEY(`a`)\nDISTRIBUTED BY HASH(`a`) BUCKETS 4')
+  assert '`a` VARCHAR(65533) NULL' in ddl  # only a primary key is capped at 128 bytes
+
+
 @pytest.mark.parametrize('columns, model, keys, message', [
     ([('a', 'DOUBLE')], 'UNIQUE', ['a'], 'cannot be a key'),
     ([('a', 'BIGINT')], 'UNIQUE', ['b'], 'not among the columns'),
