@@ -34,7 +34,7 @@ REGISTRY = ['confluent-kafka[avro,protobuf,schemaregistry,json]>=2.16,<3']
 DEV = [
     'sqlglot>=30,<31',  # the local Stream Load server's SQL
     'pyarrow>=14',      # the local server reads Arrow bodies
-    'mysql-mimic>=3,<4',  # the local server's MySQL port
+    'mysql-mimic>=3.0.5,<3.1',  # the local server's MySQL port (it overrides a private method)
 ] + REGISTRY
 
 TEST = [

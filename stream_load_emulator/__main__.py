@@ -5,9 +5,11 @@ Example::
     python -m stream_load_emulator --fe-port 8030 --be-port 8040 --data-dir /tmp/doris \\
         --schema pipelines/samples/demo_schema.sql --user root --password secret
 
-Prints one line per node (``FE http://127.0.0.1:8030`` / ``BE ...``) and ``READY``, so a
-parent process can wait for it. Faults can be switched at run time with
-``POST /_emulator/faults`` (JSON ``{"kind": ..., "times": ..., "node": ...}``) on any node.
+Prints one line per node (``FE http://127.0.0.1:8030`` / ``BE ...``), the MySQL port
+(``MYSQL 127.0.0.1:9030`` and the ``mysql -h ... -P ... -u ... -p`` line to connect with),
+``DATA <dir>`` and ``READY``, so a parent process can wait for it. Faults can be switched at
+run time with ``POST /_emulator/faults`` (JSON ``{"kind": ..., "times": ..., "node": ...}``)
+on any node.
 """
 
 import argparse
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help='BE HTTP port(s), comma separated (default: free ports)')
   p.add_argument('--num-fes', type=int, default=None, help='number of FEs (default 1)')
   p.add_argument('--num-bes', type=int, default=None, help='number of BEs (default 1)')
+  p.add_argument('--query-port', type=int, default=None,
+                 help='the FE\'s MySQL port (Doris query_port, 9030; default: a free port)')
   p.add_argument('--host', default='127.0.0.1', help='interface to listen on')
   p.add_argument('--data-dir', default=None, help='SQLite data directory (default: temp)')
   p.add_argument('--schema', action='append', default=[],
@@ -96,7 +100,7 @@ def main(argv=None) -> int:
       cost_model=cost, label_keep_max_secs=args.label_keep_max_secs,
       max_body_bytes=args.max_body_mb * MIB, tls_cert=args.tls_cert, tls_key=args.tls_key,
       group_commit_interval_ms=args.group_commit_interval_ms,
-      group_commit_data_bytes=args.group_commit_data_bytes)
+      group_commit_data_bytes=args.group_commit_data_bytes, query_port=args.query_port)
   stop = threading.Event()
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, lambda *_: stop.set())
@@ -106,6 +110,9 @@ def main(argv=None) -> int:
       print('FE %s' % url, flush=True)
     for url in server.be_urls:
       print('BE %s' % url, flush=True)
+    print('MYSQL %s:%d' % (server.host, server.query_port), flush=True)
+    print('mysql -h %s -P %d -u %s -p' % (server.host, server.query_port, server.user),
+          flush=True)
     print('DATA %s' % server.data_dir, flush=True)
     print('READY', flush=True)
     stop.wait()

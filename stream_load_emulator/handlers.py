@@ -6,7 +6,8 @@ https://doris.apache.org/docs/admin-manual/open-api/fe-http/):
 ``{"msg": "Unauthorized", "code": 401, ...}``), requires an ``Expect`` header, and answers
 **307** to a BE with ``user:password@`` in the ``Location`` without reading the body (Doris
 >= 3.1.3); ``PUT /api/{db}/_stream_load_2pc`` is redirected the same way;
-``GET /api/{db}/get_load_state``, the table schema ``GET /api/{db}/{tbl}/_schema`` and the SQL API ``POST /api/query/default_cluster/{db}``
+``GET /api/{db}/get_load_state``, the table schema ``GET /api/{db}/{tbl}/_schema``, the BE list
+``GET /api/backends[?is_alive=true]`` and the SQL API ``POST /api/query/default_cluster/{db}``
 (https://doris.apache.org/docs/admin-manual/open-api/fe-http/query-api) answer on the FE.
 
 BE (``be/src/http/action/stream_load.cpp``, ``stream_load_2pc.cpp``): always HTTP 200 with
@@ -334,6 +335,8 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       return self._fe_sql(parts[3])
     if len(parts) == 4 and parts[0] == 'api' and parts[3] == '_schema' and method == 'GET':
       return self._fe_schema(parts[1], parts[2])
+    if parts == ['api', 'backends'] and method == 'GET':
+      return self._fe_backends(query)
     if parts[:2] == ['api', 'transaction'] and len(parts) == 3 and (
         self.app.flavor == 'starrocks'):
       return self._sr_transaction(parts[2], method, raw_query)
@@ -408,6 +411,19 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
       return self._send_json({'Status': 'OK', 'Message': '', 'Label': label, 'State': state,
                               'state': state})
     return self._send_json(_fe_result('success', 0, state))
+
+  def _fe_backends(self, query):
+    """Doris's ``BackendsAction``: every BE's host and HTTP port; ``is_alive=true`` leaves
+    out the BEs that are down (a ``be_down`` fault)."""
+    if not self._fe_check_auth():
+      return
+    alive_only = (query.get('is_alive') or [''])[0].lower() == 'true'
+    backends = []
+    for index in range(len(self.app.be_urls)):
+      be = self.app.node('be', index)
+      if be.running or not alive_only:
+        backends.append({'ip': be.host, 'http_port': be.port, 'is_alive': be.running})
+    return self._send_json(_fe_result('success', 0, {'backends': backends}))
 
   def _fe_schema(self, db, tbl):
     """Doris's ``TableSchemaAction``: columns and ``keysType`` of one table."""

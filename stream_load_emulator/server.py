@@ -1,6 +1,7 @@
 """``StreamLoadServer``: a local Doris/StarRocks Stream Load endpoint for tests and demos.
 
-Starts ``num_fes`` FE nodes and ``num_bes`` BE nodes on their own ports, loads the schema
+Starts ``num_fes`` FE nodes and ``num_bes`` BE nodes on their own ports and the FE's MySQL
+port (``query_port``, ``stream_load_emulator.mysql_port``), loads the schema
 from Doris DDL, keeps rows in SQLite under ``data_dir`` (they survive a restart with the
 same ``data_dir``), and offers fault injection, a count-only mode and a cost model. See
 ``stream_load_emulator/README.md`` for the behaviour and how it differs from real Doris.
@@ -10,7 +11,9 @@ import decimal
 import itertools
 import logging
 import os
+import re
 import shutil
+import sqlite3
 import ssl
 import tempfile
 import threading
@@ -21,6 +24,7 @@ from stream_load_emulator import cost as cost_lib
 from stream_load_emulator import ddl as ddl_lib
 from stream_load_emulator import faults as faults_lib
 from stream_load_emulator import load as load_lib
+from stream_load_emulator import mysql_port as mysql_port_lib
 from stream_load_emulator import nodes
 from stream_load_emulator import schema as schema_lib
 from stream_load_emulator import starrocks as starrocks_lib
@@ -32,6 +36,11 @@ DEFAULT_LABEL_KEEP_MAX_SECS = 43200  # Doris streaming_label_keep_max_second
 DEFAULT_MAX_RUNNING_TXN_PER_DB = 1000  # Doris max_running_txn_num_per_db
 FLAVORS = ('doris', 'starrocks')
 _MAX_LOG_ENTRIES = 100000
+_NO_SUCH_TABLE = re.compile(r'^no such table: (?:(\w+)\.)?(\w+)$')
+
+
+class SqlError(Exception):
+  """A query the SQL engine refuses, with Doris's text (the FE wraps it as errCode = 2)."""
 
 
 class StreamLoadServer:
@@ -59,6 +68,7 @@ class StreamLoadServer:
       ``group_commit_interval_ms`` property (Doris: 10000).
     group_commit_data_bytes: likewise ``group_commit_data_bytes`` (Doris docs: 64 MB).
     clock: wall-clock time of labels (their retention); tests move it on.
+    query_port: the FE's MySQL port (Doris ``query_port``); None or 0 -> a free port.
   """
 
   def __init__(self, schema_sql: Optional[str] = None, schema_path: Optional[str] = None,
@@ -72,7 +82,7 @@ class StreamLoadServer:
                tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                group_commit_interval_ms: float = load_lib.DEFAULT_GROUP_COMMIT_INTERVAL_MS,
                group_commit_data_bytes: int = load_lib.DEFAULT_GROUP_COMMIT_DATA_BYTES,
-               clock: Callable[[], float] = time.time):
+               clock: Callable[[], float] = time.time, query_port: Optional[int] = None):
     if flavor not in FLAVORS:
       raise ValueError('flavor must be one of %s, got %r' % (FLAVORS, flavor))
     if num_fes < 1 or num_bes < 1:
@@ -115,6 +125,7 @@ class StreamLoadServer:
     be_ports = list(be_ports or [0] * num_bes)
     self._fes = [nodes.Node(self, 'fe', i, host, p, ssl_context) for i, p in enumerate(fe_ports)]
     self._bes = [nodes.Node(self, 'be', i, host, p, ssl_context) for i, p in enumerate(be_ports)]
+    self._mysql = mysql_port_lib.MysqlPort(self, host, query_port or 0)
     self.faults = faults_lib.FaultRegistry()
     self.be_slots = [cost_model.new_slots() if cost_model else None for _ in self._bes]
     self._rr = itertools.count()
@@ -148,18 +159,20 @@ class StreamLoadServer:
     try:
       for node in self._fes + self._bes:
         node.start()
+      self._mysql.start()
     except OSError:
       self.stop()
       raise
     self._started = True
-    _LOGGER.info('Stream Load emulator (%s) FE %s BE %s data %s', self.flavor,
-                 self.fe_urls, self.be_urls, self.data_dir)
+    _LOGGER.info('Stream Load emulator (%s) FE %s BE %s MySQL %s:%d data %s', self.flavor,
+                 self.fe_urls, self.be_urls, self.host, self.query_port, self.data_dir)
     return self
 
   def stop(self) -> None:
     """Stops all nodes and closes storage (removes a temporary data_dir)."""
     for timer in self._timers:
       timer.cancel()
+    self._mysql.stop()
     for node in self._fes + self._bes:
       node.stop()
     if self.loader is not None:
@@ -193,6 +206,11 @@ class StreamLoadServer:
   def be_urls(self) -> List[str]:
     return [n.url for n in self._bes]
 
+  @property
+  def query_port(self) -> int:
+    """The FE's MySQL port (bound after ``start()``; the requested one, or 0, before)."""
+    return self._mysql.port
+
   def node(self, role: str, index: int) -> nodes.Node:
     return (self._fes if role == 'fe' else self._bes)[index]
 
@@ -212,7 +230,14 @@ class StreamLoadServer:
       raise RuntimeError('server is not started')
     if ddl_lib.is_ddl(sql):
       return ddl_lib.execute(self, sql, db)
-    names, rows = self.storage.query(sql, db)
+    try:
+      names, rows = self.storage.query(sql, db)
+    except sqlite3.OperationalError as e:
+      missing = _NO_SUCH_TABLE.match(str(e))
+      if missing is None:
+        raise
+      raise SqlError('Table [%s] does not exist in database [%s].' % (
+          missing.group(2), missing.group(1) or db)) from e
     types = [_type_of([r[i] for r in rows]) for i in range(len(names))]
     return names, rows, types
 
@@ -293,6 +318,11 @@ class StreamLoadServer:
         node.stop(keep=keep)
       elif not down and not node.running:
         node.start()
+    # The MySQL port is FE 0's: it goes down and comes back with it.
+    if self.faults.is_down('fe', 0):
+      self._mysql.stop()
+    else:
+      self._mysql.start()
 
   # --- logs ---------------------------------------------------------------------------------
 

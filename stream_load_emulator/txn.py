@@ -12,6 +12,7 @@ keeps PRECOMMITTED rows here, invisible, until commit or abort.
 
 import dataclasses
 import itertools
+import re
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -62,6 +63,8 @@ class Txn:
   created: float = dataclasses.field(default_factory=time.time)
   finished: Optional[float] = None
   abort_reason: str = ''
+  precommit_time: Optional[float] = None  # 2PC: when it turned PRECOMMITTED
+  commit_time: Optional[float] = None  # when it turned COMMITTED (or straight VISIBLE)
   # Deferred write, run on commit (2PC keeps it until the commit call).
   apply: Optional[Callable[[], None]] = None
   info: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -89,6 +92,8 @@ class TxnManager:
         # Uncommitted work does not survive a restart (the emulator keeps it in memory).
         status = ABORTED
       txn = Txn(txn_id, db, table, label, status, finish_ts or 0, finish_ts)
+      if status in (COMMITTED, VISIBLE):
+        txn.commit_time = finish_ts
       self._by_label[(db, label)] = txn
       self._by_id[txn_id] = txn
     self._ids = itertools.count(max(storage.max_txn_id(), 1000) + 1)
@@ -146,6 +151,7 @@ class TxnManager:
       if txn.apply is not None:
         txn.apply()
       with self._lock:
+        txn.commit_time = self._clock()
         self._finish(txn, VISIBLE if visible else COMMITTED)
         key = (txn.db, txn.table)
         self.versions[key] = self.versions.get(key, 0) + 1
@@ -162,6 +168,7 @@ class TxnManager:
         raise TxnError('transaction [%d] is already aborted, abort reason: %s'
                        % (txn.txn_id, txn.abort_reason or 'User Abort'))
       txn.status = PRECOMMITTED
+      txn.precommit_time = self._clock()
       self._storage.save_label(txn.db, txn.label, txn.txn_id, txn.table, PRECOMMITTED,
                                self._clock())
 
@@ -225,3 +232,30 @@ class TxnManager:
   def snapshot(self) -> List[Txn]:
     with self._lock:
       return list(self._by_id.values())
+
+  def transactions(self, db: str, txn_id: Optional[int] = None, label: Optional[str] = None,
+                   label_regex: Optional[str] = None,
+                   status: Optional[str] = None) -> List[Txn]:
+    """Transactions of ``db`` the FE still remembers (running or finished, labels not yet
+    forgotten), newest (highest id) first; what ``SHOW TRANSACTION`` lists.
+
+    Args:
+      db: the database.
+      txn_id: only this transaction.
+      label: only the label's latest transaction (Doris ``getTransactionId``).
+      label_regex: only labels this regular expression matches in full (``LABEL LIKE``).
+      status: only transactions in this state (``PREPARE`` ... ``ABORTED``).
+    """
+    with self._lock:
+      self._expire()
+      if label is not None:
+        txn = self._by_label.get((db, label))
+        found = [txn] if txn is not None else []
+      else:
+        found = [t for t in self._by_id.values() if t.db == db]
+      pattern = re.compile(label_regex) if label_regex is not None else None
+      return sorted((t for t in found
+                     if (txn_id is None or t.txn_id == txn_id)
+                     and (pattern is None or pattern.fullmatch(t.label))
+                     and (status is None or t.status == status)),
+                    key=lambda t: t.txn_id, reverse=True)

@@ -145,6 +145,44 @@ def test_create_tables_makes_a_unique_key_table_from_keyed_debezium_records_and_
   assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
 
 
+def test_starrocks_tables_are_created_and_evolved_over_the_mysql_port(
+    kafka_cluster, make_stream_load_server, tmp_path):
+  server = make_stream_load_server(flavor='starrocks')
+  topic = kafka_cluster.unique_topic('sr')
+  group = f'g-{topic}'
+
+  def produce_and_run(records):
+    keys = [orjson.dumps({'id': orjson.loads(r)['after' if orjson.loads(r)['after'] else
+                                                  'before']['id']}) for r in records]
+    kafka_cluster.produce(topic, records, keys=keys)
+    return run_in_process(pipeline_argv(
+        kafka_cluster, server, [topic], group, str(tmp_path / 'dead'),
+        cdc_format='debezium', create_tables='true', schema_evolution='add_columns',
+        target='starrocks', query_port=server.query_port, batch_rows=25))
+
+  created = produce_and_run([_debezium('c', None, {'id': i, 'name': f'u{i}', 'age': 30})
+                             for i in range(40)])
+  assert created.totals['schema_tables_created'] == 1
+  # Later a column appears; some rows change, some go.
+  evolved = produce_and_run(
+      [_debezium('u', {'id': i}, {'id': i, 'name': f'v{i}', 'age': 31, 'vip': True})
+       for i in range(0, 40, 2)]
+      + [_debezium('d', {'id': i, 'name': f'v{i}', 'age': 31}, None) for i in range(0, 40, 10)])
+  assert evolved.totals['schema_columns_added'] == 1
+
+  keys_type, columns = _columns(server, 'demo.customers')
+  assert keys_type == 'PRIMARY_KEYS'
+  assert [name for name, _ in columns] == ['id', 'name', 'age', 'vip']
+  query = server.query
+  assert query('SELECT count(*) FROM demo.customers') == [(36,)]
+  assert query('SELECT name, age, vip FROM demo.customers WHERE id = 2') == [('v2', 31, 1)]
+  assert query('SELECT name, age, vip FROM demo.customers WHERE id = 3') == [('u3', 30, None)]
+  assert query('SELECT count(*) FROM demo.customers WHERE id IN (0, 10, 20, 30)') == [(0,)]
+  # Every statement went over the MySQL port: none reached the FE's HTTP SQL API.
+  assert not [entry for entry in server.request_log if '/api/query/' in entry.get('path', '')]
+  assert kafka_cluster.committed(group, topic) == kafka_cluster.end_offsets(topic)
+
+
 def test_create_tables_makes_a_duplicate_key_table_from_plain_json(
     kafka_cluster, stream_load_server, tmp_path):
   topic = kafka_cluster.unique_topic('plain')
