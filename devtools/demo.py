@@ -147,7 +147,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                       force=True)
   for noisy in ('transforms.batching', 'transforms.stream_load', 'apache_beam',
-                'stream_load_emulator', 'devtools.local_kafka', 'transforms.kafka'):
+                'stream_load_emulator', 'devtools.local_kafka', 'transforms.kafka', 'mysql_mimic'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
   from stream_load_emulator import StreamLoadServer
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     print('-' * len(header))
     ok = True
     for table in sorted(TOPIC_TABLES.values()):
-      in_table = server.query(f'SELECT count(*) FROM {table}')[0][0]
+      in_table = _count_over_mysql(server, table)
       ok &= in_table == expected[table]
       mbps = summary.bytes_loaded(table) / elapsed / 1e6
       print(f'{table:<16}{produced[table]:>10}{summary.rows_loaded(table):>10}'
@@ -216,12 +216,31 @@ def main(argv=None) -> int:
     for line in summary.lines()[:1]:
       print(line)
     print(f'dead letters (with reasons) are in {dead_letter_dir}')
+    print(f'"in table" was counted with SQL over the server\'s MySQL port, as a MySQL client '
+          f'sees it. To look at the tables yourself: python -m stream_load_emulator --schema pipelines/samples/demo_schema.sql --data-dir '
+          f'{os.path.join(work_dir, "doris")} --password {DEMO_PASSWORD} --query-port 9030, then '
+          f'mysql -h 127.0.0.1 -P 9030 -u root -p{DEMO_PASSWORD} -e "SELECT * FROM demo.users '
+          f'LIMIT 5"  (or, in Python: pymysql.connect(host="127.0.0.1", port=9030, user="root", '
+          f'password="{DEMO_PASSWORD}"))')
     print('demo: OK, every table holds what it should' if ok else
           'demo: MISMATCH between expected and loaded rows')
     return 0 if ok else 1
   finally:
     server.stop()
     kafka.close()
+
+
+def _count_over_mysql(server, table: str) -> int:
+  """``SELECT count(*)`` through the server's MySQL port, with a real MySQL client."""
+  import pymysql  # pylint: disable=import-outside-toplevel
+  connection = pymysql.connect(host='127.0.0.1', port=server.query_port, user='root',
+                               password=DEMO_PASSWORD, connect_timeout=10)
+  try:
+    with connection.cursor() as cursor:
+      cursor.execute(f'SELECT count(*) FROM {table}')
+      return int(cursor.fetchone()[0])
+  finally:
+    connection.close()
 
 
 if __name__ == '__main__':

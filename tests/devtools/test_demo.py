@@ -28,3 +28,5 @@ def test_the_demo_loads_every_table_including_the_avro_topic(tmp_path):
   assert rows['demo.payments'] == (14, 14, 8)
   assert 'added the column `method`' in result.stdout
   assert 'demo: OK' in result.stdout
+  # "in table" comes through the server's MySQL port; the demo says how to look yourself.
+  assert 'mysql -h 127.0.0.1 -P 9030 -u root' in result.stdout
