@@ -473,16 +473,33 @@ class RegistryDecoder:
         f'{type(error).__name__}: {_first(error)}')
 
   def _through_outages(self, fetch: Callable[[], Any]) -> Any:
-    """``fetch()``; a long-running job tries again while the registry is unavailable."""
+    """``fetch()``; a long-running job tries again while the registry is unavailable.
+
+    This runs for every record: the first try is a plain call (a ``Retrying`` object per
+    record cost more than the decoding); only a failure enters the retry loop.
+    """
+    try:
+      return fetch()
+    except SchemaRegistryUnavailableError as error:
+      if not self._keep_retrying:
+        raise
+      self._wait_for_registry(error)
 
     def away(error: BaseException) -> bool:
-      return self._keep_retrying and isinstance(error, SchemaRegistryUnavailableError)
+      return isinstance(error, SchemaRegistryUnavailableError)
 
     def log(attempt: retry.Attempt) -> None:
-      _LOGGER.warning('%s; trying again in %.0f s', attempt.outcome.exception(),
-                      retry.OUTAGE_RETRY_SECS)
+      self._log_unavailable(attempt.outcome.exception())
 
     return retry.through_outages(retry_on=away, sleep=self._sleep, before_sleep=log)(fetch)
+
+  def _wait_for_registry(self, error: BaseException) -> None:
+    self._log_unavailable(error)
+    self._sleep(retry.OUTAGE_RETRY_SECS)
+
+  @staticmethod
+  def _log_unavailable(error: BaseException) -> None:
+    _LOGGER.warning('%s; trying again in %.0f s', error, retry.OUTAGE_RETRY_SECS)
 
 
 def _id_text(schema_id) -> str:
