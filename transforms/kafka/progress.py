@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from transforms import metrics
@@ -29,6 +30,8 @@ _LOGGER = logging.getLogger(__name__)
 
 SHARED_NAME = 'kafka.progress'
 _COMMITTED_TIMEOUT_SECS = 10.0
+# How long a committed offset asked with its topic's others is good for a partition's first read.
+_COMMITTED_FRESH_SECS = 5.0
 
 
 class PartitionProgress:
@@ -47,21 +50,41 @@ class PartitionProgress:
     self._starts: Dict[Tuple[str, int], int] = {}
     self._consumer = None
     self._closed = False
+    self._committed: Dict[Tuple[str, int], Tuple[Optional[int], float]] = {}
 
   # ---------------------------------------------------------------- the reader
 
-  def committed_offset(self, consumer, topic: str, partition: int) -> Optional[int]:
-    """The group's committed offset of a partition (asked of Kafka), or None."""
+  def committed_offset(self, consumer, topic: str, partition: int,
+                       partition_count: int = 0) -> Optional[int]:
+    """The group's committed offset of a partition (asked of Kafka), or None.
+
+    With ``partition_count`` (the partitions the source reads, a bound on the topic's), one
+    request asks for the topic's partitions below it (those that do not exist answer an error)
+    and the answers for the others are kept for ``_COMMITTED_FRESH_SECS``: a job starting on
+    many partitions asks once per topic, not once per partition (a round trip each, in turn).
+    Each kept answer is used once, for that partition's first read in this process.
+    """
     from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
+    now = time.monotonic()
+    with self._lock:
+      kept = self._committed.pop((topic, partition), None)
+    if kept is not None and now - kept[1] < _COMMITTED_FRESH_SECS:
+      return kept[0]
+    asked = range(partition_count) if partition_count > partition else (partition,)
     try:
-      found = consumer.committed([TopicPartition(topic, partition)],
+      found = consumer.committed([TopicPartition(topic, p) for p in asked],
                                  timeout=_COMMITTED_TIMEOUT_SECS)
     except KafkaException as error:
       _LOGGER.warning('%s[%d]: the committed offset could not be read (%s); reading from the '
                       'checkpointed position', topic, partition, error)
       return None
-    offset = found[0].offset if found else -1
-    return offset if offset >= 0 else None
+    offsets = {tp.partition: (tp.offset if tp.offset >= 0 and tp.error is None else None)
+               for tp in found or ()}
+    with self._lock:
+      for p, offset in offsets.items():
+        if p != partition:
+          self._committed[(topic, p)] = (offset, now)
+    return offsets.get(partition)
 
   def start(self, topic: str, partition: int, offset: int) -> None:
     """The partition's read starts (again) at ``offset`` in this process: a fresh prefix."""

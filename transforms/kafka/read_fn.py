@@ -179,7 +179,8 @@ class ReadPartitionFn(beam.DoFn):
     else:
       # A fresh start here: the group's committed offset is the truth (a restore may hand us a
       # checkpoint older than what later loads committed); never before the restriction.
-      committed = self._progress.committed_offset(consumer, topic, partition)
+      committed = self._progress.committed_offset(consumer, topic, partition,
+                                                  spec.partition_count)
       begin = min(stop, start if committed is None else max(start, committed))
       if begin > start:
         _LOGGER.info('%s[%d]: the group committed offset %d after the checkpointed %d; reading '
