@@ -23,6 +23,8 @@ from transforms.dead_letters import DeadLetterBudget
 from transforms.delivery import DEFAULT_JOURNAL_TOPIC, JournalConfig, JournalWriteAhead
 from transforms.errors import ConfigFault
 from transforms.records import Routing, parse_topic_table_map
+from transforms.records.routing import (DEFAULT_TABLE_TEMPLATE, SourceNaming,
+                                        parse_merge_tables)
 from transforms.records.formats import require_registry_support
 from transforms.schema import SchemaEvolutionConfig
 from transforms.stream_load import SinkSettings, StreamLoadConfig
@@ -145,11 +147,18 @@ def _routing_of(opts: KafkaToDorisOptions) -> Routing:
   if not chosen and opts.cdc_format == 'none':
     raise ConfigurationError('one of --table, --topic_table_map or --table_field is required '
                              '(or a --cdc_format whose envelope names the table)')
+  naming = None
+  if (opts.table_template != DEFAULT_TABLE_TEMPLATE or opts.include_tables
+      or opts.exclude_tables or opts.merge_tables):
+    naming = SourceNaming(table_template=opts.table_template,
+                          include_tables=opts.include_tables or None,
+                          exclude_tables=opts.exclude_tables or None,
+                          merge_tables=parse_merge_tables(opts.merge_tables))
   return Routing(table=opts.table or None,
                  topic_table_map=parse_topic_table_map(opts.topic_table_map)
                  if opts.topic_table_map else None,
                  table_field=opts.table_field or None,
-                 default_database=opts.default_database or None)
+                 default_database=opts.default_database or None, naming=naming)
 
 
 def _table_sharding(table_config: TableConfig) -> Dict[str, Tuple[int, Tuple[str, ...]]]:

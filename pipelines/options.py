@@ -21,6 +21,7 @@ from transforms.dead_letters import DEFAULT_MAX_DEAD_LETTER_RATIO
 from transforms.kafka.discovery import DEFAULT_DISCOVERY_INTERVAL_SECS
 from transforms.kafka.reader import DEFAULT_MAX_CHUNK_RECORDS
 from transforms.records.parser import DEFAULT_MAX_RECORD_BYTES
+from transforms.records.routing import DEFAULT_TABLE_TEMPLATE
 from transforms.schema.config import DEFAULT_QUERY_PORT
 from transforms.stream_load.config import (DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_LOAD_TIMEOUT_SECS,
                                            DEFAULT_MAX_RETRIES, DEFAULT_POOL_MAXSIZE, DORIS,
@@ -124,6 +125,22 @@ FLAG_SPECS: List[FlagSpec] = [
              'Route by a field of the JSON value holding "db.tbl" (or "tbl" with '
              '--default_database).', r'^[A-Za-z0-9_.]*$'),
     FlagSpec('default_database', str, '', 'Database for bare table names.', r'^[A-Za-z0-9_]*$'),
+    FlagSpec('table_template', str, DEFAULT_TABLE_TEMPLATE,
+             'The target of a CDC envelope\'s source table (a whole database\'s topics): '
+             'placeholders {prefix} (the topic\'s first part), {db}, {schema}, {table}, {topic}; '
+             'e.g. ods.{db}__{table}. Two source tables reaching one target stop the job unless '
+             '--merge_tables merges them.', r'^.+$'),
+    FlagSpec('include_tables', str, '',
+             'Load only source tables whose whole db.table matches this regular expression '
+             '(CDC envelopes; others are skipped and counted).', r'^.*$'),
+    FlagSpec('exclude_tables', str, '',
+             'Skip source tables whose whole db.table matches this regular expression.', r'^.*$'),
+    FlagSpec('merge_tables', str, '',
+             'Merge families of source tables into one: regex=target rules separated by ; '
+             '(first match wins; the target may use the regex\'s groups as {1} or {name} and the '
+             '--table_template placeholders), e.g. shop\\.order_\\d+=shop.orders. Merged rows '
+             'carry _source_db and _source_table, which join the key of a created table.',
+             r'^.*$'),
     FlagSpec('format', str, 'json',
              'Record format of Kafka values: json, or avro, protobuf, json_schema in the '
              'Confluent wire format (magic byte, schema id), decoded with the schemas of '
@@ -240,7 +257,8 @@ FLAG_SPECS: List[FlagSpec] = [
 FLAG_GROUPS = {
     'Kafka': ('bootstrap_servers', 'topics', 'topic_pattern', 'topic_discovery_interval_secs', 'group_id', 'stop_at_end', 'auto_offset_reset', 'consumer_config', 'max_chunk_records'),
     'Doris / StarRocks': ('fe_nodes', 'user', 'password', 'password_file', 'target', 'ca_bundle'),
-    'Routing': ('table', 'topic_table_map', 'table_field', 'default_database'),
+    'Routing': ('table', 'topic_table_map', 'table_field', 'default_database', 'table_template',
+                'include_tables', 'exclude_tables', 'merge_tables'),
     'Formats': ('format', 'schema_registry_url', 'schema_registry_basic_auth', 'schema_registry_ca_location', 'schema_registry_certificate_location', 'schema_registry_key_location', 'cdc_format', 'max_record_bytes'),
     'Schema': ('schema_evolution', 'create_tables', 'ddl_protocol', 'query_port'),
     'Batching': ('batch_rows', 'batch_bytes', 'batch_interval_secs', 'table_config', 'max_pending_bytes'),

@@ -52,9 +52,27 @@ def detect_envelope(obj: dict) -> str:
       return MAXWELL
   if 'ddl' in obj and 'source' in obj and ('tableChanges' in obj or 'databaseName' in obj):
     return DEBEZIUM  # a schema change event
+  if debezium_control(obj) is not None:
+    return DEBEZIUM  # a transaction, heartbeat or signal record: skipped there
   if '__deleted' in obj:
     return DEBEZIUM  # flattened by ExtractNewRecordState
   return PLAIN
+
+
+_SIGNAL_TYPES = ('execute-snapshot', 'stop-snapshot', 'pause-snapshot', 'resume-snapshot', 'log',
+                 'schema-changes')
+
+
+def debezium_control(obj: dict) -> Optional[str]:
+  """What a Debezium control record is (its transaction topic's BEGIN/END, a heartbeat, a
+  signal), or None: they carry no rows and are skipped, counted, never dead-lettered."""
+  if obj.get('status') in ('BEGIN', 'END') and 'id' in obj and 'event_count' in obj:
+    return 'transaction metadata'
+  if len(obj) == 1 and 'ts_ms' in obj:
+    return 'heartbeat'
+  if obj.get('type') in _SIGNAL_TYPES and 'data' in obj and len(obj) <= 3:
+    return 'signal'
+  return None
 
 
 def _key_change_before_image(after: dict, old: Any, pk_names: list) -> Optional[dict]:
@@ -101,6 +119,9 @@ def debezium(parser, obj: dict, record: KafkaRecord, chunk_table: Optional[str])
       return [_debezium_flattened(parser, obj, record, chunk_table)]
     if any(k in obj for k in _DEBEZIUM_DDL_KEYS):
       raise Skip(SKIP_DDL, 'Debezium schema change event')
+    control = debezium_control(obj)
+    if control is not None:
+      raise Skip(SKIP_CONTROL, f'Debezium {control}')
     raise Reject(BAD_ENVELOPE, 'Debezium envelope without "op"')
   if op in ('c', 'r', 'u'):
     image = obj.get('after')
@@ -129,7 +150,7 @@ def debezium(parser, obj: dict, record: KafkaRecord, chunk_table: Optional[str])
       raise Reject(BAD_ENVELOPE, f'Debezium "source" must be an object, '
                     f'got {json_type(source)}')
     table = parser.envelope_table(None, image, source.get('db'), source.get('table'),
-                            'Debezium source')
+                                  'Debezium source', schema=source.get('schema'))
   else:
     table = parser.envelope_table(chunk_table, image, None, None, 'Debezium source')
   return [parser.make_row(table, image, op_out, record, cdc=True)]

@@ -31,10 +31,11 @@ from transforms.records import cdc
 from transforms.records.formats import RegistryDecoder, ValueFormat
 from transforms.records.numbers import LONG_NUMBER, NUMBER_CHARS, exact_loads, has_inexact_number
 from transforms.records.reasons import (BAD_TABLE_NAME, EMPTY_VALUE, MISSING_TABLE, NOT_OBJECT,
-                                        SKIP_EMPTY, SKIP_TOMBSTONE, TOO_LARGE, UNENCODABLE,
+                                        SKIP_EMPTY, SKIP_EXCLUDED, SKIP_TOMBSTONE, TOO_LARGE,
+                                        UNENCODABLE,
                                         UNMAPPED_TOPIC, BAD_ENVELOPE, Reject, Skip, json_error,
                                         json_type)
-from transforms.records.routing import NAME_RE, Routing
+from transforms.records.routing import NAME_RE, SOURCE_COLUMNS, Routing, TableCollisionError
 from transforms.types import (DORIS_DELETE_SIGN, MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE,
                               OP_UPSERT, STARROCKS_OP, TARGETS, ChunkRead, DeadLetter, KafkaChunk,
                               KafkaRecord, Row, RowBatch)
@@ -145,6 +146,12 @@ class RecordParser:
     self._op_field = DORIS_DELETE_SIGN if target == 'doris' else STARROCKS_OP
     # Validated table names seen in --table_field values or envelopes.
     self._qualified: Dict[Tuple[Any, Any], Optional[str]] = {}
+    # Envelope sources -> (target, merged); target -> its one unmerged source; merged targets.
+    self._named: Dict[Tuple[Any, ...], Tuple[Optional[str], bool]] = {}
+    self._sources: Dict[str, str] = {}
+    self._merged_targets = set()
+    self._row_source: Optional[Tuple[str, str]] = None  # the merged source of the next row
+    self._topic = ''
 
   # -- the decoder's life ----------------------------------------------------
 
@@ -193,6 +200,7 @@ class RecordParser:
       chunk_table = routing.topic_table_map.get(chunk.topic)
     else:
       chunk_table = None
+    self._topic = chunk.topic
     for record in chunk.records:
       try:
         rows = self._parse_record(record, chunk_table)
@@ -224,6 +232,9 @@ class RecordParser:
       keys = _json_key_fields(key)
       if keys:
         key_columns[table] = keys
+    for table in self._merged_targets.intersection(key_columns):
+      key_columns[table] = tuple(key_columns[table]) + tuple(
+          column for column in SOURCE_COLUMNS if column not in key_columns[table])
     return ParsedChunk(
         rows_by_table=rows_by_table,
         dead_letters=dead_letters,
@@ -270,6 +281,7 @@ class RecordParser:
       table = routing.topic_table_map.get(record.topic)
     else:
       table = None
+    self._topic = record.topic
     try:
       return self._parse_record(record, table)
     except Reject as e:
@@ -278,6 +290,7 @@ class RecordParser:
       return []
 
   def _parse_record(self, record: KafkaRecord, chunk_table: Optional[str]) -> List[Row]:
+    self._row_source = None
     rows = self._record_rows(record, chunk_table)
     if len(rows) > 1:
       # (offset, part) places each row of a multi-row record exactly.
@@ -368,6 +381,9 @@ class RecordParser:
     return rows
 
   def make_row(self, table: str, fields: dict, op: str, record: KafkaRecord, cdc: bool) -> Row:
+    source = self._row_source
+    if source is not None:
+      fields[SOURCE_COLUMNS[0]], fields[SOURCE_COLUMNS[1]] = source
     if cdc:
       fields[self._op_field] = 1 if op == OP_DELETE else 0
     if self.sequence_columns:
@@ -419,7 +435,8 @@ class RecordParser:
     return table
 
   def envelope_table(self, chunk_table: Optional[str], image: dict, database: Any,
-                 table: Any, where: str) -> str:
+                     table: Any, where: str, schema: Any = None) -> str:
+    self._row_source = None
     if chunk_table is not None:
       return chunk_table
     if self.routing.table_field is not None:
@@ -430,7 +447,46 @@ class RecordParser:
     if not isinstance(table, str) or (database is not None and not isinstance(database, str)):
       raise Reject(BAD_ENVELOPE, f'{where}: database/table must be strings, '
                     f'got {database!r}/{table!r}')
-    return self._qualify(table, database, where)
+    if not isinstance(schema, str):
+      schema = None
+    key = (database, schema, table, self._topic)
+    named = self._named.get(key)
+    if named is None:
+      named = self._name_source(database, schema, table, where)
+      if len(self._named) < 100_000:
+        self._named[key] = named
+    target, merged = named
+    if target is None:
+      raise Skip(SKIP_EXCLUDED, f'source table {database}.{table} is not selected '
+                 '(--include_tables / --exclude_tables)')
+    if merged:
+      self._row_source = (database or '', f'{schema}.{table}' if schema else table)
+    return target
+
+  def _name_source(self, database: Optional[str], schema: Optional[str], table: str,
+                   where: str) -> Tuple[Optional[str], bool]:
+    """The target of a source table and whether it is a merged family's; checks that no
+    two sources reach one target unmerged (they would overwrite each other's keys)."""
+    naming = self.routing.naming
+    if naming is None:
+      target, merged = self._qualify(table, database, where), False
+    else:
+      named = naming.target(database, table, topic=self._topic, schema=schema)
+      if named is None:
+        return None, False
+      target = self._qualify(named[0], None, f'{where} (--table_template / --merge_tables)')
+      merged = named[1]
+    if merged:
+      self._merged_targets.add(target)
+    else:
+      source = '.'.join(part for part in (database, schema, table) if part)
+      first = self._sources.setdefault(target, source)
+      if first != source:
+        raise TableCollisionError(
+            f'source tables {first} and {source} both reach {target}: their keys would '
+            'overwrite each other; merge them with --merge_tables (their source joins the '
+            'key) or name them apart with --table_template')
+    return target, merged
 
 
 

@@ -42,7 +42,8 @@ SKIP_TOMBSTONE = 'tombstone'
 SKIP_DDL = 'ddl'
 SKIP_CONTROL = 'control'
 SKIP_EMPTY = 'empty'
-SKIP_CODES = (SKIP_TOMBSTONE, SKIP_DDL, SKIP_CONTROL, SKIP_EMPTY)
+SKIP_EXCLUDED = 'excluded'  # a source table --include_tables / --exclude_tables leave out
+SKIP_CODES = (SKIP_TOMBSTONE, SKIP_DDL, SKIP_CONTROL, SKIP_EMPTY, SKIP_EXCLUDED)
 
 
 class Reject(RowFault):

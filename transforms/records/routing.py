@@ -17,10 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 from typing import Any, Dict, List, Mapping, Optional, Pattern, Tuple
 
+from transforms.errors import ConfigFault
+
 __all__ = ['Routing', 'TopicTableMap', 'parse_topic_table_map', 'check_name', 'NAME_RE',
-           'TABLE_RE', 'is_topic_name']
+           'TABLE_RE', 'is_topic_name', 'SourceNaming', 'parse_merge_tables',
+           'DEFAULT_TABLE_TEMPLATE', 'SOURCE_COLUMNS', 'TableCollisionError']
+
+DEFAULT_TABLE_TEMPLATE = '{db}.{table}'
+# The columns a merged family's rows carry: where each row came from (they join the key).
+SOURCE_COLUMNS = ('_source_db', '_source_table')
+_PLACEHOLDERS = ('prefix', 'db', 'schema', 'table', 'topic')
 
 NAME_RE = re.compile(r'[A-Za-z0-9_]+\Z')
 TABLE_RE = re.compile(r'[A-Za-z0-9_]+\.[A-Za-z0-9_]+\Z')
@@ -140,6 +149,120 @@ def parse_topic_table_map(value: str) -> Dict[str, str]:
   return result
 
 
+def parse_merge_tables(value: str) -> Tuple[Tuple[str, str], ...]:
+  """``--merge_tables``: ``regex=target;regex=target`` (ordered; the target may hold ``{1}``,
+  ``{name}`` groups and the placeholders of ``--table_template``)."""
+  rules = []
+  for item in (value or '').split(';'):
+    item = item.strip()
+    if not item:
+      continue
+    pattern, sep, target = item.rpartition('=')
+    if not sep or not pattern.strip() or not target.strip():
+      raise ValueError(f'--merge_tables: bad rule {item!r}: expected "regex=db.table" '
+                       '(rules separated by ;)')
+    rules.append((pattern.strip(), target.strip()))
+  return tuple(rules)
+
+
+class TableCollisionError(ConfigFault):
+  """Two source tables reach one target without a ``--merge_tables`` rule."""
+
+
+def _fields_of(template: str, flag: str) -> List[str]:
+  try:
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+  except ValueError as error:
+    raise ValueError(f'{flag}: bad template {template!r}: {error}') from None
+
+
+class _Args(dict):
+  """Placeholder values; a missing one renders empty (``{schema}`` of a MySQL source)."""
+
+  def __missing__(self, key):
+    return ''
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceNaming:
+  """How a CDC envelope's source table names its target (a whole database's topics).
+
+  Attributes:
+    table_template: the target of a source table (``--table_template``); placeholders
+      ``{prefix}`` (the topic's first dot-separated part: Debezium's topic prefix), ``{db}``,
+      ``{schema}``, ``{table}``, ``{topic}``.
+    include_tables: a regex the whole source ``db.table`` must match (``--include_tables``).
+    exclude_tables: a regex no source ``db.table`` may match (``--exclude_tables``).
+    merge_tables: ordered ``(regex, target)`` rules on the whole source ``db.table``; the first
+      match wins; its target may use the regex's groups (``{1}``, ``{name}``) and the template's
+      placeholders. Rows of a merged family carry ``SOURCE_COLUMNS``, which join the key, so
+      shards never overwrite each other's keys.
+
+  Raises:
+    ValueError: a bad regex or template, naming its flag.
+  """
+  table_template: str = DEFAULT_TABLE_TEMPLATE
+  include_tables: Optional[str] = None
+  exclude_tables: Optional[str] = None
+  merge_tables: Tuple[Tuple[str, str], ...] = ()
+
+  def __post_init__(self):
+    for field in _fields_of(self.table_template, '--table_template'):
+      if field not in _PLACEHOLDERS:
+        known = ', '.join('{%s}' % name for name in _PLACEHOLDERS)
+        raise ValueError(f'--table_template: unknown placeholder {{{field}}} in '
+                         f'{self.table_template!r}: use {known}')
+    compiled = {}
+    for flag, name in (('--include_tables', 'include_tables'),
+                       ('--exclude_tables', 'exclude_tables')):
+      compiled[name] = _compile(flag, getattr(self, name)) if getattr(self, name) else None
+    rules = []
+    for pattern, target in self.merge_tables:
+      regex = _compile('--merge_tables', pattern)
+      for field in _fields_of(target, '--merge_tables'):
+        if field in _PLACEHOLDERS or field in regex.groupindex:
+          continue
+        if not field.isdigit() or not 1 <= int(field) <= regex.groups:
+          raise ValueError(f'--merge_tables: {{{field}}} in {target!r} is no group of '
+                           f'{pattern!r} and no placeholder')
+      rules.append((regex, target))
+    object.__setattr__(self, '_include', compiled['include_tables'])
+    object.__setattr__(self, '_exclude', compiled['exclude_tables'])
+    object.__setattr__(self, '_rules', tuple(rules))
+
+  def target(self, db: Optional[str], table: str, topic: str = '',
+             schema: Optional[str] = None) -> Optional[Tuple[str, bool]]:
+    """``(target name, merged)`` of a source table, or None when it is not selected.
+
+    The name is rendered, not checked (the caller qualifies it).
+    """
+    source = f'{db}.{table}' if db else table
+    if self._include is not None and not self._include.fullmatch(source):
+      return None
+    if self._exclude is not None and self._exclude.fullmatch(source):
+      return None
+    values = _Args(prefix=topic.split('.', 1)[0] if topic else '', db=db or '',
+                   schema=schema or '', table=table, topic=topic)
+    for regex, target in self._rules:
+      match = regex.fullmatch(source)
+      if match:
+        values.update({name: group or '' for name, group in match.groupdict().items()})
+        groups = ('',) + tuple(group or '' for group in match.groups())
+        return string.Formatter().vformat(target, groups, values), True
+    return self.table_template.format_map(values), False
+
+  def __reduce__(self):
+    return SourceNaming, (self.table_template, self.include_tables, self.exclude_tables,
+                          self.merge_tables)
+
+
+def _compile(flag: str, pattern: str) -> Pattern:
+  try:
+    return re.compile(pattern)
+  except re.error as error:
+    raise ValueError(f'{flag}: {pattern!r} is not a regular expression: {error}') from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Routing:
   """Where records go: at most one of ``table``, ``topic_table_map``, ``table_field``.
@@ -158,11 +281,14 @@ class Routing:
       row image (after-image, or before-image for deletes). The field stays in
       the row.
     default_database: database for bare ``"tbl"`` names (``--default_database``).
+    naming: how an envelope's source table names its target (``SourceNaming``); only with
+      none of the three flags above (tables from the envelope).
   """
   table: Optional[str] = None
   topic_table_map: Optional[Mapping[str, str]] = None
   table_field: Optional[str] = None
   default_database: Optional[str] = None
+  naming: Optional[SourceNaming] = None
 
   def __post_init__(self):
     given = [flag for flag, v in (('--table', self.table),
@@ -197,10 +323,14 @@ class Routing:
     if self.table_field is not None and (
         not isinstance(self.table_field, str) or not self.table_field):
       raise ValueError(f'--table_field: expected a field name, got {self.table_field!r}')
+    if self.naming is not None and not self.from_envelope:
+      raise ValueError('--table_template, --include_tables, --exclude_tables and --merge_tables '
+                       'name tables from CDC envelopes: give none of --table, --topic_table_map, '
+                       '--table_field with them')
 
   def __hash__(self):
     mapping = tuple(self.topic_table_map.items()) if self.topic_table_map else None
-    return hash((self.table, mapping, self.table_field, self.default_database))
+    return hash((self.table, mapping, self.table_field, self.default_database, self.naming))
 
   def _require_qualified(self, flag: str, table: str) -> str:
     if '.' in table:
