@@ -11,6 +11,7 @@ loads nothing twice.
 
 import collections
 import glob
+import logging
 import os
 import shutil
 
@@ -23,6 +24,16 @@ from tests.pipelines.helpers import assert_events_exactly_once, event
 import pytest
 
 pytestmark = pytest.mark.reliability
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+  """``run`` configures the root logger (to this test's captured stderr, closed after it)."""
+  root = logging.getLogger()
+  handlers, level = list(root.handlers), root.level
+  yield
+  root.handlers[:] = handlers
+  root.setLevel(level)
 
 LATE_TABLE = 'demo.events_late'
 
