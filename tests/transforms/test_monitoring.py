@@ -4,18 +4,10 @@ import logging
 
 import pytest
 
+from tests.fakes import FakeClock
 from transforms.monitoring import DEFAULT_MIN_STALL_SECS, Monitor
 
 pytestmark = pytest.mark.unit
-
-
-class _Clock:
-
-  def __init__(self):
-    self.now = 1000.0
-
-  def __call__(self):
-    return self.now
 
 
 def _errors(caplog):
@@ -23,7 +15,7 @@ def _errors(caplog):
 
 
 def test_a_table_with_pending_rows_and_no_load_stalls_after_its_window_once_and_clears(caplog):
-  clock = _Clock()
+  clock = FakeClock()
   monitor = Monitor(clock, stall_timeout_secs=60)
   monitor.table_pending('db.t', 10)
   clock.now += 59
@@ -47,7 +39,7 @@ def test_a_table_with_pending_rows_and_no_load_stalls_after_its_window_once_and_
 
 
 def test_an_idle_table_without_pending_rows_never_stalls():
-  clock = _Clock()
+  clock = FakeClock()
   monitor = Monitor(clock, stall_timeout_secs=60)
   monitor.table_pending('db.t', 5)
   monitor.load_succeeded('db.t')
@@ -59,7 +51,7 @@ def test_an_idle_table_without_pending_rows_never_stalls():
 
 
 def test_the_default_window_is_three_batch_intervals_but_at_least_five_minutes():
-  monitor = Monitor(_Clock())
+  monitor = Monitor(FakeClock())
   monitor.table_interval('db.fast', 2)
   monitor.table_interval('db.slow', 600)
   assert monitor.window('db.fast') == DEFAULT_MIN_STALL_SECS == 300
@@ -67,7 +59,7 @@ def test_the_default_window_is_three_batch_intervals_but_at_least_five_minutes()
 
 
 def test_a_partition_stalls_when_its_offset_stands_still_while_its_lag_grows():
-  clock = _Clock()
+  clock = FakeClock()
   monitor = Monitor(clock, stall_timeout_secs=60)
   monitor.partition_progress('t', 0, committed=100, lag=5)
   monitor.partition_progress('t', 1, committed=100, lag=5)

@@ -2,24 +2,10 @@
 
 import pytest
 
+from tests.fakes import FakeClock
 from transforms import retry
 
 pytestmark = pytest.mark.unit
-
-
-class _Clock:
-  """Fake time: sleeping moves it on."""
-
-  def __init__(self):
-    self.now = 100.0
-    self.sleeps = []
-
-  def __call__(self):
-    return self.now
-
-  def sleep(self, secs):
-    self.sleeps.append(secs)
-    self.now += secs
 
 
 class _Busy(Exception):
@@ -39,7 +25,7 @@ def _failing(times, error=_Busy):
 
 
 def test_until_deadline_retries_what_it_is_told_then_returns():
-  clock = _Clock()
+  clock = FakeClock(100.0)
   call, calls = _failing(3)
   got = retry.until_deadline(deadline=clock.now + 60, initial_secs=1.0, max_secs=8.0,
                              retry_on=lambda e: isinstance(e, _Busy), clock=clock,
@@ -51,7 +37,7 @@ def test_until_deadline_retries_what_it_is_told_then_returns():
 
 
 def test_until_deadline_raises_other_errors_at_once():
-  clock = _Clock()
+  clock = FakeClock(100.0)
   call, calls = _failing(1, error=KeyError)
   with pytest.raises(KeyError):
     retry.until_deadline(deadline=clock.now + 60, initial_secs=1.0, max_secs=8.0,
@@ -61,7 +47,7 @@ def test_until_deadline_raises_other_errors_at_once():
 
 
 def test_until_deadline_gives_up_at_the_deadline_with_the_last_error():
-  clock = _Clock()
+  clock = FakeClock(100.0)
   call, calls = _failing(10_000)
   with pytest.raises(_Busy):
     retry.until_deadline(deadline=clock.now + 10, initial_secs=1.0, max_secs=4.0,
@@ -72,7 +58,7 @@ def test_until_deadline_gives_up_at_the_deadline_with_the_last_error():
 
 
 def test_until_deadline_polls_a_condition_and_returns_the_last_result_at_the_deadline():
-  clock = _Clock()
+  clock = FakeClock(100.0)
   seen = []
 
   def poll():
@@ -88,7 +74,7 @@ def test_until_deadline_polls_a_condition_and_returns_the_last_result_at_the_dea
 
 
 def test_through_outages_waits_the_fixed_interval_and_reports_each_wait():
-  clock = _Clock()
+  clock = FakeClock(100.0)
   call, calls = _failing(4)
   reported = []
   got = retry.through_outages(retry_on=lambda e: isinstance(e, _Busy), sleep=clock.sleep,
@@ -100,7 +86,7 @@ def test_through_outages_waits_the_fixed_interval_and_reports_each_wait():
 
 
 def test_through_outages_raises_a_refused_error_at_once():
-  clock = _Clock()
+  clock = FakeClock(100.0)
   call, calls = _failing(1, error=PermissionError)
   with pytest.raises(PermissionError):
     retry.through_outages(retry_on=lambda e: isinstance(e, _Busy), sleep=clock.sleep)(call, 1)

@@ -511,12 +511,7 @@ def _dead_letter(record: KafkaRecord, error: Reject, table: Optional[str]) -> De
 
 def _json_key_fields(key: bytes) -> Optional[Tuple[str, ...]]:
   """The field names of a JSON record key (Debezium's, maybe schema-wrapped), or None."""
-  try:
-    value = orjson.loads(key)
-  except orjson.JSONDecodeError:
-    return None
-  if type(value) is dict and 'payload' in value and 'schema' in value:
-    value = value['payload']
-  if type(value) is dict and value and all(type(name) is str for name in value):
+  value = cdc.json_key(key)
+  if value is not None and all(type(name) is str for name in value):
     return tuple(value)
   return None

@@ -9,6 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from tests.fakes import FakeClock
 from transforms.batching import BatchLimits, BatchPerTable, KeyByTable
 from transforms.runtime import RunContext, acquire, release
 from transforms.types import Row
@@ -19,15 +20,6 @@ pytestmark = pytest.mark.transform
 def _rows(table, n, start=0, size=10, fields=None):
   return [Row(table, dict(fields or {'id': i}), 'upsert', 'topic', 0, start + i, size)
           for i in range(n)]
-
-
-class _FakeClock:
-
-  def __init__(self, now=0.0):
-    self.now = now
-
-  def __call__(self):
-    return self.now
 
 
 _COLLECTED = []
@@ -57,7 +49,7 @@ def test_held_batches_wait_for_their_limits_until_every_read_of_the_worker_ends(
   with BeamTestPipeline(runner=FnApiRunner()) as p:
     batches = (p | beam.Create([(small, _rows(small, 3)), (big, _rows(big, 11))], reshuffle=False)
                | KeyByTable(limits)
-               | BatchPerTable(BatchLimits(), limits, clock=_FakeClock(0.0), context=context,
+               | BatchPerTable(BatchLimits(), limits, clock=FakeClock(0.0), context=context,
                                hold_across_bundles=True))
     _ = _summaries(batches) | beam.Map(_collect)
   reasons = [(r.args[0], r.args[1]) for r in caplog.records if 'flush triggered' in r.msg]

@@ -6,6 +6,8 @@ import logging
 import orjson
 import pytest
 
+from tests.fakes import FakeClock
+
 from transforms.schema import (FeUnavailableError, SchemaEvolution, SchemaEvolutionConfig,
                                SqlRejectedError, TableDdlOptions)
 from transforms.schema.evolution import REJECTED_RETRY_SECS
@@ -66,17 +68,7 @@ class FakeFe:
     self.closed = True
 
 
-class Clock:
-  def __init__(self):
-    self.now = 1000.0
-    self.sleeps = []
-
-  def __call__(self):
-    return self.now
-
-  def sleep(self, secs):
-    self.sleeps.append(secs)
-    self.now += secs
+Clock = FakeClock
 
 
 def _row(table, fields, offset=0, op=OP_UPSERT):
