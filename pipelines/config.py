@@ -229,8 +229,6 @@ class PipelineConfig:
   default_limits: BatchLimits
   table_config: TableConfig
   load: StreamLoadConfig
-  flush_workers: int
-  label_prefix: str
   journal: Optional[JournalConfig]
   sink: SinkSettings
   control_topic: JournalConfig
@@ -244,6 +242,14 @@ class PipelineConfig:
   value_format: str = 'json'
   schema_registry: Optional[Mapping[str, str]] = None
   schema: Optional[SchemaEvolutionConfig] = None
+
+  @property
+  def flush_workers(self) -> int:
+    return self.sink.flush_workers
+
+  @property
+  def label_prefix(self) -> str:
+    return self.sink.label_prefix
 
   @property
   def exactly_once(self) -> bool:
@@ -322,8 +328,7 @@ class PipelineConfig:
     return cls(
         kafka=kafka, routing=routing, cdc_format=opts.cdc_format,
         max_record_bytes=opts.max_record_bytes, default_limits=default_limits,
-        table_config=table_config, load=load, flush_workers=opts.flush_workers,
-        label_prefix=label_prefix, sink=sink,
+        table_config=table_config, load=load, sink=sink,
         journal=journal, control_topic=control_topic,
         max_pending_bytes=opts.max_pending_bytes or opts.flush_workers * opts.batch_bytes,
         dead_letter_path=opts.dead_letter_path, dead_letter_budget=dead_letter_budget,
