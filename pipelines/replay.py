@@ -158,12 +158,12 @@ class _Replayer:
 
   def replay(self, letters: List[DeadLetter]) -> List[DeadLetter]:
     failed: List[DeadLetter] = []
+    truncated: List[DeadLetter] = []
     rows: Dict[str, List[Row]] = {}
     records: List[DeadLetter] = []
     for letter in letters:
       if letter.payload is None or len(letter.payload) >= MAX_DEAD_LETTER_PAYLOAD_BYTES:
-        self._summary.truncated += 1
-        failed.append(letter._replace(reason=(
+        truncated.append(letter._replace(reason=(
             f'truncated: the payload was cut at {MAX_DEAD_LETTER_PAYLOAD_BYTES // 1024} KiB '
             f'when dead-lettered; read the record at {letter.topic}/{letter.partition}@'
             f'{letter.offset} from Kafka ({letter.reason})')))
@@ -183,8 +183,9 @@ class _Replayer:
       failed.extend(self._load(table, table_rows))
     if records:
       self._produce(records)
-    self._summary.failed_again += sum(1 for f in failed if not f.reason.startswith('truncated'))
-    return failed
+    self._summary.failed_again += len(failed)
+    self._summary.truncated += len(truncated)
+    return truncated + failed
 
   # -- the load stage -------------------------------------------------------------
 
