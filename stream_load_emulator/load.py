@@ -499,7 +499,7 @@ class Loader:
     """Reads ``body`` (or takes ``counted_rows`` in count-only mode), writes, commits."""
     if ctx.group_commit or ctx.merge_commit:
       return self._run_merged(ctx, h, body, counted_rows, error_log_base)
-    table = self.catalog.table(ctx.db, ctx.table)
+    table = self._check_table(ctx)  # a DROP TABLE may have run since the load began
     write_start = time.monotonic()
     if body is None:
       ctx.total_rows = ctx.loaded_rows = counted_rows
@@ -535,7 +535,7 @@ class Loader:
     """Group commit (Doris) / merge commit (StarRocks): the rows join the table's open
     merged transaction; sync callers wait for its commit, async ones return at once (Doris:
     after the WAL write)."""
-    table = self.catalog.table(ctx.db, ctx.table)
+    table = self._check_table(ctx)
     write_start = time.monotonic()
     ops, partial, seq_table = None, False, table
     if body is None:

@@ -5,9 +5,11 @@ A client (``mysql``, pymysql, JDBC) logs in with the server's user and password 
 (``Access denied for user 'root@127.0.0.1' (using password: YES)``). Then:
 
 * SELECT (and ``WITH``) over stored tables, ``CREATE DATABASE``, ``CREATE TABLE``,
-  ``ALTER TABLE ... ADD COLUMN`` and ``DESC`` run on the server's SQL engine
-  (``StreamLoadServer.sql``, the engine of the HTTP SQL API, same rules and messages);
-  errors come back as Doris sends them: ``errCode = 2, detailMessage = ...``, MySQL error 1105.
+  ``ALTER TABLE ... ADD / DROP / MODIFY / RENAME COLUMN``, ``TRUNCATE TABLE``, ``DROP TABLE``
+  and ``DESC`` run on the server's SQL engine (``StreamLoadServer.sql``, the engine of the HTTP
+  SQL API, same rules and messages, see ``ddl``); errors come back as Doris sends them:
+  ``errCode = 2, detailMessage = ...``, MySQL error 1105 (1109 for DROP TABLE of an unknown
+  table, 1049 for an unknown database).
 * ``USE db`` and the connection's default database (``COM_INIT_DB``; 1049 for an unknown
   database).
 * ``SHOW DATABASES [LIKE]``, ``SHOW [FULL] TABLES [FROM db] [LIKE]``,
@@ -19,8 +21,8 @@ A client (``mysql``, pymysql, JDBC) logs in with the server's user and password 
   @@version_comment LIMIT 1``, ``SELECT DATABASE()``, ``SHOW VARIABLES LIKE ...`` (mysql-mimic's
   session middlewares), with Doris's ``version`` (5.7.99) and ``version_comment``.
 
-Other statements (INSERT, DELETE, DROP, other SHOWs) are refused with MySQL error 1235: rows
-are loaded with Stream Load. The server runs on its own asyncio event loop in a daemon thread;
+Other statements (INSERT, DELETE, other DROPs, other SHOWs) are refused with MySQL error 1235:
+rows are loaded with Stream Load. The server runs on its own asyncio event loop in a daemon thread;
 blocking work (SQLite) runs in the loop's thread pool so one slow query does not hold the rest.
 """
 
@@ -169,16 +171,18 @@ def _column_sql(column: schema_lib.Column, keys_type: str) -> str:
 def show_create_table(table: schema_lib.Table, flavor: str = 'doris') -> str:
   """``CREATE TABLE`` text for ``table`` in the layout of Doris's ``SHOW CREATE TABLE``.
 
-  The emulator keeps no distribution: the hash columns are the key columns and the bucket
-  count is ``AUTO``; column comments are not kept either.
+  The emulator keeps the hash columns of ``DISTRIBUTED BY`` (the key columns when the DDL
+  named none) but no bucket count (``AUTO``); column comments are not kept either.
   """
   keys = ', '.join('`%s`' % k for k in table.key_columns)
+  distribution = 'RANDOM' if table.distribution == [] else 'HASH(%s)' % ', '.join(
+      '`%s`' % c for c in table.distribution_columns)
   lines = ['CREATE TABLE `%s` (' % table.name,
            ',\n'.join('  ' + _column_sql(c, table.keys_type) for c in table.columns),
            ') ENGINE=OLAP',
            '%s(%s)' % (_KEYS_CLAUSE[table.keys_type], keys),
            "COMMENT 'OLAP'",
-           'DISTRIBUTED BY HASH(%s) BUCKETS AUTO' % keys]
+           'DISTRIBUTED BY %s BUCKETS AUTO' % distribution]
   properties = dict(table.properties)
   if flavor == 'doris' and 'replication_allocation' not in properties:
     replicas = properties.pop('replication_num', None) or '3'  # Doris's default: 3 replicas
@@ -330,7 +334,7 @@ class _DorisSession(Session):
     except MysqlError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      raise doris_error(str(e)) from e
+      raise doris_error(str(e), getattr(e, 'mysql_code', None) or ER_UNKNOWN_ERROR) from e
 
   async def handle_query(self, sql: str, attrs):
     text = sql.strip().rstrip(';').strip()
@@ -375,7 +379,8 @@ class _DorisSession(Session):
   def _run_sql(self, text: str):
     if not ddl_lib.is_ddl(text) and not _QUERY.match(text):
       raise MysqlError('The emulator\'s MySQL port runs SELECT, SHOW, DESC, CREATE DATABASE, '
-                       'CREATE TABLE and ALTER TABLE ADD COLUMN; load rows with Stream Load: '
+                       'CREATE TABLE, ALTER TABLE ADD / DROP / MODIFY / RENAME COLUMN, '
+                       'TRUNCATE TABLE and DROP TABLE; load rows with Stream Load: '
                        + text[:60], ER_NOT_SUPPORTED_YET)  # type: ignore[arg-type]
     names, rows, types = self._app.sql(text, self.database)
     if not names:

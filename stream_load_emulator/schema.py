@@ -68,13 +68,18 @@ class Column:
 
 @dataclasses.dataclass
 class Table:
-  """A table: its columns, key model and properties."""
+  """A table: its columns, key model, properties and hash distribution columns.
+
+  ``distribution`` is None when the DDL named none (shown and checked as the key columns),
+  ``[]`` for ``DISTRIBUTED BY RANDOM``.
+  """
   db: str
   name: str
   columns: List[Column]
   keys_type: str = DUPLICATE
   key_columns: List[str] = dataclasses.field(default_factory=list)
   properties: Dict[str, str] = dataclasses.field(default_factory=dict)
+  distribution: Optional[List[str]] = None
 
   def __post_init__(self):
     self._by_lower = {c.name.lower(): c for c in self.columns}
@@ -82,6 +87,11 @@ class Table:
   def column(self, name: str) -> Optional[Column]:
     """Case-insensitive column lookup (Doris column names are case-insensitive)."""
     return self._by_lower.get(name.lower())
+
+  @property
+  def distribution_columns(self) -> List[str]:
+    """The ``DISTRIBUTED BY HASH`` columns (the key columns when the DDL named none)."""
+    return list(self.key_columns if self.distribution is None else self.distribution)
 
   @property
   def full_name(self) -> str:
@@ -306,6 +316,7 @@ def _table_from_create(stmt: exp.Create, note, current_db):
   keys_type = None
   key_columns: List[str] = []
   properties: Dict[str, str] = {}
+  distribution: Optional[List[str]] = None
   for prop in (stmt.args.get('properties') or exp.Properties()).expressions:
     if isinstance(prop, exp.DuplicateKeyProperty):
       keys_type = DUPLICATE
@@ -313,6 +324,8 @@ def _table_from_create(stmt: exp.Create, note, current_db):
     elif isinstance(prop, exp.UniqueKeyProperty):
       keys_type = UNIQUE
       key_columns = [e.name for e in prop.expressions]
+    elif isinstance(prop, exp.DistributedByProperty):
+      distribution = [e.name for e in prop.expressions or []]
     elif type(prop) is exp.Property:  # pylint: disable=unidiomatic-typecheck
       properties[_unquote(prop.name if isinstance(prop.this, exp.Literal) else
                           prop.this.sql())] = _literal_value(prop.args.get('value')) or ''
@@ -335,7 +348,7 @@ def _table_from_create(stmt: exp.Create, note, current_db):
       raise SchemaError('column %s of AGGREGATE table %s needs an aggregation type'
                         % (col.name, tbl.name))
   table = Table(db=db, name=tbl.name, columns=columns, keys_type=keys_type,
-                key_columns=key_columns, properties=properties)
+                key_columns=key_columns, properties=properties, distribution=distribution)
   seq = table.sequence_col
   if seq and (not table.is_unique or table.column(seq) is None):
     raise SchemaError('function_column.sequence_col %r needs a UNIQUE table with that column'

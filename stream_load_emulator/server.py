@@ -148,8 +148,7 @@ class StreamLoadServer:
     if self.data_dir is None:
       self.data_dir = tempfile.mkdtemp(prefix='stream-load-emulator-')
     self.storage = storage_lib.Storage(self.data_dir, self.catalog)
-    for db, stmt in self.storage.load_ddl():  # tables created / altered by an earlier run
-      ddl_lib.execute(self, stmt, db, replay=True)
+    ddl_lib.replay(self)  # tables created / altered / dropped by an earlier run
     self.txns = txn_lib.TxnManager(self.storage, self.label_keep_max_secs, clock=self._clock)
     self.loader = load_lib.Loader(self.catalog, self.storage, self.txns, self.flavor,
                                   self.max_body_bytes, self.count_only,

@@ -10,7 +10,9 @@ with SUM/MAX/MIN/REPLACE/REPLACE_IF_NOT_NULL. One connection is shared by all th
 behind a lock: SQLite serializes writers anyway and loads are small transactions.
 """
 
+import dataclasses
 import decimal
+import logging
 import os
 import sqlite3
 import threading
@@ -20,6 +22,8 @@ import sqlglot
 
 from stream_load_emulator import convert
 from stream_load_emulator import schema as schema_lib
+
+_LOGGER = logging.getLogger(__name__)
 
 META_FILE = '_emulator_meta.sqlite'
 UPSERT = 'upsert'
@@ -82,6 +86,9 @@ class Storage:
         'IS_NULLABLE TEXT, DATA_TYPE TEXT, COLUMN_TYPE TEXT, COLUMN_KEY TEXT, '
         'COLUMN_COMMENT TEXT)')
     self._attached = set()
+    # (db, table) -> {old column name (lower case): new name}: loads planned before a RENAME
+    # COLUMN still name the old column; their values follow it (Doris keys columns by id).
+    self._renamed: Dict[Tuple[str, str], Dict[str, str]] = {}
     for db, tables in catalog.databases.items():
       self._attach(db)
       for table in tables.values():
@@ -108,6 +115,95 @@ class Storage:
         if c.name.lower() not in existing:
           self._conn.execute('ALTER TABLE %s.%s ADD COLUMN %s' % (
               _q(table.db), _q(table.name), self._column_decl(c)))
+
+  def rename_column(self, table: schema_lib.Table, old: str, new: str) -> None:
+    """Renames ``old`` to ``new`` in ``table``'s rows (light schema change: no rewrite)."""
+    with self.lock:
+      self._conn.execute('ALTER TABLE %s.%s RENAME COLUMN %s TO %s' % (
+          _q(table.db), _q(table.name), _q(old), _q(new)))
+      renamed = self._renamed.setdefault((table.db, table.name), {})
+      for before, after in list(renamed.items()):
+        if after.lower() == old.lower():
+          renamed[before] = new
+      renamed[old.lower()] = new
+
+  def rewrite(self, old: schema_lib.Table, new: schema_lib.Table,
+              convert_columns: Optional[Dict[str, Any]] = None) -> None:
+    """Rewrites ``old``'s rows into the schema of ``new``, in one SQLite transaction.
+
+    Columns of ``new`` take the values of the column of the same name in ``old`` (NULL or
+    their DEFAULT when ``old`` has none); ``convert_columns`` maps a column name to the
+    function turning a stored value into the new type's (it raises
+    ``convert.ConversionError`` for a value that does not fit). Rows are written in their
+    order with the key model's merge, so an AGGREGATE table that lost a key column folds the
+    rows that now share a key.
+    """
+    convert_columns = {k.lower(): f for k, f in (convert_columns or {}).items()}
+    kept = [c.name for c in new.columns if old.column(c.name) is not None]
+    sources = [old.column(name).name for name in kept]
+    scratch = '__emulator_rewrite_%s' % new.name
+    with self.lock:
+      cur = self._conn.cursor()
+      cur.execute('BEGIN')
+      try:
+        cur.execute('DROP TABLE IF EXISTS %s.%s' % (_q(new.db), _q(scratch)))
+        cur.execute('ALTER TABLE %s.%s RENAME TO %s' % (_q(old.db), _q(old.name), _q(scratch)))
+        self._create_table(new, cur)
+        rows = cur.execute('SELECT %s FROM %s.%s ORDER BY rowid' % (
+            ', '.join(_q(c) for c in sources) or 'NULL', _q(new.db), _q(scratch))).fetchall()
+        fixes = [convert_columns.get(name.lower()) for name in kept]
+        out = []
+        for row in rows:
+          values = []
+          for fix, value in zip(fixes, row):
+            if isinstance(value, decimal.Decimal):
+              value = format(value, 'f')
+            if fix is not None and value is not None:
+              value = fix(value)
+            values.append(value)
+          out.append(values)
+        if kept and out:
+          cur.executemany(self._upsert_sql(new, kept, False), out)
+        cur.execute('DROP TABLE %s.%s' % (_q(new.db), _q(scratch)))
+        cur.execute('COMMIT')
+      except BaseException:
+        cur.execute('ROLLBACK')
+        raise
+
+  def truncate(self, db: str, name: str) -> None:
+    """Deletes every row of ``db.name``; the table stays."""
+    with self.lock:
+      self._conn.execute('DELETE FROM %s.%s' % (_q(db), _q(name)))
+
+  def drop_table(self, db: str, name: str) -> None:
+    """Drops ``db.name`` and its rows."""
+    with self.lock:
+      self._conn.execute('DROP TABLE IF EXISTS %s.%s' % (_q(db), _q(name)))
+      self._renamed.pop((db, name), None)
+
+  def reconcile(self, db: str, name: str, table: Optional[schema_lib.Table]) -> None:
+    """Makes the rows' table of ``db.name`` match the catalog after DDL replay at start.
+
+    Storage already holds every change of the earlier run; only what the start itself put
+    back from the schema file goes: a dropped table recreated empty, empty columns re-added
+    for dropped or renamed ones.
+    """
+    with self.lock:
+      if db not in self._attached:
+        return
+      if table is None:
+        self._conn.execute('DROP TABLE IF EXISTS %s.%s' % (_q(db), _q(name)))
+        return
+      self._create_table(table)
+      wanted = {c.name.lower() for c in table.columns}
+      for row in self._conn.execute('PRAGMA %s.table_info(%s)' % (_q(db), _q(name))).fetchall():
+        if row[1].lower() not in wanted:
+          try:
+            self._conn.execute('ALTER TABLE %s.%s DROP COLUMN %s' % (_q(db), _q(name),
+                                                                   _q(row[1])))
+          except sqlite3.OperationalError as e:
+            _LOGGER.warning('cannot drop the leftover column %s of %s.%s: %s', row[1], db,
+                            name, e)
 
   def save_ddl(self, stmt: str, db: Optional[str]) -> None:
     with self.lock:
@@ -155,17 +251,18 @@ class Storage:
                                  "'%s'" % str(value).replace("'", "''"))
     return decl
 
-  def _create_table(self, table: schema_lib.Table) -> None:
+  def _create_table(self, table: schema_lib.Table, cur=None) -> None:
+    cur = cur or self._conn
     cols = [self._column_decl(c) for c in table.columns]
     if table.keys_type != schema_lib.DUPLICATE:
       cols.append('PRIMARY KEY (%s)' % ', '.join(_q(k) for k in table.key_columns))
-    self._conn.execute('CREATE TABLE IF NOT EXISTS %s.%s (%s)'
-                       % (_q(table.db), _q(table.name), ', '.join(cols)))
-    existing = {r[1].lower() for r in self._conn.execute(
-        'PRAGMA %s.table_info(%s)' % (_q(table.db), _q(table.name)))}
+    cur.execute('CREATE TABLE IF NOT EXISTS %s.%s (%s)'
+                % (_q(table.db), _q(table.name), ', '.join(cols)))
+    existing = {r[1].lower() for r in cur.execute(
+        'PRAGMA %s.table_info(%s)' % (_q(table.db), _q(table.name))).fetchall()}
     for c in table.columns:
       if c.name.lower() not in existing:
-        self._conn.execute('ALTER TABLE %s.%s ADD COLUMN %s %s' % (
+        cur.execute('ALTER TABLE %s.%s ADD COLUMN %s %s' % (
             _q(table.db), _q(table.name), _q(c.name), convert.sqlite_type(c)))
 
   # --- writes -----------------------------------------------------------------------------
@@ -189,7 +286,10 @@ class Storage:
       cur = self._conn.cursor()
       cur.execute('BEGIN')
       try:
-        for table, ops, partial in writes:
+        for planned, ops, partial in writes:
+          table = self._current(planned)
+          if table is None:
+            continue  # dropped since the load was planned: its rows went with it
           statements: Dict[tuple, Any] = {}
           run_key, run = None, []
           for kind, columns, values in ops:
@@ -206,12 +306,44 @@ class Storage:
         cur.execute('ROLLBACK')
         raise
 
+  def _current(self, planned: schema_lib.Table) -> Optional[schema_lib.Table]:
+    """``planned`` as the catalog has it now (a DDL may have run since the load was planned),
+    keeping the load's own sequence column; None when the table was dropped."""
+    table = self.catalog.table(planned.db, planned.name)
+    if table is None or table is planned:
+      return table
+    seq = planned.sequence_col and self._column_now(table, planned.sequence_col)
+    if seq and seq != table.sequence_col:
+      table = dataclasses.replace(table, properties=dict(
+          table.properties, **{'function_column.sequence_col': seq}))
+    return table
+
+  def _column_now(self, table: schema_lib.Table, name: str) -> Optional[str]:
+    """The current name of the column a load planned as ``name`` (None: dropped since)."""
+    column = table.column(name)
+    if column is None:
+      renamed = self._renamed.get((table.db, table.name), {}).get(name.lower())
+      column = table.column(renamed) if renamed else None
+    return column.name if column is not None else None
+
   def _flush(self, cur, key, rows, statements, table, partial):
     kind, columns = key
     if key not in statements:
-      statements[key] = (self._upsert_sql(table, columns, partial), None) if kind == UPSERT \
-          else self._delete_sql(table, columns)
-    sql, idx = statements[key]
+      names, keep = list(columns), None
+      now = [self._column_now(table, c) for c in columns]
+      if any(n is None or n.lower() != c.lower() for n, c in zip(now, columns)):
+        keep = [i for i, n in enumerate(now) if n is not None]
+        names = [now[i] for i in keep]
+      if kind == UPSERT:
+        statements[key] = (self._upsert_sql(table, names, partial) if names else None, None,
+                           keep)
+      else:
+        statements[key] = self._delete_sql(table, names) + (keep,)
+    sql, idx, keep = statements[key]
+    if keep is not None:
+      rows = [[r[i] for i in keep] for r in rows]
+    if sql is None:
+      return
     if kind == UPSERT:
       cur.executemany(sql, rows)
     else:
