@@ -164,9 +164,50 @@ def test_show_create_table_prints_ddl_that_creates_the_same_table(make_stream_lo
       assert _run(conn, ddl) == ([], [])
   for name in ddls:
     original, created = srv.catalog.table('demo', name), copy.catalog.table('demo', name)
-    assert (created.keys_type, created.key_columns, created.sequence_col) == (
-        original.keys_type, original.key_columns, original.sequence_col)
+    assert (created.keys_type, created.key_columns, created.sequence_col,
+            created.distribution_columns) == (
+                original.keys_type, original.key_columns, original.sequence_col,
+                original.distribution_columns)
     assert created.columns == original.columns
+  assert 'DISTRIBUTED BY HASH(`page`) BUCKETS AUTO' in ddls['page_views']
+
+
+def test_schema_change_statements_over_mysql_show_in_show_create_table(make_stream_load_server):
+  srv = make_stream_load_server()
+  res = stream_load(srv, 'demo', 'users', ndjson([
+      {'id': 1, 'name': 'ann', 'email': 'a@x', 'age': 30},
+      {'id': 2, 'name': 'bob', 'email': 'b@x', 'age': 40}]), dict(JL, label='users_1'))
+  assert res['Status'] == 'Success'
+  with _connect(srv) as conn:
+    assert _run(conn, 'ALTER TABLE users DROP COLUMN email') == ([], [])
+    assert _run(conn, 'ALTER TABLE demo.users RENAME COLUMN name full_name') == ([], [])
+    assert _run(conn, 'ALTER TABLE users MODIFY COLUMN age BIGINT NULL') == ([], [])
+    assert _run(conn, 'ALTER TABLE users MODIFY COLUMN full_name VARCHAR(128) NULL;') == ([], [])
+    ddl = _run(conn, 'SHOW CREATE TABLE users')[1][0][1]
+    assert ddl.startswith('CREATE TABLE `users` (\n  `id` bigint NOT NULL,\n  `full_name` '
+                          'varchar(128) NULL,\n  `age` bigint NULL,\n  `updated_at` datetime '
+                          'NULL\n) ENGINE=OLAP\nUNIQUE KEY(`id`)'), ddl
+    assert [r[:2] for r in _run(conn, 'DESC users')[1]] == [
+        ('id', 'bigint'), ('full_name', 'varchar(128)'), ('age', 'bigint'),
+        ('updated_at', 'datetime')]
+    assert _run(conn, 'SELECT id, full_name, age FROM users ORDER BY id')[1] == [
+        (1, 'ann', 30), (2, 'bob', 40)]
+    assert _error(conn, 'ALTER TABLE users MODIFY COLUMN age INT') == (
+        1105, 'errCode = 2, detailMessage = Can not change BIGINT to INT')
+    assert _error(conn, 'ALTER TABLE users DROP COLUMN id') == (
+        1105, 'errCode = 2, detailMessage = Can not drop key column in Unique data model table')
+    assert _error(conn, 'ALTER TABLE users RENAME COLUMN nope x') == (
+        1105, 'errCode = 2, detailMessage = Column[nope] does not exists')
+    assert _run(conn, 'TRUNCATE TABLE users') == ([], [])
+    assert _run(conn, 'SELECT count(*) FROM users')[1] == [(0,)]
+    assert _run(conn, 'DROP TABLE IF EXISTS demo.users FORCE') == ([], [])
+    assert 'users' not in [r[0] for r in _run(conn, 'SHOW TABLES')[1]]
+    assert _error(conn, 'DROP TABLE users') == (
+        1109, "errCode = 2, detailMessage = Unknown table 'users' in demo")
+    assert _error(conn, 'DROP TABLE nosuchdb.users') == (
+        1049, "errCode = 2, detailMessage = Unknown database 'nosuchdb'")
+  res = stream_load(srv, 'demo', 'users', ndjson([{'id': 3}]), dict(JL, label='users_2'))
+  assert res['Status'] == 'Fail' and 'unknown table, tableName=users' in res['Message']
 
 
 def test_create_and_alter_over_mysql_then_stream_load_then_select(make_stream_load_server):
