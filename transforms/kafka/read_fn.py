@@ -33,7 +33,7 @@ from transforms import metrics
 from transforms.kafka import consumers as _consumers
 from transforms.kafka import progress as _progress
 from transforms.kafka.config import KafkaSourceError
-from transforms.kafka.partitions import PartitionSpec
+from transforms.kafka.partitions import UNBOUNDED_STOP_OFFSET, PartitionSpec
 from transforms.kafka.restriction import DrainingRange, Durable, PartitionRestrictionProvider
 from transforms.runtime import RunContext, acquire, release
 from transforms.types import KafkaChunk, KafkaRecord
@@ -300,9 +300,15 @@ class ReadPartitionFn(beam.DoFn):
             yield self._output_empty(topic, partition, position, end, watermark_estimator)
             position = cached.next_offset = end
         if not records and (cached.at_end or not messages):
-          # Caught up.  Let the watermark follow wall time like an idle
-          # Java KafkaIO partition, and come back later.
           if position < natural_end:
+            if not cached.at_end and self._behind(cached.consumer, topic, partition, position,
+                                                  natural_end):
+              # Records wait in Kafka that the process's consumer has not fetched for this
+              # partition yet (it was reading others): come back soon, read another meanwhile.
+              outcome.action, outcome.delay_secs = Outcome.DEFER, _RESUME_SECS
+              return
+            # Caught up.  Let the watermark follow wall time like an idle
+            # Java KafkaIO partition, and come back later.
             self._idle_watermark(watermark_estimator)
             outcome.action, outcome.delay_secs = Outcome.DEFER, _IDLE_RESUME_SECS
             return
@@ -357,6 +363,19 @@ class ReadPartitionFn(beam.DoFn):
         'and re-created?): offsets below %d are not read, so that nothing loads twice. A topic '
         're-created under a new name is read from its start', topic, partition, offset, position,
         position)
+
+  @staticmethod
+  def _behind(consumer, topic: str, partition: int, position: int, natural_end: int) -> bool:
+    """Whether records past ``position`` are known to exist (the end seen at start, or the
+    high watermark of the last fetch)."""
+    if natural_end != UNBOUNDED_STOP_OFFSET:
+      return True  # below the end offset seen at start: records (or markers) remain
+    from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
+    try:
+      _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+    except KafkaException:
+      return False
+    return high is not None and high > position
 
   def _report_lag(self, consumer, topic: str, partition: int, position: int) -> None:
     """Sets the lag gauges from the high watermark of the last fetch (no request)."""

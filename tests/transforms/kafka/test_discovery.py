@@ -125,6 +125,12 @@ class _Msg:
   def error(self):
     return self._err
 
+  def topic(self):
+    return self._t
+
+  def partition(self):
+    return self._p
+
   def offset(self):
     return self._o
 
@@ -183,26 +189,31 @@ class _MetadataConsumer:
 
 
 class _PartitionConsumer(_MetadataConsumer):
-  """Every offset in [low, high) of its partition is a record; then end of partition."""
+  """The reader's consumer: every offset in [low, high) of an assigned partition is a record,
+  then end of partition; partitions are served in turn."""
 
   def __init__(self, cluster, overrides):
     super().__init__(cluster)
     self.overrides = overrides
-    self.tp = None
-    self.position = None
-    self._eof = False
+    self.positions = {}  # (topic, partition) -> [next offset, eof sent]
 
-  def assign(self, tps):
-    self.tp, self.position, self._eof = (tps[0].topic, tps[0].partition), tps[0].offset, False
+  def incremental_assign(self, tps):
+    for tp in tps:
+      self.positions[(tp.topic, tp.partition)] = [tp.offset, False]
+
+  def incremental_unassign(self, tps):
+    for tp in tps:
+      self.positions.pop((tp.topic, tp.partition), None)
 
   def _next(self):
-    _, high = self._cluster.partitions[self.tp[0]][self.tp[1]]
-    if self.position < high:
-      self.position += 1
-      return _Msg(*self.tp, self.position - 1)
-    if not self._eof:
-      self._eof = True
-      return _Msg(*self.tp, high, KafkaError(KafkaError._PARTITION_EOF))
+    for (topic, partition), state in self.positions.items():
+      _, high = self._cluster.partitions[topic][partition]
+      if state[0] < high:
+        state[0] += 1
+        return _Msg(topic, partition, state[0] - 1)
+      if not state[1]:
+        state[1] = True
+        return _Msg(topic, partition, high, KafkaError(KafkaError._PARTITION_EOF))
     return None
 
   def consume(self, n, timeout):
@@ -284,14 +295,19 @@ def test_a_committed_offset_wins_over_earliest_and_new_partitions_of_a_known_top
   assert any('1 new partition(s) of topic t' in r.getMessage() for r in caplog.records)
 
 
-def test_a_new_partition_gets_the_prefetch_share_of_the_count_then(monkeypatch):
-  cluster = _Cluster({'t': {p: (0, 0) for p in range(40)}})
+def test_every_partition_a_process_reads_shares_one_consumer_and_one_prefetch_budget(
+    monkeypatch):
+  cluster = _Cluster({'t': {p: (0, 3) for p in range(40)}})
   fn = _watch_fn(monkeypatch, cluster, TopicSelector(topics=['t']))
   spec = WatchSpec(tuple(('t', p) for p in range(8)), None)
-  _turn(fn, spec, WatchRestriction(frozenset(spec.known)))
-  assert len(cluster.readers) == 32
-  # 64 MiB over the 40 partitions now read: 1638 KiB each (the first 8 keep their 8 MiB).
-  assert {c.overrides['queued.max.messages.kbytes'] for c in cluster.readers} == {1638}
+  records, _, _ = _turn(fn, spec, WatchRestriction(frozenset(spec.known)))
+  # The 32 partitions found late are read here (the first 8 by their own elements).
+  assert sorted(records) == sorted(f't-{p}-{o}' for p in range(8, 40) for o in range(3))
+  # One librdkafka client for the 32 partitions, not one each: 16 MiB of prefetch in all.
+  assert len(cluster.readers) == 1
+  overrides = cluster.readers[0].overrides
+  assert overrides['queued.max.messages.kbytes'] == 16 * 1024
+  assert overrides['fetch.max.bytes'] == 8 * 1024 * 1024
 
 
 def test_a_failed_lookup_is_retried_at_the_next_interval_and_the_loop_goes_on(

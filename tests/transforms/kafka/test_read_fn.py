@@ -28,6 +28,12 @@ class _Msg:
   def error(self):
     return self._err
 
+  def topic(self):
+    return 't'
+
+  def partition(self):
+    return 0
+
   def offset(self):
     return self._offset
 
@@ -60,6 +66,11 @@ class _FakeConsumer:
     self.position = tps[0].offset
     self._eof_sent = False
 
+  incremental_assign = assign  # the reader's one consumer assigns partitions one by one
+
+  def incremental_unassign(self, tps):
+    pass
+
   def _next(self):
     for o in self.offsets:
       if o >= self.position:
@@ -70,7 +81,7 @@ class _FakeConsumer:
       return _Msg(self.end, err=KafkaError(KafkaError._PARTITION_EOF))
     return None
 
-  def get_watermark_offsets(self, tp, cached=False):
+  def get_watermark_offsets(self, tp, timeout=None, cached=False):
     return 0, self.end
 
   def consume(self, n, timeout):

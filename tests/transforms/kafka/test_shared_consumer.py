@@ -1,0 +1,95 @@
+"""The reader's one consumer per process, against the mock cluster: every partition read in turn,
+nothing lost or read twice, and what waits for other partitions bounded whatever the backlog."""
+
+import threading
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from transforms.kafka import consumers
+from transforms.kafka.consumers import PartitionReads
+import pytest
+
+pytestmark = pytest.mark.transform
+
+_EOF = KafkaError._PARTITION_EOF  # pylint: disable=protected-access
+
+
+def _backlog(kafka_cluster, topics, per_partition, size=1000):
+  names = [kafka_cluster.unique_topic('shared') for _ in range(topics)]
+  n = per_partition * kafka_cluster.num_partitions
+  for name in names:
+    kafka_cluster.produce(name, [b'%08d' % i + b'x' * (size - 8) for i in range(n)])
+  return [(t, p) for t in names for p in range(kafka_cluster.num_partitions)]
+
+
+def _read_in_turns(reads, parts, chunk, on_turn=None):
+  """Reads every partition to its end the way the reader does: one partition at a time, a
+  chunk or two per turn.  Returns {partition: offsets read}."""
+  views = {}
+  for key in parts:
+    views[key] = reads.new_consumer(len(parts))
+    views[key].assign([TopicPartition(*key, 0)])
+  seen = {key: [] for key in parts}
+  open_parts = list(parts)
+  for _ in range(20000):
+    if not open_parts:
+      break
+    for key in list(open_parts):
+      view = views[key]
+      messages = view.consume(chunk, 0) or [m for m in (view.poll(0.05),) if m is not None]
+      for m in messages:
+        if m.error() is None:
+          seen[key].append(m.offset())
+        elif m.error().code() == _EOF and m.offset() == len(seen[key]):
+          open_parts.remove(key)
+          view.close()
+          break
+      if on_turn is not None:
+        on_turn()
+  assert not open_parts, f'{len(open_parts)} partitions never reached their end'
+  return seen
+
+
+def test_every_record_of_every_partition_is_read_once_in_order_by_one_client(kafka_cluster):
+  parts = _backlog(kafka_cluster, topics=6, per_partition=1500)
+  reads = PartitionReads(kafka_cluster.consumer_config())
+  threads_before = threading.active_count()
+  try:
+    seen = _read_in_turns(reads, parts, chunk=400)
+  finally:
+    reads.close()
+  assert {key: offsets for key, offsets in seen.items() if offsets != list(range(1500))} == {}
+  assert reads.created == 1  # one librdkafka client for the 24 partitions
+  assert threading.active_count() == threads_before
+
+
+def _peak_waiting_bytes(kafka_cluster, per_partition):
+  parts = _backlog(kafka_cluster, topics=4, per_partition=per_partition)
+  reads = PartitionReads(kafka_cluster.consumer_config())
+  peak = [0]
+
+  def measure():
+    shared = reads._shared  # pylint: disable=protected-access
+    waiting = sum(b.nbytes for b in shared._buffers.values())  # pylint: disable=protected-access
+    peak[0] = max(peak[0], waiting)
+
+  try:
+    seen = _read_in_turns(reads, parts, chunk=200, on_turn=measure)
+  finally:
+    reads.close()
+  assert all(offsets == list(range(per_partition)) for offsets in seen.values())
+  return peak[0]
+
+
+def test_records_waiting_for_their_partition_stay_within_the_budget_whatever_the_backlog(
+    kafka_cluster, monkeypatch):
+  # A small budget so that the small backlog already fills it: 16 partitions x 64 KiB.
+  monkeypatch.setattr(consumers, 'BUFFER_BYTES', 1024 * 1024)
+  monkeypatch.setattr(consumers, '_MIN_BUFFER_SHARE', 64 * 1024)
+  small = _peak_waiting_bytes(kafka_cluster, per_partition=1000)
+  large = _peak_waiting_bytes(kafka_cluster, per_partition=3000)
+  # Without the pauses everything fetched for the other partitions waits here: ~15 MB for
+  # the small backlog, ~45 MB for the large one.  With them: the budget plus what was already
+  # in flight when a partition was paused.
+  assert large <= 4 * 1024 * 1024
+  assert large <= 1.25 * small + 512 * 1024
