@@ -213,7 +213,7 @@ def load_rows(rows, config: PipelineConfig, *, context: Optional[RunContext] = N
     rows, replayed_acks = skipped.rows, (skipped.acks,)
   table_limits = config.table_config.batch_limits()
   batches = (rows
-             | 'KeyByTable' >> KeyByTable(table_limits, slim_rows=False)
+             | 'KeyByTable' >> KeyByTable(table_limits, slim_rows=True)
              | 'BatchPerTable' >> BatchPerTable(config.default_limits, table_limits,
                                                 max_pending_bytes=config.max_pending_bytes,
                                                 context=context, hold_across_bundles=own_read))
