@@ -1,28 +1,35 @@
-"""Soak test: N minutes of continuous production with server faults on, then a tally.
+"""Soak test: a streaming job for N minutes under steady input and scheduled faults, then a tally.
 
-Not part of CI. Everything runs on this machine, on loopback only: a local Kafka (librdkafka's
-mock cluster, in this process), the local Stream Load server (2 FEs, 2 BEs, in this process) and
-the real pipeline CLI (``python -m pipelines.kafka_to_doris``) in subprocesses.
+Everything runs on this machine, on loopback only: a local Kafka (librdkafka's mock cluster, in
+this process), the local Stream Load server (2 FEs, 2 BEs, in this process) and the real pipeline
+CLI (``python -m pipelines.kafka_to_doris``) in a subprocess.
 
-While the clock runs:
+While the clock runs a producer thread writes events (demo.events, DUPLICATE KEY), user upserts
+(demo.users, UNIQUE KEY) and now and then a malformed record (dead letters) at ``--rate``
+records/s, and one streaming job loads them.  Faults come on a schedule (fractions of the run):
+the job is SIGKILLed and restarted at 10 %, the BEs answer 503 at 25 %, responses are lost after
+commit at 40 %, the whole cluster is down for ``--outage_secs`` at 55 %, BEs reset connections
+mid-body at 75 %.  Every 10 s the job's RSS, open file descriptors and threads are sampled.
 
-* a producer thread writes events (demo.events, DUPLICATE KEY), user upserts (demo.users,
-  UNIQUE KEY) and now and then a malformed record (dead letters) at ``--rate`` records/s;
-* a fault thread injects a random server fault every ``--fault_every_secs`` (HTTP 500/503,
-  resets mid-body, slow BEs, Publish Timeout, too many versions, too many transactions, a BE or
-  an FE down for a few seconds);
-* the pipeline runs back to back as bounded runs (``--stop_at_end``); with
-  ``--kill_probability`` a run is SIGKILLed at a random moment and the next run restarts from the
-  committed offsets.  ``--streaming`` instead runs one streaming pipeline, killed and restarted
-  every ``--restart_every_secs``.
+At the end production stops, the job catches up (committed lag 0), is stopped with SIGTERM (a
+drain: exit 0), and the tables are compared with what was produced: every event once, every user
+at its newest version, every malformed record dead-lettered.  Memory is judged on the job that
+ran last (the restarted one), after its first 2 minutes (or its first third in shorter runs): the
+slope of a least-squares line through its RSS samples, in MB per hour.  Last line::
 
-At the end production and faults stop, a last bounded run drains what is left, and the script
-prints rows produced / loaded / dead-lettered / duplicated per table, and exits 1 when a row is
-missing or a unique-key table holds a key twice.
+  soak: <N> min, <rows> rows exact, RSS <first>/<last> MB (slope <s> MB/h), fds <a>/<b>, threads <c>/<d>
+
+(``exact`` becomes ``NOT EXACT`` when a row is missing, doubled or stale).  Exit 1 when the rows
+are not exact, the drain fails, the slope passes ``--max_slope_mb_per_hour`` (runs of 10 minutes
+or more) or the job ends with more file descriptors or threads than it had in the first third
+after warm-up.
+
+``--bounded`` runs the older mode instead: bounded runs back to back, some SIGKILLed at a random
+moment, random server faults every ``--fault_every_secs``.
 
 Example::
 
-    .venv/bin/python bench/soak.py --minutes 5 --rate 2000 --kill_probability 0.3
+    .venv/bin/python bench/soak.py --minutes 20 --rate 1000
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ FAULTS = (
     ('fe_down', dict(node=1)),
 )
 MAX_RUN_SECS = 600  # one bounded run never takes this long; a hung run is killed and reported
+_FD_CHURN = 4  # HTTP connections open or closed at the moment of a sample
 
 
 def parse_args(argv=None):
@@ -76,9 +84,15 @@ def parse_args(argv=None):
                  help='how long a be_down/fe_down fault lasts (default 4 s)')
   p.add_argument('--kill_probability', type=float, default=0.2,
                  help='chance that a bounded run is SIGKILLed at a random moment (default 0.2)')
-  p.add_argument('--streaming', action='store_true',
-                 help='run one streaming pipeline (restarted every --restart_every_secs)')
-  p.add_argument('--restart_every_secs', type=float, default=30.0)
+  p.add_argument('--bounded', action='store_true',
+                 help='bounded runs back to back with random faults and kills (the older mode)')
+  p.add_argument('--outage_secs', type=float, default=30.0,
+                 help='how long the whole cluster is down (default 30 s, at most a tenth of '
+                      'the run)')
+  p.add_argument('--sample_secs', type=float, default=10.0,
+                 help='RSS, fds and threads of the job are sampled this often (default 10 s)')
+  p.add_argument('--max_slope_mb_per_hour', type=float, default=5.0,
+                 help='RSS slope allowed for runs of 10 minutes or more (default 5 MB/h)')
   p.add_argument('--batch_rows', type=int, default=2000)
   p.add_argument('--seed', type=int, default=1)
   p.add_argument('--work_dir', default=None, help='logs, dead letters, server data (default: temp)')
@@ -220,6 +234,11 @@ def count_dead_letters(dead_dir):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  return bounded_soak(args) if args.bounded else streaming_soak(args)
+
+
+def bounded_soak(args) -> int:
+  """The older mode: bounded runs back to back, random faults and kills, then a drain."""
   rng = random.Random(args.seed)
   work_dir = args.work_dir or tempfile.mkdtemp(prefix='soak-')
   os.makedirs(work_dir, exist_ok=True)
@@ -245,20 +264,9 @@ def main(argv=None) -> int:
   producer.start()
   faults.start()
   try:
-    if args.streaming:
-      while time.monotonic() < deadline:
-        proc = start(pipeline_cmd(kafka, server, topics, group, dead_dir, args.batch_rows,
-                                  bounded=False), log_path)
-        try:
-          proc.wait(timeout=max(1.0, min(args.restart_every_secs, deadline - time.monotonic())))
-          stats[f'exit {proc.returncode}'] += 1
-        except subprocess.TimeoutExpired:
-          kill(proc)
-          stats['killed'] += 1
-    else:
-      while time.monotonic() < deadline:
-        run_bounded(pipeline_cmd(kafka, server, topics, group, dead_dir, args.batch_rows),
-                    log_path, rng, args.kill_probability, stats)
+    while time.monotonic() < deadline:
+      run_bounded(pipeline_cmd(kafka, server, topics, group, dead_dir, args.batch_rows),
+                  log_path, rng, args.kill_probability, stats)
   finally:
     stop.set()
     producer.join(timeout=60)
@@ -301,6 +309,159 @@ def main(argv=None) -> int:
         drain == 0)
   print('soak: OK' if ok else 'soak: FAILED')
   return 0 if ok else 1
+
+
+class Sampler(threading.Thread):
+  """RSS (MB), open file descriptors and threads of one process every ``every_secs``."""
+
+  def __init__(self, pid, every_secs, stop):
+    super().__init__(daemon=True, name='soak-sampler')
+    self.pid, self.every_secs, self.stop = pid, every_secs, stop
+    self.samples = []  # (seconds since start, rss MB, fds, threads)
+
+  def run(self):
+    started = time.monotonic()
+    while True:
+      try:
+        with open(f'/proc/{self.pid}/status', encoding='ascii') as status:
+          fields = dict(line.split(':', 1) for line in status if ':' in line)
+        rss = int(fields['VmRSS'].split()[0]) / 1024
+        threads = int(fields['Threads'])
+        fds = len(os.listdir(f'/proc/{self.pid}/fd'))
+      except (OSError, KeyError, ValueError):
+        return  # the process is gone
+      self.samples.append((time.monotonic() - started, rss, fds, threads))
+      if self.stop.wait(self.every_secs):
+        return
+
+
+def slope_mb_per_hour(samples):
+  """Least-squares slope of RSS over time, in MB per hour (0 with fewer than 2 samples)."""
+  if len(samples) < 2:
+    return 0.0
+  ts = [t for t, *_ in samples]
+  rs = [r for _, r, *_ in samples]
+  mean_t, mean_r = sum(ts) / len(ts), sum(rs) / len(rs)
+  var = sum((t - mean_t) ** 2 for t in ts)
+  if not var:
+    return 0.0
+  return sum((t - mean_t) * (r - mean_r) for t, r in zip(ts, rs)) / var * 3600
+
+
+def wait_for_lag_zero(kafka, group, topics, timeout_secs):
+  """True once the group's committed offsets reach the end of every partition."""
+  deadline = time.monotonic() + timeout_secs
+  while time.monotonic() < deadline:
+    if all(kafka.committed(group, topic) == kafka.end_offsets(topic) for topic in topics):
+      return True
+    time.sleep(1.0)
+  return False
+
+
+def streaming_soak(args) -> int:
+  """One streaming job for ``args.minutes`` under steady input and scheduled faults."""
+  rng = random.Random(args.seed)
+  work_dir = args.work_dir or tempfile.mkdtemp(prefix='soak-')
+  os.makedirs(work_dir, exist_ok=True)
+  dead_dir = os.path.join(work_dir, 'dead_letters')
+  log_path = os.path.join(work_dir, 'pipeline.log')
+  kafka = KafkaCluster(compression='lz4')
+  server = StreamLoadServer(schema_path=SCHEMA, user='root', password=PASSWORD, num_fes=2,
+                            num_bes=2, data_dir=os.path.join(work_dir, 'server')).start()
+  topics = [kafka.unique_topic('soak-events'), kafka.unique_topic('soak-users')]
+  group = f'soak-{os.getpid()}'
+  stop, sampling = threading.Event(), threading.Event()
+  kafka.produce(topics[0], [orjson.dumps({'event_id': -1, 'event_type': 'start'})])
+  kafka.produce(topics[1], [orjson.dumps({'id': -1, 'name': 'start'})], keys=[b'-1'])
+  producer = Producer(kafka, topics[0], topics[1], args.rate, rng, stop)
+  total = args.minutes * 60
+  outage = min(args.outage_secs, total / 10)
+  cmd = pipeline_cmd(kafka, server, topics, group, dead_dir, args.batch_rows, bounded=False)
+  print(f'soak: {args.minutes:g} min streaming at {args.rate} records/s, work dir {work_dir}',
+        flush=True)
+  events = []
+  started = time.monotonic()
+
+  def at(fraction):
+    stop.wait(max(0.0, started + fraction * total - time.monotonic()))
+
+  proc = start(cmd, log_path)
+  producer.start()
+  try:
+    at(0.10)
+    kill(proc)
+    events.append('SIGKILL and restart')
+    proc = start(cmd, log_path)
+    sampler = Sampler(proc.pid, args.sample_secs, sampling)
+    sampler.start()
+    at(0.25)
+    server.inject_fault('http_503', times=5)
+    events.append('5 x 503')
+    at(0.40)
+    server.inject_fault('response_lost', times=2)
+    events.append('2 responses lost after commit')
+    at(0.55)
+    server.inject_fault('fe_down', times=None)
+    server.inject_fault('be_down', times=None)
+    stop.wait(outage)
+    server.clear_faults()
+    events.append(f'cluster down {outage:.0f} s')
+    at(0.75)
+    server.inject_fault('reset_mid_body', times=2)
+    events.append('2 resets mid-body')
+    at(1.0)
+  finally:
+    stop.set()
+    producer.join(timeout=60)
+  caught_up = proc.poll() is None and wait_for_lag_zero(kafka, group, topics, 300)
+  server.clear_faults()
+  samples = list(sampler.samples)
+  proc.send_signal(signal.SIGTERM)
+  try:
+    drain = proc.wait(timeout=180)
+  except subprocess.TimeoutExpired:
+    kill(proc)
+    drain = None
+  sampling.set()
+  sampler.join(timeout=30)
+
+  event_rows, distinct_events = server.query(
+      'SELECT count(*), count(DISTINCT event_id) FROM demo.events WHERE event_id >= 0')[0]
+  user_rows, distinct_users = server.query(
+      'SELECT count(*), count(DISTINCT id) FROM demo.users WHERE id >= 0')[0]
+  stale_users = sum(
+      1 for uid, name in server.query('SELECT id, name FROM demo.users WHERE id >= 0')
+      if name != f'u{uid}-v{producer.user_versions.get(uid)}')
+  _, dead_records = count_dead_letters(dead_dir)
+  server.stop()
+  kafka.close()
+  exact = (event_rows == distinct_events == producer.events and
+           user_rows == distinct_users == len(producer.user_versions) and stale_users == 0 and
+           dead_records == producer.bad and caught_up and producer.error is None)
+  ran = samples[-1][0] if samples else 0.0
+  warm = min(120.0, ran / 3)
+  judged = [sample for sample in samples if sample[0] >= warm] or samples[-1:]
+  first, last = judged[0], judged[-1]
+  slope = slope_mb_per_hour(judged)
+  print(f'faults: {"; ".join(events)}; caught up: {caught_up}; drain exit code: {drain}')
+  print(f'events: produced {producer.events}, {distinct_events} distinct in {event_rows} rows; '
+        f'users: {len(producer.user_versions)} keys, {distinct_users} in {user_rows} rows, '
+        f'{stale_users} stale; dead letters for {dead_records} of {producer.bad} bad records')
+  print(f'samples (s, RSS MB, fds, threads) after warm-up: '
+        f'{[(round(t), round(r), f, n) for t, r, f, n in judged]}')
+  print(f'pipeline log: {log_path}')
+  rows = event_rows + user_rows
+  print(f'soak: {args.minutes:g} min, {rows} rows {"exact" if exact else "NOT EXACT"}, RSS '
+        f'{first[1]:.0f}/{last[1]:.0f} MB (slope {slope:.1f} MB/h), fds {first[2]}/{last[2]}, '
+        f'threads {first[3]}/{last[3]}')
+  flat = args.minutes < 10 or slope <= args.max_slope_mb_per_hour
+  # Back to where they were: the pools fill during the first third after warm-up (a flush
+  # worker's connection, a thread started on first use); nothing may grow after that but the
+  # few connections that come and go with the loads.
+  early = judged[:max(1, len(judged) // 3)]
+  steady = (last[2] <= max(sample[2] for sample in early) + _FD_CHURN and
+            last[3] <= max(sample[3] for sample in early))
+  return 0 if exact and drain == 0 and flat and steady else 1
 
 
 if __name__ == '__main__':

@@ -25,8 +25,10 @@ SMOKE_RUNS = {
                         rf'^source: {_NUMBER} rec/s, {_NUMBER}x vs plain loop'),
     'continuous_bench.py': (['--rate', '300', '--secs', '4', '--backlog_mb', '4'],
                             rf'^continuous: {_NUMBER} loads \(ideal {_NUMBER}\), median '),
-    'soak.py': (['--minutes', '0.15', '--rate', '200', '--fault_every_secs', '2',
-                 '--kill_probability', '0.5', '--batch_rows', '200'], r'^soak: OK$'),
+    'soak.py': (['--minutes', '0.5', '--rate', '200', '--outage_secs', '3', '--sample_secs', '2',
+                 '--batch_rows', '200'],
+                r'^soak: 0\.5 min, \d+ rows exact, RSS \d+/\d+ MB \(slope -?[\d.]+ MB/h\), '
+                r'fds \d+/\d+, threads \d+/\d+$'),
 }
 
 
