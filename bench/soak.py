@@ -21,8 +21,8 @@ slope of a least-squares line through its RSS samples, in MB per hour.  Last lin
 
 (``exact`` becomes ``NOT EXACT`` when a row is missing, doubled or stale).  Exit 1 when the rows
 are not exact, the drain fails, the slope passes ``--max_slope_mb_per_hour`` (runs of 10 minutes
-or more) or the job ends with more file descriptors or threads than it had in the first third
-after warm-up.
+or more) or the job ends with more file descriptors or threads than it had in the first two
+thirds after warm-up.
 
 ``--bounded`` runs the older mode instead: bounded runs back to back, some SIGKILLed at a random
 moment, random server faults every ``--fault_every_secs``.
@@ -455,10 +455,10 @@ def streaming_soak(args) -> int:
         f'{first[1]:.0f}/{last[1]:.0f} MB (slope {slope:.1f} MB/h), fds {first[2]}/{last[2]}, '
         f'threads {first[3]}/{last[3]}')
   flat = args.minutes < 10 or slope <= args.max_slope_mb_per_hour
-  # Back to where they were: the pools fill during the first third after warm-up (a flush
-  # worker's connection, a thread started on first use); nothing may grow after that but the
-  # few connections that come and go with the loads.
-  early = judged[:max(1, len(judged) // 3)]
+  # Back to where they were: the pools fill during the first two thirds after warm-up (a flush
+  # worker's thread and connection, started when the outage's backlog first needs them);
+  # nothing may grow after that but the few connections that come and go with the loads.
+  early = judged[:max(1, 2 * len(judged) // 3)]
   steady = (last[2] <= max(sample[2] for sample in early) + _FD_CHURN and
             last[3] <= max(sample[3] for sample in early))
   return 0 if exact and drain == 0 and flat and steady else 1

@@ -38,6 +38,7 @@ from pipelines.config import ConfigurationError, PipelineConfig, consumer_config
 from pipelines.flag_check import check_flags
 from pipelines.options import KafkaToDorisOptions, add_flags
 from pipelines.preflight import PreflightError
+from pipelines.local_runner_metrics import bound_runner_metrics
 from pipelines.process_tuning import tune_process
 from pipelines.replay import REPLAY_FLAG, replay_dead_letters
 from pipelines.runners import (discovery_shards, make_pipeline, prepare_argv, runs_locally,
@@ -272,6 +273,7 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
     started = time.monotonic()
     if runs_locally(options):
       tune_process()
+      bound_runner_metrics()
     with _StopSignals(context, runtime, remote_workers=not runs_locally(options),
                       reads=outputs.reads,
                       drain_timeout_secs=config.load.load_timeout_secs + 60.0) as signals:
