@@ -12,6 +12,13 @@ Kafka (librdkafka's mock cluster) and the local Stream Load server (count-only),
 
 Last line: ``continuous: <loads> loads (ideal <n>), median <rows> rows, RSS <a> MB at 1x, <b> MB
 at 3x input``.  Run: ``.venv/bin/python bench/continuous_bench.py``.
+
+``--matrix`` measures memory against the backlog in several shapes instead, each at 1x and 3x
+``--matrix_records`` ~1 KB JSON records (default 600k: a run reaches its steady memory within its
+first ~3 s, so the 1x run must last well beyond that), default flags: partitions 8 / 48 / 256 into
+a server that stores the rows (slow) and into a count-only one (fast), and 48 partitions read by a
+streaming job (no ``--stop_at_end``: stopped with SIGTERM once every record is loaded).  One line per
+shape, then ``matrix: <shapes> shapes, worst 3x/1x <r>, peak <p> MB (bound <b> MB)``.
 """
 
 from __future__ import annotations
@@ -129,12 +136,75 @@ def memory(kafka: KafkaCluster, server: StreamLoadServer, work: str, backlog_mb:
   return rss_mb
 
 
+# The README's bound at the default flags: 3 x flush_workers (4) x batch_bytes (10 MB) + 350 MB.
+BOUND_MB = 3 * 4 * 10 + 350
+# (name, partitions, rows stored, streaming)
+SHAPES = (('48p slow bounded', 48, True, False), ('8p slow bounded', 8, True, False),
+          ('256p slow bounded', 256, True, False), ('48p fast bounded', 48, False, False),
+          ('256p fast bounded', 256, False, False), ('48p slow streaming', 48, True, True))
+
+
+def shape_peak(kafka: KafkaCluster, server: StreamLoadServer, work: str, partitions: int,
+               records: int, streaming: bool, name: str) -> float:
+  """Peak RSS (MB) of one run over ``records`` records spread over ``partitions`` partitions."""
+  topics = [kafka.unique_topic(name) for _ in range(max(1, partitions // kafka.num_partitions))]
+  for index, topic in enumerate(topics):
+    kafka.produce(topic, [record(i) for i in range(index, records, len(topics))])
+  before = sum(entry['loaded_rows'] for entry in server.loads)
+  log_path = os.path.join(work, f'{name}.log')
+  log = open(log_path, 'wb')
+  extra = () if streaming else ('--stop_at_end',)
+  proc = subprocess.Popen(_argv(kafka, server, topics, f'bench-{name}', work, *extra),
+                          cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+  if streaming:
+    deadline = time.monotonic() + 900
+    while sum(entry['loaded_rows'] for entry in server.loads) - before < records:
+      if proc.poll() is not None or time.monotonic() > deadline:
+        raise RuntimeError(f'the streaming job did not load every record; see {log_path}')
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+  code, rss_mb = _wait(proc, 900, log_path)
+  loaded = sum(entry['loaded_rows'] for entry in server.loads) - before
+  if code != 0 or loaded != records:
+    raise RuntimeError(f'{name}: exit {code} with {loaded} of {records} rows loaded')
+  return rss_mb
+
+
+def matrix(records: int) -> None:
+  work = tempfile.mkdtemp(prefix='continuous-matrix-')
+  worst, peak = 0.0, 0.0
+  for name, partitions, stored, streaming in SHAPES:
+    kafka = KafkaCluster(compression='lz4')
+    server = StreamLoadServer(schema_sql=SCHEMA, user='root', password=PASSWORD,
+                              count_only=not stored)
+    server.start()
+    try:
+      tag = name.replace(' ', '-')
+      one = shape_peak(kafka, server, work, partitions, records, streaming, f'{tag}-1x')
+      three = shape_peak(kafka, server, work, partitions, 3 * records, streaming, f'{tag}-3x')
+    finally:
+      server.stop()
+      kafka.close()
+    worst, peak = max(worst, three / one), max(peak, one, three)
+    print(f'{name}: peak RSS {one:.0f} MB at {records} records, {three:.0f} MB at '
+          f'{3 * records} ({three / one:.2f}x)', flush=True)
+  print(f'matrix: {len(SHAPES)} shapes, worst 3x/1x {worst:.2f}, peak {peak:.0f} MB '
+        f'(bound {BOUND_MB} MB)')
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--rate', type=int, default=1000, help='records/s while streaming')
   parser.add_argument('--secs', type=float, default=30.0, help='seconds of steady input')
   parser.add_argument('--backlog_mb', type=int, default=200, help='the 1x backlog, in MB')
+  parser.add_argument('--matrix', action='store_true',
+                      help='memory against the backlog in several shapes (see above)')
+  parser.add_argument('--matrix_records', type=int, default=600_000,
+                      help='the 1x backlog of the matrix, in ~1 KB records')
   args = parser.parse_args()
+  if args.matrix:
+    matrix(args.matrix_records)
+    return
   work = tempfile.mkdtemp(prefix='continuous-bench-')
   kafka = KafkaCluster(compression='lz4')
   server = StreamLoadServer(schema_sql=SCHEMA, user='root', password=PASSWORD, count_only=True)
