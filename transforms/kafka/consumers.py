@@ -38,7 +38,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from transforms.kafka.config import new_consumer
 
 __all__ = ['CachedConsumer', 'PartitionReads', 'PartitionConsumer', 'SharedConsumer',
-           'consumer_defaults', 'SHARED_NAME', 'PREFETCH_KBYTES', 'BUFFER_BYTES']
+           'consumer_defaults', 'owns', 'SHARED_NAME', 'PREFETCH_KBYTES', 'BUFFER_BYTES']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ _MIN_BUFFER_SHARE = 256 * 1024
 # A wait for records polls the consumer in slices this long, so readers of other partitions
 # (other threads of the process) are not held up by one that waits.
 _POLL_SLICE_SECS = 0.05
+_YIELD_SECS = 0.001
 # Messages taken from the consumer at once while looking for one partition's.
 _PULL_MESSAGES = 1000
 _PARTITION_EOF = -191
@@ -202,6 +203,7 @@ class SharedConsumer:
           return out
       if time.monotonic() >= deadline:
         return []
+      time.sleep(_YIELD_SECS)  # the lock is not fair: let a reader of another partition in
 
   def _from_buffer(self, key, buffer: _Buffer, n: int) -> List[Any]:
     messages = buffer.messages
@@ -308,20 +310,27 @@ class SharedConsumer:
 
   # ----------------------------------------------------------- pass-through
 
+  def owns(self, topic: str, partition: int, token: _Buffer) -> bool:
+    """Whether ``token`` is the partition's current assignment."""
+    return self._buffers.get((topic, partition)) is token
+
   def get_watermark_offsets(self, topic_partition, cached: bool = False):
-    with self._lock:
-      return self._client().get_watermark_offsets(topic_partition, cached=cached)
+    consumer = self._client()
+    return consumer.get_watermark_offsets(topic_partition, cached=cached)
 
   def committed(self, partitions, timeout: float):
-    consumer = self._client()
+    consumer = self._client()  # a request: made without holding the readers up
     return consumer.committed(partitions, timeout=timeout)
 
   def _client(self):
-    if self._consumer is None:
-      if self._closed:
-        raise RuntimeError('the reader\'s consumer is closed')
-      self._consumer = self._factory()
-    return self._consumer
+    with self._lock:
+      if self._consumer is None:
+        if self._closed:
+          from confluent_kafka import KafkaError, KafkaException  # pylint: disable=import-outside-toplevel
+          raise KafkaException(KafkaError(KafkaError._STATE,  # pylint: disable=protected-access
+                                          'the reader\'s consumer is closed'))
+        self._consumer = self._factory()
+      return self._consumer
 
   def close(self) -> None:
     with self._lock:
@@ -361,6 +370,11 @@ class PartitionConsumer:
       return None
     messages = self._shared.take(*self._key, self._token, 1, max(0.0, timeout))
     return messages[0] if messages else None
+
+  def owns(self) -> bool:
+    """Whether this view's assignment is the partition's current one (a later ``assign`` of
+    the partition, by another view, takes it over)."""
+    return self._key is not None and self._shared.owns(*self._key, self._token)
 
   def get_watermark_offsets(self, topic_partition, cached: bool = False):
     return self._shared.get_watermark_offsets(topic_partition, cached=cached)
@@ -407,6 +421,8 @@ class PartitionReads:
   def new_consumer(self, partition_count: int) -> PartitionConsumer:
     """A partition's consumer (bound by its ``assign``), sharing the process's one."""
     with self._lock:
+      if self._closed:
+        raise RuntimeError('the reads of this process are closed')
       if self._shared is None:
         self._shared = SharedConsumer(lambda: self._make(partition_count))
       return PartitionConsumer(self._shared)
@@ -422,22 +438,41 @@ class PartitionReads:
   def checkout(self, topic: str, partition: int) -> Optional[CachedConsumer]:
     """The partition's idle consumer (the caller reads with it, then ``release``s it), or None."""
     with self._lock:
-      return self._idle.pop((topic, partition), None)
+      cached = self._idle.pop((topic, partition), None)
+    if cached is not None and not owns(cached.consumer):
+      close_quietly(cached.consumer)  # another restriction of the partition took it over
+      return None
+    return cached
 
   def release(self, topic: str, partition: int, cached: CachedConsumer) -> None:
-    """Keeps ``cached`` for the next restriction of the partition; records its position."""
+    """Keeps ``cached`` for the next restriction of the partition; records its position.
+
+    Two restrictions of one partition may read in one process at once (a
+    runner's split): only the view that holds the partition's assignment is
+    kept, and the position only moves forward.
+    """
+    key = (topic, partition)
     with self._lock:
-      self._positions[(topic, partition)] = cached.next_offset
-      if self._closed or (topic, partition) in self._idle:
+      self._advance(key, cached.next_offset)
+      parked = self._idle.get(key)
+      if self._closed or not owns(cached.consumer) or (parked is not None and owns(
+          parked.consumer)):
         close_quietly(cached.consumer)
         return
-      self._idle[(topic, partition)] = cached
+      self._idle[key] = cached
+    if parked is not None:
+      close_quietly(parked.consumer)  # it had lost the partition to the one kept now
 
   def done(self, topic: str, partition: int, cached: CachedConsumer) -> None:
     """The partition's read is finished in this process: its consumer is closed."""
     with self._lock:
-      self._positions[(topic, partition)] = cached.next_offset
+      self._advance((topic, partition), cached.next_offset)
     close_quietly(cached.consumer)
+
+  def _advance(self, key: Tuple[str, int], offset: int) -> None:
+    known = self._positions.get(key)
+    if known is None or offset > known:
+      self._positions[key] = offset
 
   def close(self) -> None:
     with self._lock:
@@ -448,6 +483,13 @@ class PartitionReads:
       close_quietly(cached.consumer)
     if shared is not None:
       shared.close()
+
+
+def owns(consumer) -> bool:
+  """Whether a partition's consumer still holds its partition (one made for it alone always
+  does; a view of the shared consumer until another view of the partition is assigned)."""
+  check = getattr(consumer, 'owns', None)
+  return True if check is None else check()
 
 
 def close_quietly(consumer) -> None:

@@ -269,7 +269,7 @@ class ReadPartitionFn(beam.DoFn):
           stop_offset = min(restriction.stop, natural_end)
           if records[-1].offset >= stop_offset:
             records = [r for r in records if r.offset < stop_offset]
-            if stop_offset < natural_end:
+            if stop_offset < natural_end and _consumers.owns(cached.consumer):
               # The consumer went past a split: the next restriction reads from its start.
               cached.consumer.assign([_topic_partition(topic, partition, stop_offset)])
           if records:

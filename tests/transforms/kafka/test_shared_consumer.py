@@ -93,3 +93,61 @@ def test_records_waiting_for_their_partition_stay_within_the_budget_whatever_the
   # in flight when a partition was paused.
   assert large <= 4 * 1024 * 1024
   assert large <= 1.25 * small + 512 * 1024
+
+
+def _records(view, want, secs=10.0):
+  import time  # pylint: disable=import-outside-toplevel
+  got, deadline = [], time.monotonic() + secs
+  while len(got) < want and time.monotonic() < deadline:
+    got += [m.offset() for m in view.consume(500, 0.1) if m.error() is None]
+  return got
+
+
+@pytest.mark.parametrize('first_back', ['stale', 'live'])
+def test_a_view_that_lost_its_partition_to_a_later_one_is_never_kept(kafka_cluster, first_back):
+  # Two restrictions of one partition read at once in one process (a runner's split): the later
+  # assign takes the partition over, and only that view may be kept for the next restriction.
+  (key, _, _, _) = _backlog(kafka_cluster, topics=1, per_partition=300)
+  reads = PartitionReads(kafka_cluster.consumer_config())
+  try:
+    stale, live = reads.new_consumer(4), reads.new_consumer(4)
+    stale.assign([TopicPartition(*key, 0)])
+    live.assign([TopicPartition(*key, 100)])
+    assert live.owns() and not stale.owns()
+    backs = {'stale': consumers.CachedConsumer(stale, 50),
+             'live': consumers.CachedConsumer(live, 120)}
+    order = ['stale', 'live'] if first_back == 'stale' else ['live', 'stale']
+    for name in order:
+      reads.release(*key, backs[name])
+    kept = reads.checkout(*key)
+    assert kept is not None and kept.consumer is live
+    assert reads.position(*key) == 120  # never moved back by the stale view
+    assert _records(live, 200) == list(range(100, 300))
+  finally:
+    reads.close()
+
+
+def test_readers_starting_at_once_share_one_client(kafka_cluster, monkeypatch):
+  parts = _backlog(kafka_cluster, topics=1, per_partition=10)
+  slow = consumers.new_consumer
+
+  def made_slowly(*args, **kwargs):
+    threading.Event().wait(0.2)  # the window in which another reader starts
+    return slow(*args, **kwargs)
+
+  monkeypatch.setattr(consumers, 'new_consumer', made_slowly)
+  reads = PartitionReads(kafka_cluster.consumer_config())
+  try:
+    views = [reads.new_consumer(4) for _ in parts]
+    threads = [threading.Thread(target=view.committed, args=([TopicPartition(*key)], 10))
+               for view, key in zip(views, parts)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
+    assert reads.created == 1
+    for view, key in zip(views, parts):
+      view.assign([TopicPartition(*key, 0)])
+    assert all(_records(view, 10) == list(range(10)) for view in views)
+  finally:
+    reads.close()
