@@ -15,7 +15,8 @@ at 3x input``.  Run: ``.venv/bin/python bench/continuous_bench.py``.
 
 ``--matrix`` measures memory against the backlog in several shapes instead, each at 1x and 3x
 ``--matrix_records`` ~1 KB JSON records (default 600k: a run reaches its steady memory within its
-first ~3 s, so the 1x run must last well beyond that), default flags: partitions 8 / 48 / 256 into
+first ~3 s, so the 1x run must last well beyond that; 8 partitions get 240k: the local Kafka keeps
+~100k records a partition), default flags: partitions 8 / 48 / 256 into
 a server that stores the rows (slow) and into a count-only one (fast), and 48 partitions read by a
 streaming job (no ``--stop_at_end``: stopped with SIGTERM once every record is loaded).  One line per
 shape, then ``matrix: <shapes> shapes, worst 3x/1x <r>, peak <p> MB (bound <b> MB)``.
@@ -47,6 +48,7 @@ SCHEMA = ('CREATE DATABASE bench;\n'
           'CREATE TABLE bench.events (id BIGINT, note VARCHAR(2000)) DUPLICATE KEY(id) '
           'DISTRIBUTED BY HASH(id) BUCKETS 1;\n')
 TOPICS_PER_BACKLOG = 4  # a mock partition keeps ~5 MiB (compressed) or 100k records
+MOCK_RECORDS_PER_PARTITION = 90_000
 
 
 def record(i: int) -> bytes:
@@ -178,16 +180,18 @@ def matrix(records: int) -> None:
     server = StreamLoadServer(schema_sql=SCHEMA, user='root', password=PASSWORD,
                               count_only=not stored)
     server.start()
+    # A mock partition keeps ~100k records: fewer partitions get a smaller backlog.
+    n = min(records, partitions * MOCK_RECORDS_PER_PARTITION // 3)
     try:
       tag = name.replace(' ', '-')
-      one = shape_peak(kafka, server, work, partitions, records, streaming, f'{tag}-1x')
-      three = shape_peak(kafka, server, work, partitions, 3 * records, streaming, f'{tag}-3x')
+      one = shape_peak(kafka, server, work, partitions, n, streaming, f'{tag}-1x')
+      three = shape_peak(kafka, server, work, partitions, 3 * n, streaming, f'{tag}-3x')
     finally:
       server.stop()
       kafka.close()
     worst, peak = max(worst, three / one), max(peak, one, three)
-    print(f'{name}: peak RSS {one:.0f} MB at {records} records, {three:.0f} MB at '
-          f'{3 * records} ({three / one:.2f}x)', flush=True)
+    print(f'{name}: peak RSS {one:.0f} MB at {n} records, {three:.0f} MB at '
+          f'{3 * n} ({three / one:.2f}x)', flush=True)
   print(f'matrix: {len(SHAPES)} shapes, worst 3x/1x {worst:.2f}, peak {peak:.0f} MB '
         f'(bound {BOUND_MB} MB)')
 
