@@ -237,23 +237,40 @@ def main(argv=None) -> int:
   return bounded_soak(args) if args.bounded else streaming_soak(args)
 
 
+class Setup:
+  """What both modes run against: a work dir, the local Kafka with both topics made, the local
+  server (2 FEs, 2 BEs), the consumer group, and a producer ready to start."""
+
+  def __init__(self, args, rng, stop):
+    self.work_dir = args.work_dir or tempfile.mkdtemp(prefix='soak-')
+    os.makedirs(self.work_dir, exist_ok=True)
+    self.dead_dir = os.path.join(self.work_dir, 'dead_letters')
+    self.log_path = os.path.join(self.work_dir, 'pipeline.log')
+    self.kafka = KafkaCluster(compression='lz4')  # lz4: the mock keeps ~5 MB per partition
+    self.server = StreamLoadServer(schema_path=SCHEMA, user='root', password=PASSWORD, num_fes=2,
+                                   num_bes=2,
+                                   data_dir=os.path.join(self.work_dir, 'server')).start()
+    kafka = self.kafka
+    self.topics = [kafka.unique_topic('soak-events'), kafka.unique_topic('soak-users')]
+    self.group = f'soak-{os.getpid()}'
+    # Create both topics before the first run reads them.
+    kafka.produce(self.topics[0], [orjson.dumps({'event_id': -1, 'event_type': 'start'})])
+    kafka.produce(self.topics[1], [orjson.dumps({'id': -1, 'name': 'start'})], keys=[b'-1'])
+    self.producer = Producer(kafka, self.topics[0], self.topics[1], args.rate, rng, stop)
+
+  def cmd(self, batch_rows, bounded=True):
+    return pipeline_cmd(self.kafka, self.server, self.topics, self.group, self.dead_dir,
+                        batch_rows, bounded=bounded)
+
+
 def bounded_soak(args) -> int:
   """The older mode: bounded runs back to back, random faults and kills, then a drain."""
   rng = random.Random(args.seed)
-  work_dir = args.work_dir or tempfile.mkdtemp(prefix='soak-')
-  os.makedirs(work_dir, exist_ok=True)
-  dead_dir = os.path.join(work_dir, 'dead_letters')
-  log_path = os.path.join(work_dir, 'pipeline.log')
-  kafka = KafkaCluster(compression='lz4')  # lz4: the mock keeps ~5 MB per partition
-  server = StreamLoadServer(schema_path=SCHEMA, user='root', password=PASSWORD, num_fes=2,
-                            num_bes=2, data_dir=os.path.join(work_dir, 'server')).start()
-  topics = [kafka.unique_topic('soak-events'), kafka.unique_topic('soak-users')]
-  group = f'soak-{os.getpid()}'
   stop = threading.Event()
-  # Create both topics before the first run reads them.
-  kafka.produce(topics[0], [orjson.dumps({'event_id': -1, 'event_type': 'start'})])
-  kafka.produce(topics[1], [orjson.dumps({'id': -1, 'name': 'start'})], keys=[b'-1'])
-  producer = Producer(kafka, topics[0], topics[1], args.rate, rng, stop)
+  setup = Setup(args, rng, stop)
+  work_dir, dead_dir, log_path = setup.work_dir, setup.dead_dir, setup.log_path
+  kafka, server, topics, group = setup.kafka, setup.server, setup.topics, setup.group
+  producer = setup.producer
   faults = Faults(server, args.fault_every_secs, args.down_secs, random.Random(args.seed + 1),
                   stop)
   stats = collections.Counter()
@@ -361,22 +378,14 @@ def wait_for_lag_zero(kafka, group, topics, timeout_secs):
 def streaming_soak(args) -> int:
   """One streaming job for ``args.minutes`` under steady input and scheduled faults."""
   rng = random.Random(args.seed)
-  work_dir = args.work_dir or tempfile.mkdtemp(prefix='soak-')
-  os.makedirs(work_dir, exist_ok=True)
-  dead_dir = os.path.join(work_dir, 'dead_letters')
-  log_path = os.path.join(work_dir, 'pipeline.log')
-  kafka = KafkaCluster(compression='lz4')
-  server = StreamLoadServer(schema_path=SCHEMA, user='root', password=PASSWORD, num_fes=2,
-                            num_bes=2, data_dir=os.path.join(work_dir, 'server')).start()
-  topics = [kafka.unique_topic('soak-events'), kafka.unique_topic('soak-users')]
-  group = f'soak-{os.getpid()}'
   stop, sampling = threading.Event(), threading.Event()
-  kafka.produce(topics[0], [orjson.dumps({'event_id': -1, 'event_type': 'start'})])
-  kafka.produce(topics[1], [orjson.dumps({'id': -1, 'name': 'start'})], keys=[b'-1'])
-  producer = Producer(kafka, topics[0], topics[1], args.rate, rng, stop)
+  setup = Setup(args, rng, stop)
+  work_dir, dead_dir, log_path = setup.work_dir, setup.dead_dir, setup.log_path
+  kafka, server, topics, group = setup.kafka, setup.server, setup.topics, setup.group
+  producer = setup.producer
   total = args.minutes * 60
   outage = min(args.outage_secs, total / 10)
-  cmd = pipeline_cmd(kafka, server, topics, group, dead_dir, args.batch_rows, bounded=False)
+  cmd = setup.cmd(args.batch_rows, bounded=False)
   print(f'soak: {args.minutes:g} min streaming at {args.rate} records/s, work dir {work_dir}',
         flush=True)
   events = []
