@@ -265,12 +265,19 @@ def _create_table(server, stmt: str, db: Optional[str], replay: bool) -> None:
 
 # --- TRUNCATE / DROP TABLE --------------------------------------------------------------------
 
+def _database_known(server, db_name: str, replay: bool) -> bool:
+  """Whether ``db_name`` exists; a replay skips a statement of a database since dropped."""
+  if db_name in server.catalog.databases:
+    return True
+  if replay:
+    return False
+  raise DdlError("Unknown database '%s'" % db_name, ER_BAD_DB_ERROR)
+
+
 def _truncate(server, match, db: Optional[str], replay: bool) -> None:
   db_name, tbl = _name(match.group(1), db)
-  if db_name not in server.catalog.databases:
-    if replay:
-      return
-    raise DdlError("Unknown database '%s'" % db_name, ER_BAD_DB_ERROR)
+  if not _database_known(server, db_name, replay):
+    return
   if server.catalog.table(db_name, tbl) is None:
     if replay:
       return
@@ -284,10 +291,8 @@ def _truncate(server, match, db: Optional[str], replay: bool) -> None:
 
 def _drop_table(server, match, db: Optional[str], replay: bool) -> None:
   db_name, tbl = _name(match.group(2), db)
-  if db_name not in server.catalog.databases:
-    if replay:
-      return
-    raise DdlError("Unknown database '%s'" % db_name, ER_BAD_DB_ERROR)
+  if not _database_known(server, db_name, replay):
+    return
   if server.catalog.table(db_name, tbl) is None:
     if match.group(1) or replay:
       return
