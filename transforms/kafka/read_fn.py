@@ -365,26 +365,28 @@ class ReadPartitionFn(beam.DoFn):
         position)
 
   @staticmethod
-  def _behind(consumer, topic: str, partition: int, position: int, natural_end: int) -> bool:
+  def _cached_high(consumer, topic: str, partition: int) -> Optional[int]:
+    """The partition's high watermark as of the last fetch (no request), or None."""
+    from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
+    try:
+      _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+    except KafkaException:
+      return None
+    return high if high is not None and high >= 0 else None
+
+  def _behind(self, consumer, topic: str, partition: int, position: int,
+              natural_end: int) -> bool:
     """Whether records past ``position`` are known to exist (the end seen at start, or the
     high watermark of the last fetch)."""
     if natural_end != UNBOUNDED_STOP_OFFSET:
       return True  # below the end offset seen at start: records (or markers) remain
-    from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
-    try:
-      _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-    except KafkaException:
-      return False
+    high = self._cached_high(consumer, topic, partition)
     return high is not None and high > position
 
   def _report_lag(self, consumer, topic: str, partition: int, position: int) -> None:
     """Sets the lag gauges from the high watermark of the last fetch (no request)."""
-    from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
-    try:
-      _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-    except KafkaException:
-      return
-    if high is not None and high >= 0:
+    high = self._cached_high(consumer, topic, partition)
+    if high is not None:
       lag = max(0, high - position)
       metrics.KAFKA_LAG.labels(topic, str(partition)).set(lag)
       self._runtime.monitor.partition_progress(topic, partition, lag=lag, high=high)
