@@ -217,6 +217,20 @@ def run_bounded(cmd, log_path, rng, kill_probability, stats):
   return proc.returncode
 
 
+def tally(server, producer):
+  """(event rows, distinct events, highest event id, user rows, distinct users, users not at
+  their newest version) in the tables."""
+  event_rows, distinct_events, max_event = server.query(
+      'SELECT count(*), count(DISTINCT event_id), max(event_id) FROM demo.events '
+      'WHERE event_id >= 0')[0]
+  user_rows, distinct_users = server.query(
+      'SELECT count(*), count(DISTINCT id) FROM demo.users WHERE id >= 0')[0]
+  stale_users = sum(
+      1 for uid, name in server.query('SELECT id, name FROM demo.users WHERE id >= 0')
+      if name != f'u{uid}-v{producer.user_versions.get(uid)}')
+  return event_rows, distinct_events, max_event, user_rows, distinct_users, stale_users
+
+
 def count_dead_letters(dead_dir):
   """(dead letters written, distinct source records among them): a record read again after a
   kill is dead-lettered again (at least once)."""
@@ -294,15 +308,9 @@ def bounded_soak(args) -> int:
                       log_path, rng, 0.0, stats)
 
   produced_events = producer.events
-  event_rows, distinct_events, max_event = server.query(
-      'SELECT count(*), count(DISTINCT event_id), max(event_id) FROM demo.events '
-      'WHERE event_id >= 0')[0]
+  event_rows, distinct_events, max_event, user_rows, distinct_users, stale_users = tally(
+      server, producer)
   assert max_event is None or max_event < producer.events, 'an event id that was never produced'
-  user_rows, distinct_users = server.query(
-      'SELECT count(*), count(DISTINCT id) FROM demo.users WHERE id >= 0')[0]
-  stale_users = sum(
-      1 for uid, name in server.query('SELECT id, name FROM demo.users WHERE id >= 0')
-      if name != f'u{uid}-v{producer.user_versions.get(uid)}')
   dead, dead_records = count_dead_letters(dead_dir)
   missing_events = produced_events - distinct_events
   missing_users = len(producer.user_versions) - distinct_users
@@ -434,13 +442,7 @@ def streaming_soak(args) -> int:
   sampling.set()
   sampler.join(timeout=30)
 
-  event_rows, distinct_events = server.query(
-      'SELECT count(*), count(DISTINCT event_id) FROM demo.events WHERE event_id >= 0')[0]
-  user_rows, distinct_users = server.query(
-      'SELECT count(*), count(DISTINCT id) FROM demo.users WHERE id >= 0')[0]
-  stale_users = sum(
-      1 for uid, name in server.query('SELECT id, name FROM demo.users WHERE id >= 0')
-      if name != f'u{uid}-v{producer.user_versions.get(uid)}')
+  event_rows, distinct_events, _, user_rows, distinct_users, stale_users = tally(server, producer)
   _, dead_records = count_dead_letters(dead_dir)
   server.stop()
   kafka.close()
