@@ -248,13 +248,15 @@ def load_chunks(chunks, config: PipelineConfig, *, context: Optional[RunContext]
       sequence_columns=config.table_config.sequence_columns(),
       max_record_bytes=config.max_record_bytes,
       value_format=ValueFormat(config.value_format, config.schema_registry),
-      keep_retrying=not config.kafka.stop_at_end)
+      keep_retrying=not config.kafka.stop_at_end,
+      keep_positions=config.schema.ddl is not None)
   fitted = parsed.rows | 'EvolveSchema' >> EvolveSchema(config.schema)
   tables = load_rows(fitted.rows, config, context=context,
                      parse_dead_letters=(parsed.dead_letters, fitted.dead_letters),
                      own_read=own_read)
   load_acks = tables.load_results | 'AckLoadedRows' >> beam.FlatMap(acks_of_load_result)
-  commits = ((parsed.chunk_reads, load_acks) + tables.replayed_acks + tables.dead_letter_acks
+  commits = ((parsed.chunk_reads, load_acks, fitted.acks) + tables.replayed_acks
+             + tables.dead_letter_acks
              | 'CommitOffsets' >> kafka.CommitOffsets(dict(config.kafka.consumer_config),
                                                       context=context))
   return PipelineOutputs(tables.load_results, tables.dead_letters, commits)

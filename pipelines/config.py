@@ -25,8 +25,9 @@ from transforms.errors import ConfigFault
 from transforms.records import Routing, parse_topic_table_map
 from transforms.records.routing import (DEFAULT_TABLE_TEMPLATE, SourceNaming,
                                         parse_merge_tables)
-from transforms.records.formats import require_registry_support
+from transforms.records.formats import ValueFormat, require_registry_support
 from transforms.schema import SchemaEvolutionConfig
+from transforms.schema.config import SchemaChangeTopic
 from transforms.stream_load import SinkSettings, StreamLoadConfig
 from transforms.stream_load.labels import sanitize_label_part
 
@@ -112,7 +113,8 @@ class KafkaSettings:
       except re.error as error:
         raise ConfigurationError(f'--topic_pattern: {pattern!r} is not a regular expression: '
                                  f'{error}') from None
-    excluded = tuple(sorted({DEFAULT_JOURNAL_TOPIC, opts.journal_topic or DEFAULT_JOURNAL_TOPIC}))
+    excluded = tuple(sorted({DEFAULT_JOURNAL_TOPIC, opts.journal_topic or DEFAULT_JOURNAL_TOPIC}
+                            | ({opts.ddl_topic} if opts.ddl_topic else set())))
     if opts.max_chunk_records < 1:
       raise ConfigurationError(f'--max_chunk_records: must be >= 1, got {opts.max_chunk_records}')
     if not opts.topic_discovery_interval_secs > 0:
@@ -309,7 +311,7 @@ class PipelineConfig:
           verify=opts.ca_bundle or True, load_format=opts.load_format,
           group_commit=opts.group_commit)
       _check_group_commit(load, table_config)
-      schema = _schema_evolution_of(opts, load, table_config)
+      schema = _schema_evolution_of(opts, load, table_config, kafka, routing)
       control_topic = JournalConfig(dict(kafka.consumer_config), opts.journal_topic)
       journal = control_topic if opts.delivery_guarantee == EXACTLY_ONCE else None
       dead_letter_budget = DeadLetterBudget(max_ratio=opts.max_dead_letter_ratio)
@@ -342,8 +344,29 @@ class PipelineConfig:
 
 
 def _schema_evolution_of(opts: KafkaToDorisOptions, load: StreamLoadConfig,
-                         table_config: TableConfig) -> SchemaEvolutionConfig:
-  """``--schema_evolution`` / ``--create_tables`` with what they need from the other flags."""
+                         table_config: TableConfig, kafka: 'KafkaSettings',
+                         routing: Routing) -> SchemaEvolutionConfig:
+  """``--schema_evolution`` / ``--create_tables`` / ``--ddl_topic`` with what they need from the
+  other flags."""
+  change_types = frozenset(_split_list(opts.schema_change_types)) or None
+  if change_types and not opts.ddl_topic:
+    raise ConfigurationError('--schema_change_types applies to the changes of --ddl_topic: give '
+                             '--ddl_topic too')
+  ddl = None
+  if opts.ddl_topic:
+    if opts.cdc_format not in ('debezium', 'auto'):
+      raise ConfigurationError(f'--ddl_topic: Debezium\'s schema change topic goes with '
+                               f'--cdc_format=debezium (or auto), got {opts.cdc_format}')
+    if opts.ddl_topic in kafka.topics:
+      raise ConfigurationError(f'--ddl_topic={opts.ddl_topic} is also in --topics: the schema '
+                               'change topic is read on its own; leave it out of --topics')
+    try:
+      ddl = SchemaChangeTopic(
+          opts.ddl_topic, dict(kafka.consumer_config),
+          naming=routing.naming or SourceNaming(),
+          value_format=ValueFormat(opts.format, _schema_registry_of(opts)))
+    except ValueError as error:
+      raise ConfigurationError(str(error)) from None
   try:
     return SchemaEvolutionConfig(
         load=load, mode=opts.schema_evolution, create_tables=bool(opts.create_tables),
@@ -354,7 +377,8 @@ def _schema_evolution_of(opts: KafkaToDorisOptions, load: StreamLoadConfig,
         sequence_columns=table_config.sequence_columns(),
         load_formats={table: options.load_format
                       for table, options in table_config.load_options().items()
-                      if options.load_format})
+                      if options.load_format},
+        change_types=change_types, ddl=ddl)
   except ValueError as error:
     raise ConfigurationError(str(error)) from None
 

@@ -169,7 +169,22 @@ FLAG_SPECS: List[FlagSpec] = [
              'none: columns a table lacks are reported once per table and column and left out, '
              'as Doris does; add_columns: such columns are added first (ALTER TABLE ... ADD '
              'COLUMN through the FE, typed from the record\'s schema or value), never dropped '
-             'or narrowed.', r'^(none|add_columns)$', choices=['none', 'add_columns']),
+             'or narrowed. With --ddl_topic, what the source\'s DDL may do here: add_columns '
+             '(create tables, add columns), lenient (also widen types; a rename adds the new '
+             'name, a drop is ignored), evolve (also rename and drop columns); a narrowing is '
+             'never applied.', r'^(none|add_columns|lenient|evolve)$',
+             choices=['none', 'add_columns', 'lenient', 'evolve']),
+    FlagSpec('ddl_topic', str, '',
+             'Debezium\'s schema change topic (its topic.prefix), read beside the rows: tables '
+             'are created before their first row from its exact types and keys, and columns '
+             'added, widened, renamed and dropped in the source\'s order, per '
+             '--schema_evolution; each change runs once, after every earlier row of its table '
+             'has loaded.', r'^[A-Za-z0-9._-]*$'),
+    FlagSpec('schema_change_types', str, '',
+             'With --ddl_topic: the only kinds of change applied, comma-separated, of '
+             'create_table, add_column, drop_column, rename_column, modify_column, '
+             'truncate_table, drop_table (truncate_table and drop_table apply only when listed).',
+             r'^[a-z_, ]*$'),
     FlagSpec('create_tables', str_to_bool, False,
              'Create a missing target table from the first record\'s schema: UNIQUE KEY on the '
              'source\'s primary key for keyed CDC (StarRocks: PRIMARY KEY), else DUPLICATE KEY; '
@@ -260,7 +275,8 @@ FLAG_GROUPS = {
     'Routing': ('table', 'topic_table_map', 'table_field', 'default_database', 'table_template',
                 'include_tables', 'exclude_tables', 'merge_tables'),
     'Formats': ('format', 'schema_registry_url', 'schema_registry_basic_auth', 'schema_registry_ca_location', 'schema_registry_certificate_location', 'schema_registry_key_location', 'cdc_format', 'max_record_bytes'),
-    'Schema': ('schema_evolution', 'create_tables', 'ddl_protocol', 'query_port'),
+    'Schema': ('schema_evolution', 'ddl_topic', 'schema_change_types', 'create_tables',
+               'ddl_protocol', 'query_port'),
     'Batching': ('batch_rows', 'batch_bytes', 'batch_interval_secs', 'table_config', 'max_pending_bytes'),
     'Loads and delivery': ('flush_workers', 'label_prefix', 'compression', 'load_format', 'group_commit', 'max_retries', 'two_phase_commit', 'delivery_guarantee', 'journal_topic', 'load_timeout_secs', 'connect_timeout_secs', 'pool_maxsize', 'validate_tables'),
     'Operations': ('dead_letter_path', 'max_dead_letter_ratio', 'metrics_port', 'stall_timeout_secs', 'progress_interval_secs'),

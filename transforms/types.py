@@ -89,6 +89,10 @@ class Row(NamedTuple):
   ``part`` is the row's index among the rows of its record (one Kafka record
   can become several rows: a JSON array, a Canal ``data`` list, a key change),
   so ``(offset, part)`` places a row exactly in its partition.
+
+  ``position`` is where a CDC row sits in its source's log (``records.cdc.source_position``),
+  kept only when a schema change topic is read (``--ddl_topic``): a row older than a schema
+  change already applied is made to fit it.  Slim rows leave it out.
   """
   table: str
   fields: dict
@@ -100,6 +104,7 @@ class Row(NamedTuple):
   raw: Optional[bytes] = None
   columns: Optional[Tuple[str, ...]] = None
   part: int = 0
+  position: Optional[tuple] = None
 
 
 def table_of_key(key) -> str:
@@ -190,6 +195,16 @@ class RowBatch(list):
   """
   seq: Optional[int] = None
   hints: Optional['TableHints'] = None
+  barrier: bool = False
+
+  @classmethod
+  def table_barrier(cls) -> 'RowBatch':
+    """An empty batch that asks the steps after it to load every row of its table they hold
+    before it goes on (a schema change is about to run; see ``transforms.schema.ddl_apply``):
+    the batcher cuts the table's open batches, the sink waits for its loads."""
+    batch = cls()
+    batch.barrier = True
+    return batch
 
   @classmethod
   def numbered(cls, rows: Sequence['Row'], seq: int) -> 'RowBatch':
@@ -213,13 +228,13 @@ class RowBatchCoder(coders.Coder):
     return int(sum(row.size for row in sample) / len(sample) * len(value)) + 8
 
   def encode(self, value):
-    return pickle.dumps((list(value), getattr(value, 'seq', None), getattr(value, 'hints', None)),
-                        protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((list(value), getattr(value, 'seq', None), getattr(value, 'hints', None),
+                         getattr(value, 'barrier', False)), protocol=pickle.HIGHEST_PROTOCOL)
 
   def decode(self, encoded):
-    rows, seq, hints = pickle.loads(encoded)
+    rows, seq, hints, barrier = pickle.loads(encoded)
     batch = RowBatch(rows)
-    batch.seq, batch.hints = seq, hints
+    batch.seq, batch.hints, batch.barrier = seq, hints, barrier
     return batch
 
   def is_deterministic(self):

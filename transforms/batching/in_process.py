@@ -38,8 +38,9 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.batching.flushes import Flush, FlushReporter
-from transforms.batching.limits import (BUNDLE_END, DRAIN, END_OF_INPUT, MEMORY_LIMIT, TIMEOUT,
-                                        BatchLimits, OpenBatch, cut_batches)
+from transforms.batching.limits import (BUNDLE_END, DRAIN, END_OF_INPUT, MEMORY_LIMIT,
+                                        SCHEMA_CHANGE, TIMEOUT, BatchLimits, OpenBatch,
+                                        cut_batches)
 from transforms.runtime import RunContext, acquire, release
 from transforms.types import Row, RowBatch, table_of_key
 
@@ -162,6 +163,11 @@ class Batcher:
     self._deadlines.clear()
     return flushes
 
+  def flush_table(self, table: str, reason: str, now: float) -> List[Flush]:
+    """Every open batch of ``table`` (all its shards); their deadlines go stale."""
+    return [self._close(key, reason, now) for key, batch in list(self._batches.items())
+            if key[0] == table and batch.state.count]
+
   def open_batches(self) -> Dict[str, Tuple[int, int]]:
     """table -> (rows, bytes) waiting in its open batches."""
     tables: Dict[str, Tuple[int, int]] = {}
@@ -231,6 +237,15 @@ class BatchFn(beam.DoFn):
   def process(self, element):
     key, rows = element
     now = self._clock()
+    if getattr(rows, 'barrier', False):
+      # A schema change of the table waits: its open batches go to the sink, then the barrier.
+      with self._shared.lock:
+        flushes = self._shared.batcher.flush_table(table_of_key(key), SCHEMA_CHANGE, now)
+      for flush in flushes:
+        self._reporter.report(flush)
+        yield flush.key, RowBatch.numbered(flush.rows, flush.seq)
+      yield key, rows
+      return
     try:
       with self._shared.lock:
         flushes = self._shared.batcher.add(key, rows, now)

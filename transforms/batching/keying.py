@@ -33,6 +33,9 @@ class _KeyByTableFn(beam.DoFn):
 
   def process(self, element):
     table, rows = element
+    if getattr(rows, 'barrier', False):
+      yield (table, 0), rows  # the batcher cuts every shard of the table
+      return
     limits = self._limits.get(table)
     if limits is None or limits.shards == 1:
       yield (table, 0), [slim(row) for row in rows] if self._slim_rows else rows

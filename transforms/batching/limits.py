@@ -45,8 +45,10 @@ DRAIN = 'drain'
 MEMORY_LIMIT = 'memory_limit'
 # The rows come from another read than ours (Beam YAML): every bundle's rows load before it ends.
 BUNDLE_END = 'bundle_end'
+# A schema change of the table is about to run: what it holds loads first (a table barrier).
+SCHEMA_CHANGE = 'schema_change'
 FLUSH_REASONS = (ROWS_THRESHOLD, SIZE_THRESHOLD, TIMEOUT, COLUMNS_CHANGED, END_OF_INPUT, DRAIN,
-                 MEMORY_LIMIT, BUNDLE_END)
+                 MEMORY_LIMIT, BUNDLE_END, SCHEMA_CHANGE)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ changes a primary key (Canal, Maxwell) also deletes the old key.
 
 from __future__ import annotations
 
+import re
 from typing import Any, List, Optional
 
 import orjson
@@ -17,8 +18,8 @@ from transforms.records.reasons import (BAD_ENVELOPE, SKIP_CONTROL, SKIP_DDL, SK
                                         Reject, Skip, json_type)
 from transforms.types import OP_DELETE, OP_UPSERT, KafkaRecord, Row
 
-__all__ = ['debezium', 'canal', 'maxwell', 'detect_envelope', 'json_key', 'PLAIN', 'DEBEZIUM',
-           'CANAL', 'MAXWELL']
+__all__ = ['debezium', 'canal', 'maxwell', 'detect_envelope', 'json_key', 'source_position',
+           'PLAIN', 'DEBEZIUM', 'CANAL', 'MAXWELL']
 
 # Kinds of record values, as detected by ``detect_envelope``.
 PLAIN = 'none'
@@ -30,6 +31,39 @@ _DEBEZIUM_DDL_KEYS = ('ddl', 'tableChanges', 'historyRecord', 'databaseName')
 _CANAL_DML_TYPES = ('INSERT', 'UPDATE', 'DELETE')
 _MAXWELL_UPSERT_TYPES = ('insert', 'update', 'bootstrap-insert')
 _MAXWELL_CONTROL_TYPES = ('bootstrap-start', 'bootstrap-complete')
+
+
+_LOG_NUMBER = re.compile(r'(\d+)$')
+
+
+def source_position(source: Any) -> Optional[tuple]:
+  """Where a Debezium ``source`` block sits in its database's log, as a tuple that orders
+  events of one connector: MySQL / MariaDB ``('binlog', file number, pos, row)``, Postgres
+  ``('lsn', lsn)``, Oracle ``('scn', scn)``, SQL Server ``('lsn', change_lsn or commit_lsn)``
+  (fixed-width hex text); None when the block has none of these.
+
+  A row and a schema change compare by these: a row older than a change has a smaller
+  position.  Snapshot rows share the position of their table's snapshot ``CREATE``, so equal
+  means "not older".
+  """
+  if type(source) is not dict:
+    return None
+  pos = source.get('pos')
+  log = source.get('file')
+  if isinstance(log, str) and type(pos) is int:
+    number = _LOG_NUMBER.search(log)
+    row = source.get('row')
+    return ('binlog', int(number.group(1)) if number else 0, pos, row if type(row) is int else 0)
+  lsn = source.get('lsn')
+  if type(lsn) is int:
+    return ('lsn', lsn)
+  scn = source.get('scn')
+  if isinstance(scn, str) and scn.isdigit():
+    return ('scn', int(scn))
+  change_lsn = source.get('change_lsn') or source.get('commit_lsn')
+  if isinstance(change_lsn, str) and change_lsn:
+    return ('lsn', change_lsn)
+  return None
 
 
 def detect_envelope(obj: dict) -> str:
@@ -153,6 +187,8 @@ def debezium(parser, obj: dict, record: KafkaRecord, chunk_table: Optional[str])
                                   'Debezium source', schema=source.get('schema'))
   else:
     table = parser.envelope_table(chunk_table, image, None, None, 'Debezium source')
+  if parser.keep_positions:
+    parser.row_position = source_position(obj.get('source'))
   return [parser.make_row(table, image, op_out, record, cdc=True)]
 
 def _debezium_flattened(parser, obj: dict, record: KafkaRecord,

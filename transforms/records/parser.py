@@ -94,6 +94,8 @@ class RecordParser:
       record) and closed by ``close``.
     keep_retrying: a long-running job: wait out an unavailable registry
       instead of failing.
+    keep_positions: Debezium rows carry their source position (``Row.position``; for a
+      schema change topic's changes, ``--ddl_topic``).
 
   Raises:
     ValueError: on a bad configuration, naming the flag and value.
@@ -106,7 +108,8 @@ class RecordParser:
                sequence_columns: Optional[Mapping[str, str]] = None,
                max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                value_format: Optional[ValueFormat] = None,
-               keep_retrying: bool = False):
+               keep_retrying: bool = False,
+               keep_positions: bool = False):
     if not isinstance(routing, Routing):
       raise ValueError(f'routing: expected a Routing, got {routing!r}')
     if cdc not in CDC_FORMATS:
@@ -139,6 +142,8 @@ class RecordParser:
       raise ValueError(f'value_format: expected a ValueFormat, got {value_format!r}')
     self.value_format = value_format
     self.keep_retrying = bool(keep_retrying)
+    self.keep_positions = bool(keep_positions)
+    self.row_position: Optional[tuple] = None  # the source position of the next row
     self._registry = value_format.uses_registry
     self._envelope = cdc in ('debezium', 'auto')
     self._decoder: Optional[RegistryDecoder] = None
@@ -291,6 +296,7 @@ class RecordParser:
 
   def _parse_record(self, record: KafkaRecord, chunk_table: Optional[str]) -> List[Row]:
     self._row_source = None
+    self.row_position = None
     rows = self._record_rows(record, chunk_table)
     if len(rows) > 1:
       # (offset, part) places each row of a multi-row record exactly.
@@ -393,7 +399,7 @@ class RecordParser:
     # The encoding that measures the row is kept: the sink sends it as it is.
     encoded = _encode(fields)
     return Row(table, fields, op, record.topic, record.partition, record.offset,
-               len(encoded), encoded)
+               len(encoded), encoded, position=self.row_position)
 
   def key_image(self, record: KafkaRecord) -> Optional[dict]:
     """The record key's fields (a Debezium delete without ``before``), or None."""
@@ -437,6 +443,7 @@ class RecordParser:
   def envelope_table(self, chunk_table: Optional[str], image: dict, database: Any,
                      table: Any, where: str, schema: Any = None) -> str:
     self._row_source = None
+    self.row_position = None
     if chunk_table is not None:
       return chunk_table
     if self.routing.table_field is not None:

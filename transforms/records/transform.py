@@ -117,6 +117,7 @@ class ParseRecords(beam.PTransform):
       (dead letters ``bad_wire_format``, ``unknown_schema``, ``undecodable``;
       an unavailable registry fails the bundle).
     keep_retrying: a long-running job: wait out an unavailable registry.
+    keep_positions: Debezium rows carry their source position (``--ddl_topic``).
 
   Raises:
     ValueError: on a bad configuration, naming the flag and value.
@@ -132,12 +133,13 @@ class ParseRecords(beam.PTransform):
                sequence_columns: Optional[Mapping[str, str]] = None,
                max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                value_format: Optional[ValueFormat] = None,
-               keep_retrying: bool = False):
+               keep_retrying: bool = False,
+               keep_positions: bool = False):
     super().__init__()
     self._parser = RecordParser(routing, cdc=cdc, target=target,
                                 sequence_columns=sequence_columns,
                                 max_record_bytes=max_record_bytes, value_format=value_format,
-                                keep_retrying=keep_retrying)
+                                keep_retrying=keep_retrying, keep_positions=keep_positions)
 
   def expand(self, chunks: beam.PCollection[KafkaChunk]):
     return chunks | 'ParseChunks' >> beam.ParDo(

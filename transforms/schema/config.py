@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Mapping, Optional, Tuple
+from typing import Any, FrozenSet, Mapping, Optional, Tuple
 
+from transforms.records.formats import ValueFormat
+from transforms.records.routing import SourceNaming
 from transforms.stream_load.config import STARROCKS, StreamLoadConfig, split_table
 
-__all__ = ['SchemaEvolutionConfig', 'TableDdlOptions', 'NONE', 'ADD_COLUMNS', 'MODES',
+__all__ = ['SchemaEvolutionConfig', 'TableDdlOptions', 'SchemaChangeTopic', 'NONE',
+           'ADD_COLUMNS', 'LENIENT', 'EVOLVE', 'MODES', 'CHANGE_TYPES',
            'DEFAULT_DDL_TIMEOUT_SECS', 'DDL_PROTOCOLS', 'DEFAULT_QUERY_PORT']
 
 NONE = 'none'
 ADD_COLUMNS = 'add_columns'
-MODES = (NONE, ADD_COLUMNS)
+LENIENT = 'lenient'
+EVOLVE = 'evolve'
+MODES = (NONE, ADD_COLUMNS, LENIENT, EVOLVE)
+# What ``--schema_change_types`` may list (the ops of ``debezium_ddl.plan_changes``).
+CHANGE_TYPES = ('create_table', 'add_column', 'drop_column', 'rename_column', 'modify_column',
+                'truncate_table', 'drop_table')
 # How long a schema change may wait for the table's other schema change job (Doris runs one
 # per table) or for an added column to show; past it the bundle fails and is read again.
 DEFAULT_DDL_TIMEOUT_SECS = 300.0
@@ -64,12 +72,38 @@ class TableDdlOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class SchemaChangeTopic:
+  """``--ddl_topic``: Debezium's schema change topic, read beside the rows.
+
+  Attributes:
+    topic: its name (Debezium's ``topic.prefix``); the prefix of the tables' own topics.
+    consumer_config: librdkafka settings (bootstrap servers, security, ``group.id``: the
+      topic's offsets are committed there once a change has run).
+    naming: how a source table names its target (``--table_template``, ``--merge_tables``,
+      ``--include_tables`` / ``--exclude_tables``), as for its rows.
+    value_format: how its values are encoded (``--format``).
+  """
+  topic: str
+  consumer_config: Mapping[str, Any]
+  naming: SourceNaming = dataclasses.field(default_factory=SourceNaming)
+  value_format: ValueFormat = dataclasses.field(default_factory=ValueFormat)
+
+  def __post_init__(self):
+    if not isinstance(self.topic, str) or not self.topic.strip():
+      raise ValueError(f'--ddl_topic: expected a topic name, got {self.topic!r}')
+    if not self.consumer_config.get('group.id'):
+      raise ValueError('--ddl_topic needs --group_id: the topic\'s offsets say which changes ran')
+
+
+@dataclasses.dataclass(frozen=True)
 class SchemaEvolutionConfig:
   """What to do with columns a table lacks, and with tables that do not exist.
 
   Attributes:
     load: how to reach the FEs (credentials, TLS, failover, retries).
-    mode: ``none`` (report once, load without them) or ``add_columns``.
+    mode: ``none`` (report once, load without them), ``add_columns``, ``lenient`` or
+      ``evolve`` (the last two: what a schema change topic's changes may do, see
+      ``debezium_ddl.policy_allows``; for rows, as ``add_columns``).
     create_tables: create missing tables from the first rows.
     tables: per-table creation settings.
     mapped_tables: tables whose JSON fields are mapped (``columns`` /
@@ -83,6 +117,9 @@ class SchemaEvolutionConfig:
     ddl_timeout_secs: see ``DEFAULT_DDL_TIMEOUT_SECS``.
     ddl_protocol: see ``DDL_PROTOCOLS``.
     query_port: the FEs' MySQL port (``--query_port``).
+    change_types: ``--schema_change_types``: the only kinds of change applied (None: the
+      mode's; ``truncate_table`` and ``drop_table`` only when listed).
+    ddl: ``--ddl_topic``'s settings, or None.
   """
   load: StreamLoadConfig
   mode: str = NONE
@@ -94,8 +131,16 @@ class SchemaEvolutionConfig:
   ddl_timeout_secs: float = DEFAULT_DDL_TIMEOUT_SECS
   ddl_protocol: str = 'auto'
   query_port: int = DEFAULT_QUERY_PORT
+  change_types: Optional[FrozenSet[str]] = None
+  ddl: Optional[SchemaChangeTopic] = None
 
   def __post_init__(self):
+    if self.change_types is not None:
+      object.__setattr__(self, 'change_types', frozenset(self.change_types))
+      unknown = sorted(self.change_types - set(CHANGE_TYPES))
+      if unknown:
+        raise ValueError(f'--schema_change_types: unknown type {unknown[0]!r}: use any of '
+                         f'{", ".join(CHANGE_TYPES)}')
     if self.mode not in MODES:
       raise ValueError(f'--schema_evolution: expected one of {"|".join(MODES)}, '
                        f'got {self.mode!r}')
@@ -112,6 +157,11 @@ class SchemaEvolutionConfig:
       split_table(table)
     if not self.ddl_timeout_secs > 0:
       raise ValueError(f'ddl_timeout_secs: must be > 0, got {self.ddl_timeout_secs}')
+
+  @property
+  def adds_columns(self) -> bool:
+    """Whether rows' new columns are added (every mode but ``none``)."""
+    return self.mode != NONE
 
   @property
   def over_mysql(self) -> bool:

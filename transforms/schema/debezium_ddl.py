@@ -99,7 +99,8 @@ from transforms.errors import ConfigFault, RowFault
 from transforms.records.reasons import BAD_ENVELOPE, Reject, json_type
 from transforms.records.routing import SOURCE_COLUMNS, SourceNaming
 from transforms.schema import types
-from transforms.schema.config import TableDdlOptions
+from transforms.schema.config import (ADD_COLUMNS, CHANGE_TYPES, EVOLVE, LENIENT, MODES, NONE,
+                                      TableDdlOptions)
 
 __all__ = [
     'Column', 'TableChange', 'TableSchema', 'CreateTable', 'AddColumn', 'DropColumn',
@@ -116,10 +117,7 @@ STARROCKS_DIALECT = 'starrocks'
 DIALECTS = (DORIS, STARROCKS_DIALECT)
 
 # Schema evolution policies, and the change types a ``change_types`` set may list.
-NONE, ADD_COLUMNS, LENIENT, EVOLVE = 'none', 'add_columns', 'lenient', 'evolve'
-POLICIES = (NONE, ADD_COLUMNS, LENIENT, EVOLVE)
-CHANGE_TYPES = ('create_table', 'add_column', 'drop_column', 'rename_column', 'modify_column',
-                'truncate_table', 'drop_table')
+POLICIES = MODES
 
 # The source position fields a schema change may carry (MySQL binlog, Postgres LSN, SQL Server
 # LSNs, Oracle SCNs): kept, in this order, as ``TableChange.position``.

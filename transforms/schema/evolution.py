@@ -42,7 +42,7 @@ import orjson
 from transforms import retry
 from transforms.errors import ClusterFault
 from transforms.schema import types
-from transforms.schema.config import ADD_COLUMNS, SchemaEvolutionConfig, TableDdlOptions
+from transforms.schema.config import SchemaEvolutionConfig, TableDdlOptions
 from transforms.schema.fe_sql import (FeSqlClient, FeSqlError, FeUnavailableError,
                                       SqlRejectedError)
 from transforms.schema.mysql_sql import MysqlFeClient
@@ -144,10 +144,41 @@ class SchemaEvolution:
     self._tables: Dict[str, _Table] = {}
     self._mapped = frozenset(config.mapped_tables)
     # Only reports to make: an FE that cannot be asked is no reason to stop loading.
-    self._strict = config.mode == ADD_COLUMNS or config.create_tables
+    self._strict = config.adds_columns or config.create_tables or config.ddl is not None
 
   def close(self) -> None:
     self._client.close()
+
+  # ------------------------------------------------------------------ for schema change topics
+
+  def run_statement(self, table: str, stmt: str) -> None:
+    """Runs ``stmt`` on ``table``'s database, waiting out a busy table or an unreachable FE
+    for up to ``ddl_timeout_secs``; then forgets what it knew of the table.
+
+    Raises:
+      SqlRejectedError: the FE refused it.
+      FeUnavailableError: no FE answered in time (or the table stayed busy).
+    """
+    db, _ = split_table(table)
+    try:
+      self._execute(db, stmt, self._clock() + self.config.ddl_timeout_secs)
+    finally:
+      self._tables.pop(table, None)
+
+  def table_columns(self, table: str) -> Optional[List[Tuple[str, str]]]:
+    """The table's ``(name, type)`` columns now (None: no such table), retried like DDL."""
+    return self._columns(table)
+
+  def fits(self, table: str, rows: Sequence[Row]) -> bool:
+    """Whether this worker knows ``table`` and every field of ``rows`` (no schema change is
+    needed, as far as it knows)."""
+    if table in self._mapped:
+      return True
+    state = self._tables.get(table)
+    if state is None or state.missing or state.unknown:
+      return False
+    known = state.known
+    return all(known.issuperset(_names(row)) for row in rows)
 
   # ------------------------------------------------------------------ entry point
 
@@ -248,7 +279,7 @@ class SchemaEvolution:
     missing = {k: v for k, v in found.items() if k not in state.columns}
     if not missing:
       return self._strip(table, state, rows), []
-    if self.config.mode != ADD_COLUMNS:
+    if not self.config.adds_columns:
       self._report(table, state, sorted(name for name, _ in missing.values()),
                    'not in the table; left out (--schema_evolution=none)')
       return self._strip(table, state, rows), []

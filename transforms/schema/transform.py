@@ -4,22 +4,38 @@
 reported), missing tables created, per ``--schema_evolution`` / ``--create_tables``. Rows a
 refused change cannot take leave as dead letters (``schema_change_failed``); a cluster that
 cannot be asked, or a table whose database does not exist, fails the bundle (no offset moves).
+
+With ``--ddl_topic`` the step also follows Debezium's schema change topic
+(``ddl_apply.SchemaChangeApplier``): at every element and bundle end it runs the changes
+fetched since, in order -- sending a ``RowBatch.table_barrier`` for the table first when the
+change reshapes its rows, so that every earlier row of it loads before the change runs, and no
+later row passes before it has run.  Rows of a table the worker does not know, or with fields
+it does not know, first wait for the topic to be read to its end (their change is there).
+Rows older than a change that already ran are made to fit it; those a truncate removed are
+acknowledged on ``acks``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import time
+from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import metrics
 from transforms.schema.config import SchemaEvolutionConfig
+from transforms.schema.ddl_apply import SchemaChangeApplier
 from transforms.schema.evolution import SCHEMA_CHANGE_FAILED, SchemaEvolution
-from transforms.types import RowBatch, TableHints
+from transforms.types import OffsetAck, Row, RowBatch, TableHints
 
 __all__ = ['EvolveSchema']
+
+_CATCH_UP_PAUSE_SECS = 5.0
 
 
 def _schema_counter(name: str, table: str, n: int) -> None:
@@ -35,19 +51,68 @@ class _EvolveSchemaFn(beam.DoFn):
   def __init__(self, config: SchemaEvolutionConfig):
     self._config = config
     self._evolution = None
+    self._changes = None
+    self._unfit: Dict[str, float] = {}  # table -> when a catch-up last found nothing for it
     self._dead_letters = Metrics.counter(metrics.NAMESPACE, 'dead_letters')
     self._failed = Metrics.counter(metrics.NAMESPACE, f'dead_letters_{SCHEMA_CHANGE_FAILED}')
 
   def setup(self):
     self._evolution = SchemaEvolution(self._config, counter=_schema_counter)
+    self._changes = (SchemaChangeApplier(self._config, self._evolution, counter=_schema_counter)
+                     if self._config.ddl is not None else None)
 
   def teardown(self):
+    if self._changes is not None:
+      self._changes.close()
+      self._changes = None
     if self._evolution is not None:
       self._evolution.close()
       self._evolution = None
 
+  def _may_catch_up(self, table: str) -> bool:
+    """Not again within ``_CATCH_UP_PAUSE_SECS`` for a table whose last one found nothing (a
+    table that does not exist, without --create_tables, would otherwise ask at every chunk)."""
+    last = self._unfit.get(table)
+    return last is None or time.monotonic() - last >= _CATCH_UP_PAUSE_SECS
+
+  def _follow(self, catch_up: bool) -> Iterable[Any]:
+    """Runs the schema changes fetched since the last call, each after its barrier; returns
+    how many records it read."""
+    changes = self._changes
+    records = changes.read(catch_up)
+    for record in records:
+      steps = changes.steps(record)
+      for step in steps:
+        if record.done:
+          changes.remember(step)
+          continue
+        if step.barrier:
+          yield step.target, RowBatch.table_barrier()
+        changes.run(step)
+      changes.commit(record)
+    if records:
+      self._unfit.clear()
+    return len(records)
+
   def process(self, element) -> Iterable[Any]:
     table, rows = element
+    if self._changes is not None:
+      yield from self._follow(catch_up=False)
+      hints = getattr(rows, 'hints', None)
+      rows, dropped = self._changes.fit(table, rows)
+      if not self._evolution.fits(table, rows) and self._may_catch_up(table):
+        ran = yield from self._follow(catch_up=True)
+        if ran:
+          rows, more = self._changes.fit(table, rows)
+          dropped += more
+        else:
+          self._unfit[table] = time.monotonic()
+      for ack in _acks(dropped):
+        yield TaggedOutput(EvolveSchema.ACKS, ack)
+      if not rows:
+        return
+      rows = RowBatch(rows)
+      rows.hints = hints
     hints = getattr(rows, 'hints', None) or TableHints()
     kept, letters = self._evolution.ensure(table, rows, hints.column_types, hints.key_columns)
     for letter in letters:
@@ -58,13 +123,28 @@ class _EvolveSchemaFn(beam.DoFn):
     if kept:
       yield table, kept if isinstance(kept, RowBatch) else RowBatch(kept)
 
+  def finish_bundle(self):
+    if self._changes is not None:
+      for value in self._follow(catch_up=False):
+        yield WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+def _acks(rows: List[Row]) -> Iterable[OffsetAck]:
+  """The offsets of ``rows``, per partition."""
+  by_partition: Dict[Tuple[str, int], List[int]] = {}
+  for row in rows:
+    by_partition.setdefault((row.topic, row.partition), []).append(row.offset)
+  for (topic, partition), offsets in by_partition.items():
+    yield OffsetAck(topic, partition, tuple(sorted(set(offsets))))
+
 
 class EvolveSchema(beam.PTransform):
   """Makes each table fit its rows before they are batched (see the module docstring).
 
   Output (a ``DoOutputsTuple``): ``rows`` (main), ``(table, RowBatch)`` as they came, less the
-  rows a refused change cannot take; ``dead_letters``: those rows, reason
-  ``schema_change_failed: <statement>: <the FE's message>``.
+  rows a refused change cannot take (and, with ``--ddl_topic``, table barriers); ``dead_letters``:
+  those rows, reason ``schema_change_failed: <statement>: <the FE's message>``; ``acks``:
+  ``OffsetAck``s of rows a later truncate of their table removed.
 
   Example::
 
@@ -77,6 +157,7 @@ class EvolveSchema(beam.PTransform):
   """
   ROWS = 'rows'
   DEAD_LETTERS = 'dead_letters'
+  ACKS = 'acks'
 
   def __init__(self, config: SchemaEvolutionConfig):
     super().__init__()
@@ -86,7 +167,11 @@ class EvolveSchema(beam.PTransform):
 
   def expand(self, rows):
     return rows | 'EnsureTables' >> beam.ParDo(_EvolveSchemaFn(self._config)).with_output_types(
-        beam.typehints.Tuple[str, RowBatch]).with_outputs(self.DEAD_LETTERS, main=self.ROWS)
+        beam.typehints.Tuple[str, RowBatch]).with_outputs(self.DEAD_LETTERS, self.ACKS,
+                                                             main=self.ROWS)
 
   def display_data(self):
-    return {'schema_evolution': self._config.mode, 'create_tables': self._config.create_tables}
+    data = {'schema_evolution': self._config.mode, 'create_tables': self._config.create_tables}
+    if self._config.ddl is not None:
+      data['ddl_topic'] = self._config.ddl.topic
+    return data

@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import threading
 import uuid
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Union
 
 import apache_beam as beam
 import orjson
@@ -190,6 +190,29 @@ class _Engine:
     self._settings = settings
     self._ordered: Dict[str, bool] = {}
     self._lock = threading.Lock()
+    self._loading: Dict[str, Set[concurrent.futures.Future]] = {}  # table -> loads not done
+
+  def submit(self, table: str, job: Job) -> None:
+    """Starts ``job`` (a batch of ``table``), in its key's order when the table needs it."""
+    with self._lock:
+      self._loading.setdefault(table, set()).add(job.future)
+    job.future.add_done_callback(lambda done: self._loaded(table, done))
+    self.scheduler.submit(job, self.is_ordered(table))
+
+  def _loaded(self, table: str, future: concurrent.futures.Future) -> None:
+    with self._lock:
+      loading = self._loading.get(table)
+      if loading is not None:
+        loading.discard(future)
+        if not loading:
+          del self._loading[table]
+
+  def wait_for_table(self, table: str) -> None:
+    """Returns once every load of ``table`` submitted so far (by any bundle of this process)
+    has finished."""
+    with self._lock:
+      futures = list(self._loading.get(table, ()))
+    concurrent.futures.wait(futures)
 
   def is_ordered(self, table: str) -> bool:
     """Whether batches of ``table`` (per key) must load one after another."""
@@ -257,6 +280,15 @@ class _WriteBatchesFn(beam.DoFn):
 
   def process(self, element):
     key, batch = element
+    if getattr(batch, 'barrier', False):
+      # A schema change of the table waits until every load of it before it has finished.
+      try:
+        self._engine.wait_for_table(table_of_key(key))
+        yield from self._harvest(block_above=None, windowed=False)
+      except Exception as error:
+        self._runtime.fail(error)
+        raise
+      return
     table = table_of_key(key)
     rows = _as_rows(table, batch)
     if not rows:
@@ -269,7 +301,7 @@ class _WriteBatchesFn(beam.DoFn):
       job = Job(key, (table, rows, engine.loader.encode(table, rows)),
                 getattr(batch, 'seq', None))
       self._monitor.load_started(table)
-      engine.scheduler.submit(job, engine.is_ordered(table))
+      engine.submit(table, job)
       self._jobs.append(job)
       # Back-pressure: report finished loads; hold the bundle while too many wait.
       yield from self._harvest(block_above=self._settings.flush_workers + _QUEUED_JOBS,

@@ -1,0 +1,396 @@
+"""``SchemaChangeApplier``: a schema change topic's changes run on the cluster, in order.
+
+For each record of the topic (``ddl_topic.SchemaChangeReader``) and each table it changes:
+
+* **the target**, named as the table's rows are (``--table_template``, ``--merge_tables``,
+  ``--include_tables`` / ``--exclude_tables``); a table not selected is left alone;
+* **the ops**, ``debezium_ddl.plan_changes`` from the source table as the topic last described
+  it (the topic is read from its beginning at every start) to the table after the change.  A
+  table the topic shows for the first time is created *before its first row*; if the target
+  exists already (made before, or by another shard of a merged family), it gets the columns it
+  lacks and those narrower are widened, nothing is dropped.  A merged family's target never
+  loses a column to one shard's drop or rename (the other shards may still have it): the rename
+  adds the new name, the drop is reported;
+* **the policy** (``--schema_evolution``, ``--schema_change_types``: ``debezium_ddl.
+  apply_policy``).  What it does not apply is logged once per table and change and counted
+  (``schema_changes_skipped``), never silent.  Under ``evolve`` a narrowing is sent to the FE,
+  which refuses it (``Can not change BIGINT to INT``): the FE's reason is logged and counted
+  (``schema_change_failed``); the table keeps its wider type, which takes every row;
+* **a barrier** before an op that changes what the table's rows look like (drop or rename a
+  column, truncate or drop the table): ``Step.barrier`` tells the caller (``EvolveSchema``) to
+  send a ``RowBatch.table_barrier`` down the graph first, which loads every row of the table
+  the worker holds; rows after the change pass only once it has run;
+* **once**: the record's offset is committed after its ops ran; a restart runs only what
+  follows it.  An op found done already (a column there, a name renamed) counts as done.
+
+Rows can still reach the worker *after* a change that is older than them in the source (a
+table's rows read behind the topic, or read again after a restart).  ``fit`` makes them look
+as they would have after loading first: a renamed column's value moves to its new name, a
+dropped column's leaves, and rows before a truncate or a drop of their table are dropped
+(acknowledged, counted ``rows_before_truncate``), so the table ends as the source's does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+import orjson
+
+from transforms.records.routing import SOURCE_COLUMNS
+from transforms.schema.config import EVOLVE, LENIENT, SchemaEvolutionConfig
+from transforms.schema.ddl_topic import SchemaChangeReader, SchemaChangeRecord
+from transforms.schema.debezium_ddl import (DORIS, DROP, STARROCKS_DIALECT, TRUNCATE, AddColumn,
+                                            Column, CreateTable, DropColumn, DropTable,
+                                            ModifyColumn, RenameColumn, SchemaOp, TableChange,
+                                            TableSchema, TruncateTable,
+                                            UnsupportedSchemaChange, is_widening, plan_changes,
+                                            policy_allows, render, target_table)
+from transforms.schema.evolution import (MissingDatabaseError, SchemaEvolution,
+                                         is_already_exists, is_missing_database)
+from transforms.schema.fe_sql import SqlRejectedError
+from transforms.schema import types
+from transforms.stream_load.config import STARROCKS
+from transforms.types import Row, fields_of
+
+__all__ = ['SchemaChangeApplier', 'Step']
+
+_LOGGER = logging.getLogger('transforms.schema')
+
+_RESHAPING = (RenameColumn, DropColumn, TruncateTable, DropTable)
+_DONE_ALREADY = ('nothing is changed',)
+
+
+@dataclasses.dataclass
+class Step:
+  """One table's part of a schema change record.
+
+  Attributes:
+    target: the target table.
+    merged: it is a merged family's.
+    source: the source's ``SOURCE_COLUMNS`` values (merged families), else None.
+    ops: what runs, in order.
+    barrier: rows of the target held in the worker load first.
+    position: the change's source position.
+  """
+  target: str
+  merged: bool
+  source: Optional[Tuple[str, str]]
+  ops: List[SchemaOp]
+  barrier: bool
+  position: Optional[tuple]
+
+
+def _older(a: tuple, b: tuple) -> bool:
+  try:
+    return a < b
+  except TypeError:  # positions of two kinds of source: not comparable, never older
+    return False
+
+
+def describe(op: SchemaOp) -> str:
+  """A short text for logs: ``add column c INT``, ``rename column a to b``..."""
+  if isinstance(op, CreateTable):
+    return 'create table'
+  if isinstance(op, AddColumn):
+    return f'add column {op.column.name} {op.column.doris_type}'
+  if isinstance(op, DropColumn):
+    return f'drop column {op.name}'
+  if isinstance(op, RenameColumn):
+    return f'rename column {op.old} to {op.new}'
+  if isinstance(op, ModifyColumn):
+    return (f'modify column {op.name} {op.old_type} -> {op.new_type}'
+            + (' (a narrowing)' if op.narrowing else ''))
+  if isinstance(op, TruncateTable):
+    return 'truncate table'
+  return 'drop table'
+
+
+class SchemaChangeApplier:
+  """Follows a schema change topic for one worker (see the module docstring).
+
+  Args:
+    config: the settings (``config.ddl`` set).
+    evolution: the worker's ``SchemaEvolution`` (its FE client; it forgets a table a change
+      ran on).
+    reader: the topic's reader (default: one on ``config.ddl``).
+    counter: ``counter(name, table, n)`` for metrics.
+  """
+
+  def __init__(self, config: SchemaEvolutionConfig, evolution: SchemaEvolution,
+               reader: Optional[SchemaChangeReader] = None,
+               counter: Optional[Callable[[str, str, int], None]] = None):
+    if config.ddl is None:
+      raise ValueError('SchemaChangeApplier needs config.ddl (--ddl_topic)')
+    self._config = config
+    self._evolution = evolution
+    self._reader = reader or SchemaChangeReader(config.ddl)
+    self._count = counter or (lambda name, table, n: None)
+    self._dialect = STARROCKS_DIALECT if config.load.target == STARROCKS else DORIS
+    self._sources: Dict[str, TableSchema] = {}          # source table -> after its last change
+    self._targets: Dict[str, Dict[str, Column]] = {}     # target -> lower name -> column made
+    self._reshapes: Dict[Tuple[str, Optional[Tuple[str, str]]], List[Tuple[tuple, SchemaOp]]] = {}
+    self._newest: Dict[str, tuple] = {}                  # target -> newest reshaping position
+    self._reported: Set[Tuple[str, str]] = set()
+
+  def close(self) -> None:
+    self._reader.close()
+
+  def read(self, catch_up: bool = False) -> List[SchemaChangeRecord]:
+    """The topic's records fetched since the last call (``catch_up``: up to its end now)."""
+    return self._reader.read(catch_up)
+
+  def commit(self, record: SchemaChangeRecord) -> None:
+    self._reader.commit(record)
+
+  # ------------------------------------------------------------------ planning
+
+  def steps(self, record: SchemaChangeRecord) -> List[Step]:
+    """What ``record`` does to each target, under the policy; reports what it leaves out."""
+    if record.error is not None:
+      self._report(f'offset {record.partition}:{record.offset}',
+                   f'cannot follow this schema change ({record.error}); DDL: '
+                   f'{record.ddl[:200] or "-"}', 'schema_changes_unreadable', error=True)
+      return []
+    steps = []
+    for change in record.changes:
+      named = target_table(change, self._config.ddl.naming, self._config.ddl.topic)
+      if named is None:
+        continue  # not selected: its rows are skipped too
+      target, merged = named
+      previous = self._sources.get(change.qualified)
+      try:
+        ops = plan_changes(previous, change, merged=merged)
+      except UnsupportedSchemaChange as error:
+        self._report(target, str(error), 'schema_changes_unsupported', error=True)
+        ops = []
+      self._remember_source(change)
+      ops = self._for_family(target, merged, ops)
+      allowed = self._allowed(target, ops)
+      steps.append(Step(target, merged, change.source_values if merged else None, allowed,
+                        any(isinstance(op, _RESHAPING) for op in allowed), record.position))
+    return steps
+
+  def _remember_source(self, change: TableChange) -> None:
+    if change.kind == DROP:
+      self._sources.pop(change.qualified, None)
+    elif change.kind != TRUNCATE:
+      self._sources[change.qualified] = TableSchema.of(change)
+
+  def _for_family(self, target: str, merged: bool, ops: List[SchemaOp]) -> List[SchemaOp]:
+    """A merged family's target keeps every column: a shard's rename adds the new name, its
+    drop is reported."""
+    if not merged:
+      return ops
+    out: List[SchemaOp] = []
+    for op in ops:
+      if isinstance(op, RenameColumn):
+        out.append(AddColumn(op.column))
+      elif isinstance(op, DropColumn):
+        self._report(target, f'{describe(op)} of one source not applied: the other tables of '
+                     'the merged family may still have it', 'schema_changes_skipped')
+      else:
+        out.append(op)
+    return out
+
+  def _allowed(self, target: str, ops: List[SchemaOp]) -> List[SchemaOp]:
+    mode, listed = self._config.mode, self._config.change_types
+    out: List[SchemaOp] = []
+    for op in ops:
+      if isinstance(op, RenameColumn) and mode == LENIENT and not policy_allows(op, mode, listed):
+        op = AddColumn(op.column)  # lenient: the new name is added, the old column stays
+      if policy_allows(op, mode, listed):
+        out.append(op)
+      elif (isinstance(op, ModifyColumn) and op.narrowing and mode == EVOLVE
+            and (listed is None or 'modify_column' in listed)):
+        out.append(op)  # sent to have the FE's refusal in the job's log
+      else:
+        self._report(target, f'{describe(op)} not applied (--schema_evolution={mode}'
+                     + (f', --schema_change_types={",".join(sorted(listed))}' if listed else '')
+                     + ')', 'schema_changes_skipped')
+    return out
+
+  # ------------------------------------------------------------------ running
+
+  def remember(self, step: Step) -> None:
+    """A step that ran before this start: what rows older than it must become."""
+    for op in step.ops:
+      self._made(step, op)
+
+  def run(self, step: Step) -> None:
+    """Runs ``step``'s ops in order (the caller has sent the barrier if ``step.barrier``).
+
+    Raises:
+      FeUnavailableError, FeAuthError: the FE cannot be asked (the bundle fails, nothing is
+        committed, the change runs after the restart).
+      MissingDatabaseError: the target's database does not exist.
+    """
+    for planned in step.ops:
+      for op in self._against_cluster(step.target, planned):
+        stmt = render(op, step.target, self._dialect,
+                      options=self._config.tables.get(step.target),
+                      sequence_column=self._config.sequence_columns.get(step.target))
+        try:
+          self._evolution.run_statement(step.target, stmt)
+        except SqlRejectedError as error:
+          if self._done_already(step.target, op, error.message):
+            self._made(step, op)
+            continue
+          if is_missing_database(error.message):
+            raise MissingDatabaseError(
+                f'schema change of {step.target}: its database does not exist '
+                f'({error.message}): CREATE DATABASE {step.target.split(".")[0]}, then start '
+                'the job again') from None
+          self._report(step.target, f'the FE refused {" ".join(stmt.split())}: '
+                       f'{error.message}', 'schema_change_failed', error=True, once=False)
+          continue
+        _LOGGER.info('table %s: schema change ran: %s', step.target, ' '.join(stmt.split()))
+        self._count('schema_changes_applied', step.target, 1)
+        self._made(step, op)
+
+  def _against_cluster(self, target: str, op: SchemaOp) -> List[SchemaOp]:
+    """A ``CreateTable`` of a target that exists becomes its missing columns and widenings."""
+    if not isinstance(op, (CreateTable, ModifyColumn)):
+      return [op]
+    made = self._targets.setdefault(target, {})
+    if isinstance(op, ModifyColumn):
+      known = made.get(op.name.lower())
+      if op.narrowing or known is None:
+        return [op]
+      if (known.doris_type.upper() == op.new_type.upper()
+          or not is_widening(known.doris_type, op.new_type)):
+        return []  # the target (a merged family's) is as wide already
+      return [op]
+    columns = self._evolution.table_columns(target)
+    if columns is None:
+      return [op]
+    present = {name.lower() for name, _ in columns}
+    out: List[SchemaOp] = []
+    for column in op.columns:
+      lowered = column.name.lower()
+      if lowered in types.HIDDEN_COLUMNS:
+        continue
+      if lowered not in present:
+        out.append(AddColumn(column))
+        continue
+      known = made.get(lowered)
+      if (known is not None and known.doris_type != column.doris_type
+          and is_widening(known.doris_type, column.doris_type)):
+        out.append(ModifyColumn(column.name, known.doris_type, column.doris_type,
+                                key=lowered in {k.lower() for k in op.primary_key}))
+      elif known is None:
+        made[lowered] = column  # there already: taken to be as the source says
+    return out
+
+  def _done_already(self, target: str, op: SchemaOp, message: str) -> bool:
+    lowered = message.lower()
+    if isinstance(op, (AddColumn, CreateTable)) and is_already_exists(message):
+      return True
+    if any(text in lowered for text in _DONE_ALREADY):
+      return True
+    if isinstance(op, (RenameColumn, DropColumn)):
+      columns = self._evolution.table_columns(target) or []
+      names = {name.lower() for name, _ in columns}
+      if isinstance(op, DropColumn):
+        return op.name.lower() not in names
+      return op.old.lower() not in names and op.new.lower() in names
+    if isinstance(op, DropTable):
+      return self._evolution.table_columns(target) is None
+    return False
+
+  def _made(self, step: Step, op: SchemaOp) -> None:
+    """What the target looks like after ``op``, and what older rows must become."""
+    columns = self._targets.setdefault(step.target, {})
+    if isinstance(op, CreateTable):
+      for column in op.columns:
+        columns.setdefault(column.name.lower(), column)
+    elif isinstance(op, AddColumn):
+      columns[op.column.name.lower()] = op.column
+    elif isinstance(op, ModifyColumn) and not op.narrowing:
+      old = columns.get(op.name.lower())
+      columns[op.name.lower()] = dataclasses.replace(old, doris_type=op.new_type) if old else (
+          Column(op.name, op.new_type))
+    elif isinstance(op, DropColumn):
+      columns.pop(op.name.lower(), None)
+    elif isinstance(op, RenameColumn):
+      columns.pop(op.old.lower(), None)
+      columns[op.new.lower()] = op.column
+    elif isinstance(op, DropTable):
+      self._targets.pop(step.target, None)
+    if isinstance(op, _RESHAPING) and step.position is not None:
+      self._reshapes.setdefault((step.target, step.source), []).append((step.position, op))
+      newest = self._newest.get(step.target)
+      if newest is None or _older(newest, step.position):
+        self._newest[step.target] = step.position
+
+  # ------------------------------------------------------------------ rows
+
+  def fit(self, table: str, rows: Sequence[Row]) -> Tuple[List[Row], List[Row]]:
+    """``rows`` made to fit the changes that ran after them in the source, and the rows a
+    later truncate or drop of their table removed: ``(kept, dropped)``."""
+    newest = self._newest.get(table)
+    if newest is None:
+      return list(rows), []
+    kept: List[Row] = []
+    dropped: List[Row] = []
+    for row in rows:
+      position = row.position
+      if position is None or not _older(position, newest):
+        kept.append(row)
+        continue
+      fields = fields_of(row)
+      source = (fields.get(SOURCE_COLUMNS[0]), fields.get(SOURCE_COLUMNS[1]))
+      reshapes = self._reshapes.get((table, source)) or self._reshapes.get((table, None)) or ()
+      later = [op for at, op in reshapes if _older(position, at)]
+      if not later:
+        kept.append(row)
+        continue
+      fitted = _fitted(fields, later)
+      if fitted is None:
+        dropped.append(row)
+      elif fitted is fields:
+        kept.append(row)
+      else:
+        raw = orjson.dumps(fitted, default=str)
+        kept.append(row._replace(fields=fitted, raw=raw, columns=None, size=len(raw)))
+    if dropped:
+      self._count('rows_before_truncate', table, len(dropped))
+    return kept, dropped
+
+  # ------------------------------------------------------------------ reports
+
+  def _report(self, table: str, what: str, counter: str, error: bool = False,
+              once: bool = True) -> None:
+    self._count(counter, table, 1)
+    if once:
+      if (table, what) in self._reported:
+        return
+      self._reported.add((table, what))
+    (_LOGGER.error if error else _LOGGER.warning)('table %s: %s', table, what)
+
+
+def _fitted(fields: dict, ops: Sequence[SchemaOp]) -> Optional[dict]:
+  """``fields`` after ``ops`` (None: the row is gone); ``fields`` itself if nothing changed."""
+  out = fields
+  for op in ops:
+    if isinstance(op, (TruncateTable, DropTable)):
+      return None
+    if isinstance(op, RenameColumn):
+      old = _name_in(out, op.old)
+      if old is not None:
+        out = dict(out) if out is fields else out
+        out[op.new] = out.pop(old)
+    elif isinstance(op, DropColumn):
+      name = _name_in(out, op.name)
+      if name is not None:
+        out = dict(out) if out is fields else out
+        del out[name]
+  return out
+
+
+def _name_in(fields: dict, name: str) -> Optional[str]:
+  if name in fields:
+    return name
+  lowered = name.lower()
+  return next((key for key in fields if key.lower() == lowered), None)
