@@ -314,6 +314,11 @@ class ReadPartitionFn(beam.DoFn):
             return
         if (time.monotonic() >= call_deadline or
             self._bundle_records >= self._max_bundle_records):
+          if position >= natural_end:
+            # Read to the end on the call's last turn: end it here, or a checkpoint whose rows
+            # are all durable leaves nothing to resume and the read would end unannounced.
+            self._at_end(spec, position, outcome)
+            return
           outcome.action, outcome.delay_secs = Outcome.DEFER, _RESUME_SECS
           return
     finally:

@@ -7,7 +7,7 @@ from apache_beam.utils.timestamp import Timestamp
 from confluent_kafka import KafkaError
 
 from transforms import kafka
-from transforms.kafka import consumers, progress
+from transforms.kafka import consumers, progress, read_fn
 from transforms.kafka.partitions import UNBOUNDED_STOP_OFFSET, PartitionSpec
 from transforms.kafka.read_fn import ReadPartitionFn
 from transforms.kafka.restriction import (DrainingRange, PartitionOffsetTracker,
@@ -294,6 +294,32 @@ def test_a_durable_bounded_read_finishes_only_once_its_rows_are_loaded(monkeypat
   fn.start_bundle()
   out, tracker, _ = _run(fn, 0, 4)
   assert out == []
+  tracker.check_done()
+  assert tracker.deferred_status() is None
+  release(runtime)
+
+
+def test_a_read_that_reaches_its_end_on_a_calls_last_turn_ends_announced(monkeypatch):
+  """Rows finished while their chunk is handed on (dead letters, rows a truncate removed) and a
+  call whose time is up on that turn: the read still ends through its end check, so the process
+  knows every read ended (its batches flush at the end of input, not at their time limits)."""
+  monkeypatch.setattr(progress.PartitionProgress, '_commit', lambda *a, **k: True)
+  monkeypatch.setattr(read_fn, '_MIN_CALL_SECS', 0.0)
+  monkeypatch.setattr(consumers, 'new_consumer', lambda *a, **k: consumer)
+  consumer = _FakeConsumer(range(3), 3)
+  context = RunContext()
+  runtime = acquire(context)
+  fn = ReadPartitionFn({'group.id': 'g'}, 3, 0.01, 0.0, 100000, context, True)  # no time to spare
+  fn.setup()
+  fn.start_bundle()
+  tracker = sdf_utils.ThreadsafeRestrictionTracker(PartitionOffsetTracker(OffsetRange(0, 3)))
+  spec = PartitionSpec('t', 0, 0, 3, None)
+  for tv in fn.process(spec, sdf_utils.RestrictionTrackerView(tracker),
+                       ManualWatermarkEstimator(None)):
+    chunk = tv.value
+    _commit(context, kafka.chunk_read_of(chunk),
+            OffsetAck('t', 0, tuple(r.offset for r in chunk.records)))
+  assert runtime.sources.finished()
   tracker.check_done()
   assert tracker.deferred_status() is None
   release(runtime)
