@@ -32,6 +32,7 @@ from pipelines.config import ConfigurationError, KafkaSettings, PipelineConfig
 from pipelines.preflight import check_tables
 from pipelines.recovery import recover
 from transforms import metrics
+from transforms.errors import LoaderError
 from transforms.batching import BatchPerTable, KeyByTable
 from transforms.dead_letters import WriteDeadLetters
 from transforms.delivery import (JournalConfig, JournalUnavailableError,
@@ -95,6 +96,8 @@ def start_up(config: PipelineConfig, check_cluster: Optional[bool] = None) -> Lo
     raise ConfigurationError(str(error)) from None
   if check_cluster if check_cluster is not None else config.validate_tables:
     check_tables(load, config.static_tables(), create_missing=bool(config.schema and config.schema.create_tables))
+  if config.schema.ddl is not None:
+    _check_schema_change_topic(config)
   try:
     # The journal's topic also carries drain requests (every guarantee).
     ensure_journal_topic(config.control_topic)
@@ -105,6 +108,18 @@ def start_up(config: PipelineConfig, check_cluster: Optional[bool] = None) -> Lo
     raise ConfigurationError(
         f'Kafka (--bootstrap_servers={config.kafka.consumer_config.get("bootstrap.servers")}, '
         f'the load journal --journal_topic={config.control_topic.topic}): {error}') from None
+
+
+def _check_schema_change_topic(config: PipelineConfig) -> None:
+  """``--ddl_topic`` names a topic Kafka has (a typo would otherwise follow nothing)."""
+  from transforms.schema.ddl_topic import SchemaChangeReader  # pylint: disable=import-outside-toplevel
+  reader = SchemaChangeReader(config.schema.ddl)
+  try:
+    reader.open()
+  except LoaderError as error:
+    raise ConfigurationError(str(error)) from None
+  finally:
+    reader.close()
 
 
 def run_context(config: PipelineConfig, run_id: Optional[str] = None) -> RunContext:

@@ -84,6 +84,24 @@ CASES = {
     'a Flink option on the local runner': (
         lambda t, port: dict(table='demo.events', checkpointing_interval=2000),
         ['--checkpointing_interval', 'Flink runner']),
+    'a schema change topic that does not exist': (
+        lambda t, port: dict(cdc_format='debezium', ddl_topic='no_such_dbz_prefix'),
+        ['--ddl_topic=no_such_dbz_prefix', 'no such topic']),
+    'an unknown schema change type': (
+        lambda t, port: dict(cdc_format='debezium', ddl_topic='dbz',
+                             schema_change_types='add_column,explode_table'),
+        ['--schema_change_types', "'explode_table'", 'rename_column']),
+    'schema change types without their topic': (
+        lambda t, port: dict(cdc_format='debezium', schema_change_types='add_column'),
+        ['--schema_change_types', '--ddl_topic']),
+    'a schema change topic of plain records': (
+        lambda t, port: dict(table='demo.events', ddl_topic=t),
+        ['--ddl_topic', '--cdc_format=debezium']),
+    'the schema change topic among the row topics': (
+        lambda t, port: dict(cdc_format='debezium', ddl_topic=t), ['--ddl_topic', '--topics']),
+    'an unknown schema evolution policy': (
+        lambda t, port: dict(cdc_format='debezium', schema_evolution='everything'),
+        ['--schema_evolution', 'everything']),
 }
 
 

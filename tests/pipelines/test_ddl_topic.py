@@ -141,3 +141,176 @@ def test_tables_are_made_before_their_rows_and_older_rows_fit_later_changes(
   assert summary.totals['schema_changes_applied'] == 6  # 2 creates, add, widen, rename, drop
   # Each change ran once: the topic's offsets are the job's, committed past the last one.
   assert kafka_cluster.committed(group, prefix) == _ends(kafka_cluster, prefix)
+
+
+def _ddl_statements(server, table):
+  """The DDL the cluster ran on ``table`` (``db.tbl``), in order."""
+  name = table.split('.')[1]
+  return [stmt for _, stmt in server.storage.load_ddl() if f'`{name}`' in stmt or
+          f' {name} ' in stmt]
+
+
+def _streaming(kafka, server, topics, group, tmp_path, **flags):
+  argv = [a for a in pipeline_argv(kafka, server, topics, group, str(tmp_path / 'dead'), **flags)
+          if a != '--stop_at_end']
+  log = str(tmp_path / 'job.log')
+  return start_cli(argv, log_path=log), log
+
+
+def test_a_change_runs_after_the_earlier_rows_loaded_and_before_the_later_ones(
+    kafka_cluster, stream_load_server, tmp_path):
+  """Rows held in an open batch load before a rename runs (else their old column would be
+  left out), and rows in the new name pass only after it."""
+  prefix = _setup(kafka_cluster, stream_load_server, 'barrier')
+  table = f'{DB}.customers'
+  kafka_cluster.produce(prefix, _customers_history()[:1], partition=0)
+  rows_topic = f'{prefix}.{DB}.customers'
+  kafka_cluster.produce(rows_topic, _customers_rows()[:2], partition=0)
+  proc, log = _streaming(kafka_cluster, stream_load_server, [rows_topic], f'g-{prefix}', tmp_path,
+                         cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve',
+                         batch_interval_secs=300, batch_rows=10000)
+  try:
+    # Made from the topic when its first rows came; those rows then wait in an open batch.
+    wait_for(lambda: table.split('.')[1] in stream_load_server.catalog.databases[DB],
+             'the table made', proc=proc)
+    assert stream_load_server.query(f'SELECT count(*) FROM {table}') == [(0,)]
+    kafka_cluster.produce(prefix, [_ddl(
+        'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full_name',
+        [ID, FULL_NAME, SCORE_INT], 500)], partition=0)
+    kafka_cluster.produce(rows_topic, [_row('customers', 'c', 550,
+                                            after={'id': 3, 'full_name': 'cy', 'score': 3})],
+                          partition=0)
+    wait_for(lambda: 'full_name' in _names(stream_load_server, table), 'the rename', proc=proc)
+    # The barrier loaded the held rows first: the rename carried their names over.
+    assert sorted(stream_load_server.query(f'SELECT id, full_name FROM {table}')) == [
+        (1, 'ann'), (2, 'bob')]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert sorted(stream_load_server.query(f'SELECT id, full_name, score FROM {table}')) == [
+      (1, 'ann', 1), (2, 'bob', 2), (3, 'cy', 3)]
+  with open(log, encoding='utf-8') as handle:
+    text = handle.read()
+  assert 'flush triggered by schema_change' in text, text[-3000:]
+  assert text.count('schema change ran') == 2  # the CREATE and the RENAME
+  assert read_dead_letters(str(tmp_path / 'dead')) == []
+
+
+def test_a_restart_runs_no_change_twice_and_loads_every_row_once(
+    kafka_cluster, stream_load_server, tmp_path):
+  prefix = _setup(kafka_cluster, stream_load_server, 'again')
+  table = f'{DB}.customers'
+  history, rows = _customers_history(), _customers_rows()
+  rows_topic = f'{prefix}.{DB}.customers'
+  group = f'g-{prefix}'
+  flags = dict(cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve')
+  kafka_cluster.produce(prefix, history[:4], partition=0)   # up to INT -> BIGINT
+  _produce_rows(kafka_cluster, prefix, 'customers', rows[:4])
+  run_in_process(pipeline_argv(kafka_cluster, stream_load_server, [rows_topic], group,
+                               str(tmp_path / 'dead'), **flags))
+  first = _ddl_statements(stream_load_server, table)
+  assert [' '.join(stmt.split()[:2] if stmt.startswith('CREATE') else stmt.split()[3:5])
+          for stmt in first] == ['CREATE TABLE', 'ADD COLUMN', 'MODIFY COLUMN']
+  kafka_cluster.produce(prefix, history[4:], partition=0)
+  _produce_rows(kafka_cluster, prefix, 'customers', rows[4:])
+  run_in_process(pipeline_argv(kafka_cluster, stream_load_server, [rows_topic], group,
+                               str(tmp_path / 'dead'), **flags))
+  second = _ddl_statements(stream_load_server, table)[len(first):]
+  # Only the new changes ran (the refused narrowing is not in the cluster's log).
+  assert [' '.join(stmt.split()[3:5]) for stmt in second] == ['RENAME COLUMN', 'DROP COLUMN']
+  assert sorted(stream_load_server.query(f'SELECT id, full_name, score FROM {table}')) == [
+      (1, 'ann', 5_000_000_000), (2, 'bo', 7), (3, 'cy', 3), (4, 'dee', 4), (5, 'eve', 5)]
+  assert read_dead_letters(str(tmp_path / 'dead')) == []
+
+
+def test_lenient_adds_a_renamed_column_keeps_a_dropped_one_and_says_so(
+    kafka_cluster, stream_load_server, tmp_path, caplog):
+  prefix = _setup(kafka_cluster, stream_load_server, 'lenient')
+  table = f'{DB}.customers'
+  kafka_cluster.produce(prefix, _customers_history(), partition=0)
+  _produce_rows(kafka_cluster, prefix, 'customers', _customers_rows())
+  with caplog.at_level(logging.WARNING, logger='transforms.schema'):
+    run_in_process(pipeline_argv(
+        kafka_cluster, stream_load_server, [f'{prefix}.{DB}.customers'], f'g-{prefix}',
+        str(tmp_path / 'dead'), cdc_format='debezium', ddl_topic=prefix,
+        schema_evolution='lenient'))
+  assert _columns(stream_load_server, table) == [
+      ('id', 'INT'), ('name', 'VARCHAR(150)'), ('score', 'BIGINT'), ('email', 'VARCHAR(300)'),
+      ('full_name', 'VARCHAR(150)')]
+  # Rows keep the name they had: before the rename in name, after it in full_name.
+  assert sorted(stream_load_server.query(
+      f'SELECT id, name, full_name, score, email FROM {table}')) == [
+          (1, 'ann', None, 5_000_000_000, None), (2, None, 'bo', 7, None),
+          (3, 'cy', None, 3, 'c@x'), (4, None, 'dee', 4, 'd@x'), (5, None, 'eve', 5, None)]
+  said = [r.getMessage() for r in caplog.records]
+  assert any('drop column email not applied (--schema_evolution=lenient)' in m for m in said)
+  assert any('modify column score BIGINT -> INT (a narrowing) not applied' in m for m in said)
+  assert read_dead_letters(str(tmp_path / 'dead')) == []
+
+
+def _truncate(pos):
+  return orjson.dumps({'source': _source(None, pos), 'ts_ms': 1, 'databaseName': DB,
+                       'schemaName': None, 'ddl': 'TRUNCATE TABLE customers',
+                       'tableChanges': []})
+
+
+@pytest.mark.parametrize('listed', [True, False])
+def test_a_truncate_runs_only_when_listed_and_rows_before_it_stay_gone(
+    kafka_cluster, stream_load_server, tmp_path, caplog, listed):
+  prefix = _setup(kafka_cluster, stream_load_server, 'truncate')
+  table = f'{DB}.customers'
+  rows_topic = f'{prefix}.{DB}.customers'
+  kafka_cluster.produce(prefix, [_customers_history()[0], _truncate(400)], partition=0)
+  _produce_rows(kafka_cluster, prefix, 'customers', [
+      _row('customers', 'c', 200, after={'id': 1, 'name': 'ann', 'score': 1}),
+      _row('customers', 'c', 210, after={'id': 2, 'name': 'bob', 'score': 2}),
+      _row('customers', 'c', 500, after={'id': 3, 'name': 'cy', 'score': 3})])
+  group = f'g-{prefix}'
+  types = 'create_table,add_column' + (',truncate_table' if listed else '')
+  with caplog.at_level(logging.WARNING, logger='transforms.schema'):
+    run_in_process(pipeline_argv(
+        kafka_cluster, stream_load_server, [rows_topic], group, str(tmp_path / 'dead'),
+        cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve',
+        schema_change_types=types))
+  ids = sorted(row[0] for row in stream_load_server.query(f'SELECT id FROM {table}'))
+  assert ids == ([3] if listed else [1, 2, 3])
+  said = [r.getMessage() for r in caplog.records]
+  assert any('truncate table not applied' in m for m in said) == (not listed)
+  # The rows the truncate removed count as done: their offsets are committed.
+  assert kafka_cluster.committed(group, rows_topic) == _ends(kafka_cluster, rows_topic)
+  assert read_dead_letters(str(tmp_path / 'dead')) == []
+
+
+def test_a_column_added_on_one_shard_reaches_the_merged_table_and_a_drop_keeps_it(
+    kafka_cluster, stream_load_server, tmp_path, caplog):
+  prefix = _setup(kafka_cluster, stream_load_server, 'shards')
+  total, note = _col('total', 'INT'), _col('note', 'VARCHAR', 10)
+  history = [_ddl(f'order_{n}', 'CREATE', f'CREATE TABLE order_{n} (...)', [ID, total], 100 + n)
+             for n in range(2)]
+  history += [_ddl('order_1', 'ALTER', 'ALTER TABLE order_1 ADD note VARCHAR(10)',
+                   [ID, total, note], 300),
+              _ddl('order_1', 'ALTER', 'ALTER TABLE order_1 DROP COLUMN note', [ID, total], 400)]
+  kafka_cluster.produce(prefix, history, partition=0)
+  for n in range(2):
+    _produce_rows(kafka_cluster, prefix, f'order_{n}', [
+        _row(f'order_{n}', 'c', 200, after={'id': 1, 'total': 10 + n}),
+        _row(f'order_{n}', 'c', 350, after={'id': 2, 'total': 20 + n,
+                                            **({'note': 'hi'} if n else {})})])
+  with caplog.at_level(logging.WARNING, logger='transforms.schema'):
+    run_in_process(pipeline_argv(
+        kafka_cluster, stream_load_server, [f'{prefix}.{DB}.order_{n}' for n in range(2)],
+        f'g-{prefix}', str(tmp_path / 'dead'), cdc_format='debezium', ddl_topic=prefix,
+        schema_evolution='evolve', merge_tables=r'inventory\.order_\d+=inventory.orders'))
+  assert _names(stream_load_server, f'{DB}.orders') == [
+      'id', '_source_db', '_source_table', 'total', 'note']
+  assert stream_load_server.catalog.databases[DB]['orders'].key_columns == [
+      'id', '_source_db', '_source_table']
+  assert sorted(stream_load_server.query(
+      f'SELECT _source_table, id, total, note FROM {DB}.orders')) == [
+          ('order_0', 1, 10, None), ('order_0', 2, 20, None),
+          ('order_1', 1, 11, None), ('order_1', 2, 21, 'hi')]
+  said = [r.getMessage() for r in caplog.records]
+  assert any('drop column note of one source not applied' in m for m in said)
+  assert read_dead_letters(str(tmp_path / 'dead')) == []

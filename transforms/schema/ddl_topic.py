@@ -28,7 +28,7 @@ from transforms.schema.config import SchemaChangeTopic
 from transforms.schema.debezium_ddl import (BadSchemaChange, TableChange, UnsupportedSchemaChange,
                                             parse_schema_change)
 
-__all__ = ['SchemaChangeReader', 'SchemaChangeRecord', 'SchemaTopicError',
+__all__ = ['SchemaChangeReader', 'SchemaChangeRecord', 'SchemaTopicError', 'MissingSchemaTopic',
            'DEFAULT_CATCH_UP_SECS']
 
 _LOGGER = logging.getLogger('transforms.schema')
