@@ -13,7 +13,7 @@ import signal
 import orjson
 import pytest
 
-from tests.harness import pipeline_argv, read_dead_letters, run_in_process, start_cli
+from tests.harness import pipeline_argv, read_dead_letters, run_cli, run_in_process, start_cli
 from tests.pipelines.crash import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -314,3 +314,54 @@ def test_a_column_added_on_one_shard_reaches_the_merged_table_and_a_drop_keeps_i
   said = [r.getMessage() for r in caplog.records]
   assert any('drop column note of one source not applied' in m for m in said)
   assert read_dead_letters(str(tmp_path / 'dead')) == []
+
+
+def _restart_bounded(kafka, server, rows_topic, group, tmp_path, prefix):
+  return run_cli(pipeline_argv(kafka, server, [rows_topic], group, str(tmp_path / 'dead'),
+                               cdc_format='debezium', ddl_topic=prefix,
+                               schema_evolution='evolve'), timeout_secs=180)
+
+
+@pytest.mark.parametrize('when', ['inside the barrier', 'just after the rename'])
+def test_a_kill_around_a_change_runs_it_once_and_loads_every_row_once(
+    kafka_cluster, stream_load_server, tmp_path, when):
+  prefix = _setup(kafka_cluster, stream_load_server, 'kill')
+  table = f'{DB}.customers'
+  rows_topic = f'{prefix}.{DB}.customers'
+  group = f'g-{prefix}'
+  kafka_cluster.produce(prefix, _customers_history()[:1], partition=0)
+  kafka_cluster.produce(rows_topic, _customers_rows()[:2], partition=0)
+  proc, log = _streaming(kafka_cluster, stream_load_server, [rows_topic], group, tmp_path,
+                         cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve',
+                         batch_interval_secs=300, batch_rows=10000)
+  try:
+    wait_for(lambda: 'customers' in stream_load_server.catalog.databases[DB], 'the table made',
+             proc=proc)
+    if when == 'inside the barrier':
+      stream_load_server.inject_fault('be_down', node=0)  # the barrier's load cannot finish
+    kafka_cluster.produce(prefix, [_ddl(
+        'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full_name',
+        [ID, FULL_NAME, SCORE_INT], 500)], partition=0)
+    kafka_cluster.produce(rows_topic, [_row('customers', 'c', 550,
+                                            after={'id': 3, 'full_name': 'cy', 'score': 3})],
+                          partition=0)
+    if when == 'inside the barrier':
+      wait_for(lambda: 'flush triggered by schema_change' in open(log, encoding='utf-8').read(),
+               'the barrier', proc=proc)
+    else:
+      wait_for(lambda: 'full_name' in _names(stream_load_server, table), 'the rename', proc=proc)
+    proc.kill()
+    proc.wait(timeout=30)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  stream_load_server.clear_faults()
+  result = _restart_bounded(kafka_cluster, stream_load_server, rows_topic, group, tmp_path, prefix)
+  assert result.returncode == 0, result.stderr[-3000:]
+  statements = [' '.join(s.split()[:2] if s.startswith('CREATE') else s.split()[3:5])
+                for s in _ddl_statements(stream_load_server, table)]
+  assert statements == ['CREATE TABLE', 'RENAME COLUMN']
+  assert sorted(stream_load_server.query(f'SELECT id, full_name, score FROM {table}')) == [
+      (1, 'ann', 1), (2, 'bob', 2), (3, 'cy', 3)]
+  assert read_dead_letters(str(tmp_path / 'dead')) == []
+  assert kafka_cluster.committed(group, rows_topic) == _ends(kafka_cluster, rows_topic)
