@@ -40,6 +40,7 @@ from pipelines.options import KafkaToDorisOptions, add_flags
 from pipelines.preflight import PreflightError
 from pipelines.local_runner_metrics import bound_runner_metrics
 from pipelines.process_tuning import tune_process
+from pipelines.plan import PLAN_FLAG, plan_lines
 from pipelines.replay import REPLAY_FLAG, replay_dead_letters
 from pipelines.runners import (discovery_shards, make_pipeline, prepare_argv, runs_locally,
                                workers_run_here)
@@ -313,6 +314,13 @@ def request_drain(argv: Sequence[str]) -> str:
           'stop reading, load what is pending, commit and finish')
 
 
+def plan(argv: Sequence[str]) -> List[str]:
+  """``--plan``: the job's flags; what it would do, as lines (nothing runs)."""
+  argv = [a for a in argv if a != PLAN_FLAG]
+  check_flags(argv)
+  return plan_lines(PipelineConfig.from_options(PipelineOptions(argv)))
+
+
 def replay(argv: Sequence[str]) -> int:
   """``--replay_dead_letters``: the job's flags, its dead letters loaded again; an exit code."""
   argv = [a for a in argv if a != REPLAY_FLAG]
@@ -338,7 +346,7 @@ def help_text() -> str:
       prog='python -m pipelines.kafka_to_doris',
       usage='%(prog)s --bootstrap_servers=... --topics=... --group_id=... --fe_nodes=... '
             '--table=... [flags]   (or --drain --bootstrap_servers=... --group_id=...; or the job\'s '
-            'flags and --replay_dead_letters)',
+            'flags and --replay_dead_letters, or --plan)',
       description='Load Kafka topics into Apache Doris / StarRocks tables with Stream Load.',
       epilog='Any Apache Beam pipeline option is accepted as well (--runner, --streaming, '
       '--setup_file, FlinkRunner and DataflowRunner options, ...); --runner defaults to the '
@@ -347,7 +355,8 @@ def help_text() -> str:
       'environment variable instead of --password. SIGTERM/SIGINT drain the job on every '
       'runner (a second one exits at once); --drain with --bootstrap_servers and --group_id '
       'drains a running job from elsewhere; the job\'s flags with --replay_dead_letters load its '
-      'dead letters again once their cause is fixed (docs/operations.md).')
+      'dead letters again once their cause is fixed (docs/operations.md); with --plan they print '
+      'which table each topic reaches and the DDL --ddl_topic would run, and run nothing.')
   add_flags(parser, grouped=True)
   return parser.format_help()
 
@@ -364,6 +373,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
   if '--drain' in argv:
     try:
       print(request_drain(argv))
+    except ConfigurationError as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 2
+    return 0
+  if PLAN_FLAG in argv:
+    try:
+      print('\n'.join(plan(argv)))
     except ConfigurationError as error:
       print(f'error: {error}', file=sys.stderr)
       return 2

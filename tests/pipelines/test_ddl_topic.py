@@ -365,3 +365,32 @@ def test_a_kill_around_a_change_runs_it_once_and_loads_every_row_once(
       (1, 'ann', 1), (2, 'bob', 2), (3, 'cy', 3)]
   assert read_dead_letters(str(tmp_path / 'dead')) == []
   assert kafka_cluster.committed(group, rows_topic) == _ends(kafka_cluster, rows_topic)
+
+
+def test_plan_prints_the_tables_and_the_ddl_a_run_then_runs(kafka_cluster, stream_load_server,
+                                                           tmp_path):
+  prefix = _setup(kafka_cluster, stream_load_server, 'plan')
+  kafka_cluster.produce(prefix, _customers_history(), partition=0)
+  _produce_rows(kafka_cluster, prefix, 'customers', _customers_rows())
+  rows_topic = f'{prefix}.{DB}.customers'
+  argv = pipeline_argv(kafka_cluster, stream_load_server, [rows_topic], f'g-{prefix}',
+                       str(tmp_path / 'dead'), cdc_format='debezium', ddl_topic=prefix,
+                       schema_evolution='lenient', table_template='inventory.{table}')
+  shown = run_cli(argv + ['--plan'], timeout_secs=120)
+  assert shown.returncode == 0, shown.stderr[-3000:]
+  lines = shown.stdout.splitlines()
+  assert f'  {rows_topic} -> {DB}.customers (not yet)' in lines
+  statements = [line.strip().rstrip(';') for line in lines
+                if line.startswith('  CREATE') or line.startswith('  ALTER')]
+  assert any('drop column email not applied (--schema_evolution=lenient)' in line
+             for line in lines)
+  assert _ddl_statements(stream_load_server, f'{DB}.customers') == []  # nothing ran
+  assert kafka_cluster.committed(f'g-{prefix}', prefix) == {}
+  result = run_cli(argv, timeout_secs=180)
+  assert result.returncode == 0, result.stderr[-3000:]
+  ran = [' '.join(stmt.split()) for _, stmt in stream_load_server.storage.load_ddl()
+         if not stmt.startswith('CREATE DATABASE')]
+  assert ran == statements
+  again = run_cli(argv + ['--plan'], timeout_secs=120)
+  assert f'  {rows_topic} -> {DB}.customers (exists)' in again.stdout.splitlines()
+  assert 'statements to run (0):' in again.stdout

@@ -116,11 +116,14 @@ class SchemaChangeApplier:
       ran on).
     reader: the topic's reader (default: one on ``config.ddl``).
     counter: ``counter(name, table, n)`` for metrics.
+    dry_run: run nothing: ``planned`` collects the statements a run would send (``--plan``),
+      against the cluster's tables as they are and as the statements before them leave them.
   """
 
   def __init__(self, config: SchemaEvolutionConfig, evolution: SchemaEvolution,
                reader: Optional[SchemaChangeReader] = None,
-               counter: Optional[Callable[[str, str, int], None]] = None):
+               counter: Optional[Callable[[str, str, int], None]] = None,
+               dry_run: bool = False):
     if config.ddl is None:
       raise ValueError('SchemaChangeApplier needs config.ddl (--ddl_topic)')
     self._config = config
@@ -133,6 +136,10 @@ class SchemaChangeApplier:
     self._reshapes: Dict[Tuple[str, Optional[Tuple[str, str]]], List[Tuple[tuple, SchemaOp]]] = {}
     self._newest: Dict[str, tuple] = {}                  # target -> newest reshaping position
     self._reported: Set[Tuple[str, str]] = set()
+    self._dry_run = dry_run
+    self.planned: List[Tuple[str, str]] = []             # (target, statement), dry runs
+    self.reports: List[str] = []                         # what was reported, in order
+    self._simulated: Dict[str, Optional[List[Tuple[str, str]]]] = {}   # dry runs: target columns
 
   def close(self) -> None:
     self._reader.close()
@@ -231,6 +238,14 @@ class SchemaChangeApplier:
         stmt = render(op, step.target, self._dialect,
                       options=self._config.tables.get(step.target),
                       sequence_column=self._config.sequence_columns.get(step.target))
+        if self._dry_run:
+          if not self._done_already(step.target, op, ''):
+            note = ('  -- a narrowing: the FE refuses it'
+                    if isinstance(op, ModifyColumn) and op.narrowing else '')
+            self.planned.append((step.target, ' '.join(stmt.split()) + note))
+            self._simulate(step.target, op)
+          self._made(step, op)
+          continue
         try:
           self._evolution.run_statement(step.target, stmt)
         except SqlRejectedError as error:
@@ -262,7 +277,7 @@ class SchemaChangeApplier:
           or not is_widening(known.doris_type, op.new_type)):
         return []  # the target (a merged family's) is as wide already
       return [op]
-    columns = self._evolution.table_columns(target)
+    columns = self._columns_now(target)
     if columns is None:
       return [op]
     present = {name.lower() for name, _ in columns}
@@ -284,20 +299,45 @@ class SchemaChangeApplier:
     return out
 
   def _done_already(self, target: str, op: SchemaOp, message: str) -> bool:
+    """Whether the FE refused ``op`` because it is done already (or, with no message: whether
+    the table says so)."""
     lowered = message.lower()
-    if isinstance(op, (AddColumn, CreateTable)) and is_already_exists(message):
+    if isinstance(op, (AddColumn, CreateTable)) and message and is_already_exists(message):
       return True
-    if any(text in lowered for text in _DONE_ALREADY):
+    if message and any(text in lowered for text in _DONE_ALREADY):
       return True
-    if isinstance(op, (RenameColumn, DropColumn)):
-      columns = self._evolution.table_columns(target) or []
-      names = {name.lower() for name, _ in columns}
+    if isinstance(op, (AddColumn, RenameColumn, DropColumn)):
+      names = {name.lower() for name, _ in self._columns_now(target) or []}
+      if isinstance(op, AddColumn):
+        return not message and op.column.name.lower() in names
       if isinstance(op, DropColumn):
         return op.name.lower() not in names
       return op.old.lower() not in names and op.new.lower() in names
     if isinstance(op, DropTable):
-      return self._evolution.table_columns(target) is None
+      return self._columns_now(target) is None
     return False
+
+  def _columns_now(self, target: str) -> Optional[List[Tuple[str, str]]]:
+    """The target's columns (a dry run: as the statements planned so far leave them)."""
+    if not self._dry_run:
+      return self._evolution.table_columns(target)
+    if target not in self._simulated:
+      self._simulated[target] = self._evolution.table_columns(target)
+    return self._simulated[target]
+
+  def _simulate(self, target: str, op: SchemaOp) -> None:
+    columns = self._columns_now(target)
+    if isinstance(op, CreateTable):
+      self._simulated[target] = [(c.name, c.doris_type) for c in op.columns]
+    elif isinstance(op, DropTable):
+      self._simulated[target] = None
+    elif columns is not None:
+      if isinstance(op, AddColumn):
+        columns.append((op.column.name, op.column.doris_type))
+      elif isinstance(op, DropColumn):
+        columns[:] = [(n, t) for n, t in columns if n.lower() != op.name.lower()]
+      elif isinstance(op, RenameColumn):
+        columns[:] = [(op.new if n.lower() == op.old.lower() else n, t) for n, t in columns]
 
   def _made(self, step: Step, op: SchemaOp) -> None:
     """What the target looks like after ``op``, and what older rows must become."""
@@ -367,7 +407,9 @@ class SchemaChangeApplier:
       if (table, what) in self._reported:
         return
       self._reported.add((table, what))
-    (_LOGGER.error if error else _LOGGER.warning)('table %s: %s', table, what)
+    self.reports.append(f'{table}: {what}')
+    if not self._dry_run:
+      (_LOGGER.error if error else _LOGGER.warning)('table %s: %s', table, what)
 
 
 def _fitted(fields: dict, ops: Sequence[SchemaOp]) -> Optional[dict]:
