@@ -1,4 +1,4 @@
-"""The per-table configuration file (``--table_config``), validated at start.
+r"""The per-table configuration file (``--table_config``), validated at start.
 
 Example::
 
@@ -21,16 +21,30 @@ Example::
         distributed_by: random      # or a list of columns (default: the key)
         buckets: 8                  # default: auto
         properties: {replication_num: "1"}
+      'ods\.shop__order_\d+':      # a regular expression over whole db.tbl names: a family
+        batch_interval_secs: 5
+        buckets: 16
+    defaults:                 # under every table, named or matched (properties merge by key)
+      buckets: 4
+      properties: {replication_num: "1"}
 
-Every key is checked: an unknown key, a bad type or a bad table name fails
-the pipeline at start with the file, the table and the key in the message.
+A key that is not a plain ``db.tbl`` name is a regular expression the whole
+table name must match; exact names win, then expressions in file order.  An
+expression or ``defaults`` may not set what decides a table's keys, shards or
+body (``shards``, ``key_columns``, ``sequence_column``, ``columns``,
+``jsonpaths``, ``load_format``, ``group_commit``, ``merge_commit_*``): name the
+table for those.
+
+Every key is checked: an unknown key, a bad type, a bad table name or a bad
+regular expression fails the pipeline at start with the file, the table and the
+key in the message.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -38,10 +52,12 @@ from transforms.batching import BatchLimits
 from transforms.errors import ConfigFault
 from transforms.schema import TableDdlOptions
 from transforms.stream_load.config import TableLoadOptions
+from transforms.types import TableMap
 
 __all__ = ['TableConfig', 'TableSettings', 'load_table_config', 'parse_table_config']
 
 _TABLE_NAME = re.compile(r'^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$')
+_BARE_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 
 _BATCH_KEYS = {
     'batch_rows': ('rows', int),
@@ -74,6 +90,12 @@ _DDL_KEYS = {
     'buckets': (int, str),
     'properties': dict,
 }
+# What decides a table's keys, shards or body, which other settings are derived from by listing
+# the named tables (the journal's sharding, group commit users...): named tables only.
+_NAMED_ONLY = frozenset({'shards', 'key_columns', 'sequence_column', 'columns', 'jsonpaths',
+                         'load_format', 'group_commit', 'merge_commit_interval_ms',
+                         'merge_commit_parallel'})
+_MERGED_BY_KEY = ('properties', 'headers')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,17 +108,30 @@ class TableSettings:
 
 @dataclasses.dataclass(frozen=True)
 class TableConfig:
-  """Per-table settings; tables not listed use the flags' defaults."""
+  """Per-table settings; tables not listed use the flags' defaults.
+
+  Attributes:
+    tables: settings of the tables named exactly.
+    patterns: ``(regular expression, settings)`` of table families, in file order.
+    default: settings of every other table (``defaults:``), or None.
+  """
   tables: Mapping[str, TableSettings]
+  patterns: Tuple[Tuple[str, TableSettings], ...] = ()
+  default: Optional[TableSettings] = None
 
-  def batch_limits(self) -> Dict[str, BatchLimits]:
-    return {table: settings.limits for table, settings in self.tables.items()}
+  def _map(self, pick) -> TableMap:
+    return TableMap({t: pick(s) for t, s in self.tables.items()},
+                    [(regex, pick(s)) for regex, s in self.patterns],
+                    pick(self.default) if self.default is not None else None)
 
-  def load_options(self) -> Dict[str, TableLoadOptions]:
-    return {table: settings.load_options for table, settings in self.tables.items()}
+  def batch_limits(self) -> TableMap:
+    return self._map(lambda settings: settings.limits)
 
-  def ddl_options(self) -> Dict[str, TableDdlOptions]:
-    return {table: settings.ddl for table, settings in self.tables.items()}
+  def load_options(self) -> TableMap:
+    return self._map(lambda settings: settings.load_options)
+
+  def ddl_options(self) -> TableMap:
+    return self._map(lambda settings: settings.ddl)
 
   def sequence_columns(self) -> Dict[str, str]:
     return {table: s.load_options.sequence_column for table, s in self.tables.items()
@@ -130,48 +165,90 @@ def parse_table_config(document: Any, defaults: BatchLimits, source: str = '--ta
   """
   if document is None:
     return TableConfig({})
-  if not isinstance(document, dict) or set(document) - {'tables'}:
-    raise TableConfigError(f'{source}: the top level must be a mapping with one key, "tables"')
+  if not isinstance(document, dict) or set(document) - {'tables', 'defaults'}:
+    raise TableConfigError(f'{source}: the top level must be a mapping with the keys "tables" '
+                           'and (optional) "defaults"')
   tables = document.get('tables') or {}
   if not isinstance(tables, dict):
-    raise TableConfigError(f'{source}: "tables" must map db.tbl to settings')
+    raise TableConfigError(f'{source}: "tables" must map db.tbl (or a regular expression) to '
+                           'settings')
+  base = document.get('defaults') or {}
+  if not isinstance(base, dict):
+    raise TableConfigError(f'{source}: "defaults" must be a mapping of settings')
+  _check_unnamed(f'{source}: defaults', base)
+  default = _settings(f'{source}: defaults', base, defaults) if base else None
   parsed: Dict[str, TableSettings] = {}
+  patterns: List[Tuple[str, TableSettings]] = []
   for table, settings in tables.items():
     where = f'{source}: table {table!r}'
-    if not isinstance(table, str) or not _TABLE_NAME.match(table):
-      raise TableConfigError(f'{where}: table names must be db.tbl')
+    if not isinstance(table, str) or not table:
+      raise TableConfigError(f'{where}: keys must be db.tbl names or regular expressions')
     settings = settings or {}
     if not isinstance(settings, dict):
       raise TableConfigError(f'{where}: settings must be a mapping')
-    unknown = set(settings) - set(_BATCH_KEYS) - set(_LOAD_KEYS) - set(_DDL_KEYS)
-    if unknown:
-      raise TableConfigError(f'{where}: unknown key(s) {sorted(unknown)}; known keys: '
-                             f'{sorted(set(_BATCH_KEYS) | set(_LOAD_KEYS) | set(_DDL_KEYS))}')
-    limit_args = {}
-    for key, (field, expected) in _BATCH_KEYS.items():
-      if key in settings:
-        _check_type(where, key, settings[key], expected)
-        limit_args[field] = settings[key]
-    load_args = {}
-    for key, expected in _LOAD_KEYS.items():
-      if key in settings:
-        _check_type(where, key, settings[key], expected)
-        load_args[key] = settings[key]
-    if 'headers' in load_args:
-      load_args['headers'] = {str(k): str(v) for k, v in load_args['headers'].items()}
-    if 'max_filter_ratio' in load_args:
-      load_args['max_filter_ratio'] = float(load_args['max_filter_ratio'])
+    merged = _merged(base, settings)
+    if _TABLE_NAME.match(table):
+      parsed[table] = _settings(where, merged, defaults)
+      continue
+    if _BARE_NAME.match(table):
+      raise TableConfigError(f'{where}: table names must be db.tbl (or a regular expression '
+                             'over db.tbl names)')
     try:
-      limits = dataclasses.replace(defaults, **limit_args)
-      options = TableLoadOptions(**load_args)
-    except (ValueError, TypeError) as error:
-      raise TableConfigError(f'{where}: {error}') from None
-    if limits.shards > 1 and not limits.key_columns and (
-        options.sequence_column is None and options.merge_type is not None):
-      raise TableConfigError(f'{where}: shards > 1 with deletes needs key_columns to keep each '
-                             'key on one shard')
-    parsed[table] = TableSettings(limits, options, _ddl_options(where, settings))
-  return TableConfig(parsed)
+      re.compile(table)
+    except re.error as error:
+      raise TableConfigError(f'{where}: not a db.tbl name, nor a regular expression: '
+                             f'{error}') from None
+    _check_unnamed(where, settings)
+    patterns.append((table, _settings(where, merged, defaults)))
+  return TableConfig(parsed, tuple(patterns), default)
+
+
+def _merged(base: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Any]:
+  """``settings`` over ``defaults`` (``properties`` and ``headers`` merged by key)."""
+  merged = {**base, **settings}
+  for key in _MERGED_BY_KEY:
+    if isinstance(base.get(key), dict) and isinstance(settings.get(key), dict):
+      merged[key] = {**base[key], **settings[key]}
+  return merged
+
+
+def _check_unnamed(where: str, settings: Dict[str, Any]) -> None:
+  named = sorted(_NAMED_ONLY & set(settings))
+  if named:
+    raise TableConfigError(f'{where}: {", ".join(named)} must be set per table, by its name '
+                           '(they decide its keys, shards or body)')
+
+
+def _settings(where: str, settings: Dict[str, Any], defaults: BatchLimits) -> TableSettings:
+  """One entry's settings, checked."""
+  unknown = set(settings) - set(_BATCH_KEYS) - set(_LOAD_KEYS) - set(_DDL_KEYS)
+  if unknown:
+    raise TableConfigError(f'{where}: unknown key(s) {sorted(unknown)}; known keys: '
+                           f'{sorted(set(_BATCH_KEYS) | set(_LOAD_KEYS) | set(_DDL_KEYS))}')
+  limit_args = {}
+  for key, (field, expected) in _BATCH_KEYS.items():
+    if key in settings:
+      _check_type(where, key, settings[key], expected)
+      limit_args[field] = settings[key]
+  load_args = {}
+  for key, expected in _LOAD_KEYS.items():
+    if key in settings:
+      _check_type(where, key, settings[key], expected)
+      load_args[key] = settings[key]
+  if 'headers' in load_args:
+    load_args['headers'] = {str(k): str(v) for k, v in load_args['headers'].items()}
+  if 'max_filter_ratio' in load_args:
+    load_args['max_filter_ratio'] = float(load_args['max_filter_ratio'])
+  try:
+    limits = dataclasses.replace(defaults, **limit_args)
+    options = TableLoadOptions(**load_args)
+  except (ValueError, TypeError) as error:
+    raise TableConfigError(f'{where}: {error}') from None
+  if limits.shards > 1 and not limits.key_columns and (
+      options.sequence_column is None and options.merge_type is not None):
+    raise TableConfigError(f'{where}: shards > 1 with deletes needs key_columns to keep each '
+                           'key on one shard')
+  return TableSettings(limits, options, _ddl_options(where, settings))
 
 
 def _ddl_options(where: str, settings: Dict[str, Any]) -> TableDdlOptions:

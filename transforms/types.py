@@ -9,7 +9,9 @@ transform; at 50k rows/s that would be the whole budget.
 from __future__ import annotations
 
 import pickle
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+import re
+from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple,
+                    TypeVar)
 
 import orjson
 from apache_beam import coders
@@ -245,3 +247,76 @@ class RowBatchCoder(coders.Coder):
 
 
 coders.registry.register_coder(RowBatch, RowBatchCoder)
+
+
+_V = TypeVar('_V')
+
+
+class TableMap(Mapping[str, _V]):
+  """Per-table values by table name: exact ``db.tbl`` names first, then regular expressions
+  (matched against the whole name, in order), then a default for every other table.
+
+  Iterating it gives the exact names only (the tables named in the configuration); a lookup
+  of any table answers by the rules.  Lookups are cached.
+
+  Args:
+    exact: ``db.tbl`` -> value.
+    patterns: ``(regular expression, value)`` pairs, first match wins.
+    default: the value of a table nothing else names (None: such a table has none).
+  """
+
+  def __init__(self, exact: Optional[Mapping[str, _V]] = None,
+               patterns: Sequence[Tuple[str, _V]] = (), default: Optional[_V] = None):
+    self._exact = dict(exact or {})
+    self._patterns = tuple((re.compile(regex), value) for regex, value in patterns)
+    self._default = default
+    self._cache: Dict[str, Any] = {}
+
+  @classmethod
+  def of(cls, values: Optional[Mapping[str, _V]]) -> 'TableMap[_V]':
+    """``values`` as a ``TableMap`` (itself if it is one)."""
+    return values if isinstance(values, TableMap) else cls(values)
+
+  @property
+  def has_rules(self) -> bool:
+    """Whether tables not named exactly may have a value too."""
+    return bool(self._patterns) or self._default is not None
+
+  def __getitem__(self, table: str) -> _V:
+    value = self._exact.get(table)
+    if value is not None:
+      return value
+    cached = self._cache.get(table, self)
+    if cached is self:
+      cached = next((value for regex, value in self._patterns if regex.fullmatch(table)),
+                    self._default)
+      if len(self._cache) < 100_000:
+        self._cache[table] = cached
+    if cached is None:
+      raise KeyError(table)
+    return cached
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._exact)
+
+  def __len__(self) -> int:
+    return len(self._exact)
+
+  def __getstate__(self):
+    return {'exact': self._exact, 'patterns': [(r.pattern, v) for r, v in self._patterns],
+            'default': self._default}
+
+  def __setstate__(self, state):
+    self.__init__(state['exact'], state['patterns'], state['default'])
+
+  def __eq__(self, other):
+    if isinstance(other, TableMap):
+      return self.__getstate__() == other.__getstate__()
+    return not self.has_rules and isinstance(other, Mapping) and self._exact == dict(other)
+
+  def __hash__(self):
+    return hash(tuple(sorted(self._exact)))
+
+  def __repr__(self):
+    return (f'TableMap({self._exact!r}, patterns={[r.pattern for r, _ in self._patterns]!r}, '
+            f'default={self._default!r})')

@@ -95,6 +95,29 @@ def test_table_config_overrides_limits_and_options(tmp_path):
   assert config.sequence_columns() == {'db.small': 'seq'}
 
 
+def test_regular_expression_keys_and_defaults_reach_every_table_of_a_family(tmp_path):
+  path = tmp_path / 'tables.yaml'
+  path.write_text(yaml.safe_dump({
+      'defaults': {'buckets': 4, 'properties': {'replication_num': '1'}, 'batch_rows': 500},
+      'tables': {
+          'ods.shop__orders': {'batch_rows': 9, 'properties': {'compression': 'zstd'}},
+          r'ods\.shop__order_\d+': {'batch_interval_secs': 5, 'buckets': 16},
+          r'ods\..*': {'batch_interval_secs': 7}}}, sort_keys=False))
+  config = load_table_config(str(path), BatchLimits(rows=100, interval_secs=30))
+  limits = config.batch_limits()
+  assert limits['ods.shop__orders'] == BatchLimits(rows=9, interval_secs=30)   # exact wins
+  assert limits['ods.shop__order_07'] == BatchLimits(rows=500, interval_secs=5)
+  assert limits['ods.other'] == BatchLimits(rows=500, interval_secs=7)  # the next expression
+  assert limits['dw.facts'] == BatchLimits(rows=500, interval_secs=30)  # defaults only
+  assert limits.get('ods.shop__order_x7', None) == BatchLimits(rows=500, interval_secs=7)
+  ddl = config.ddl_options()
+  assert ddl['ods.shop__order_01'].buckets == 16
+  assert dict(ddl['ods.shop__orders'].properties) == {'replication_num': '1',
+                                                       'compression': 'zstd'}
+  assert ddl['dw.facts'].buckets == 4
+  assert list(limits) == ['ods.shop__orders']  # the named tables only (start-up checks)
+
+
 @pytest.mark.parametrize('document, message', [
     ({'tables': {'nodot': {}}}, 'db.tbl'),
     ({'tables': {'db.t': {'batch_rowz': 1}}}, 'unknown key'),
@@ -102,7 +125,11 @@ def test_table_config_overrides_limits_and_options(tmp_path):
     ({'tables': {'db.t': {'batch_rows': -1}}}, '--batch_rows'),
     ({'tables': {'db.t': {'merge_type': 'UPSERT'}}}, 'merge_type'),
     ({'tables': {'db.t': {'partial_columns': 'yes'}}}, 'partial_columns must be bool'),
-    ({'tablez': {}}, 'one key'),
+    ({'tablez': {}}, '"tables"'),
+    ({'tables': {r'db\.t_(\d+': {}}}, 'regular expression'),
+    ({'tables': {r'db\.t_\d+': {'shards': 2}}}, 'shards must be set per table, by its name'),
+    ({'defaults': {'load_format': 'csv'}}, 'defaults: load_format must be set per table'),
+    ({'defaults': {'buckets': 'some'}}, 'buckets must be a positive integer'),
 ])
 def test_bad_table_config_names_table_and_key(document, message):
   with pytest.raises(TableConfigError, match=message):

@@ -298,11 +298,17 @@ def test_a_column_added_on_one_shard_reaches_the_merged_table_and_a_drop_keeps_i
         _row(f'order_{n}', 'c', 200, after={'id': 1, 'total': 10 + n}),
         _row(f'order_{n}', 'c', 350, after={'id': 2, 'total': 20 + n,
                                             **({'note': 'hi'} if n else {})})])
+  tables = tmp_path / 'tables.yaml'   # a family's creation settings, by expression and defaults
+  tables.write_text('defaults:\n  properties: {replication_num: "1"}\n'
+                    'tables:\n  \'inventory\\.ord.*\': {buckets: 8}\n')
   with caplog.at_level(logging.WARNING, logger='transforms.schema'):
     run_in_process(pipeline_argv(
         kafka_cluster, stream_load_server, [f'{prefix}.{DB}.order_{n}' for n in range(2)],
         f'g-{prefix}', str(tmp_path / 'dead'), cdc_format='debezium', ddl_topic=prefix,
-        schema_evolution='evolve', merge_tables=r'inventory\.order_\d+=inventory.orders'))
+        schema_evolution='evolve', merge_tables=r'inventory\.order_\d+=inventory.orders',
+        table_config=str(tables)))
+  create = _ddl_statements(stream_load_server, f'{DB}.orders')[0]
+  assert 'BUCKETS 8' in create and '"replication_num" = "1"' in create, create
   assert _names(stream_load_server, f'{DB}.orders') == [
       'id', '_source_db', '_source_table', 'total', 'note']
   assert stream_load_server.catalog.databases[DB]['orders'].key_columns == [

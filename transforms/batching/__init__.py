@@ -21,7 +21,7 @@ from transforms.batching.keying import KeyByTable
 from transforms.batching.limits import (DEFAULT_BATCH_BYTES, DEFAULT_BATCH_INTERVAL_SECS,
                                         DEFAULT_BATCH_ROWS, FLUSH_REASONS, BatchLimits)
 from transforms.runtime import RunContext
-from transforms.types import RowBatch
+from transforms.types import RowBatch, TableMap
 
 __all__ = [
     'BatchLimits',
@@ -66,7 +66,7 @@ class BatchPerTable(beam.PTransform):
                hold_across_bundles: bool = False):
     super().__init__()
     self._default = default_limits or BatchLimits()
-    self._limits = dict(table_limits or {})
+    self._limits = TableMap.of(table_limits or {})
     for table, limits in self._limits.items():
       if not isinstance(limits, BatchLimits):
         raise ValueError(f'table_limits[{table!r}] must be a BatchLimits')

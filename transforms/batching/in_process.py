@@ -42,7 +42,7 @@ from transforms.batching.limits import (BUNDLE_END, DRAIN, END_OF_INPUT, MEMORY_
                                         SCHEMA_CHANGE, TIMEOUT, BatchLimits, OpenBatch,
                                         cut_batches)
 from transforms.runtime import RunContext, acquire, release
-from transforms.types import Row, RowBatch, table_of_key
+from transforms.types import Row, RowBatch, TableMap, table_of_key
 
 __all__ = ['Batcher', 'OrderViolationError']
 
@@ -81,7 +81,7 @@ class Batcher:
   def __init__(self, default_limits: BatchLimits, table_limits: Mapping[str, BatchLimits],
                max_pending_bytes: Optional[int] = None):
     self._default = default_limits
-    self._limits = dict(table_limits)
+    self._limits = TableMap.of(table_limits)
     self._max_pending_bytes = max_pending_bytes
     self._batches: Dict[Tuple[str, int], _KeyBatch] = {}
     # (key, topic, partition) -> (offset, part) of the newest row batched: order per key comes
@@ -217,7 +217,7 @@ class BatchFn(beam.DoFn):
                max_pending_bytes: Optional[int], context: RunContext,
                clock: Callable[[], float], name: str, hold_across_bundles: bool = True):
     self._default = default_limits
-    self._limits = dict(table_limits)
+    self._limits = TableMap.of(table_limits)
     self._max_pending_bytes = max_pending_bytes
     self._context = context
     self._clock = clock

@@ -31,7 +31,7 @@ from transforms.stream_load.errors import (ClusterFaultError, DataQualityError,
 from transforms.stream_load.labels import make_label
 from transforms.stream_load.outcome import LoadOutcome
 from transforms.stream_load.write_ahead import WriteAheadLog
-from transforms.types import Row, column_names, offsets_of
+from transforms.types import Row, TableMap, column_names, offsets_of
 
 __all__ = ['BatchLoader', 'BatchReport', 'MAX_BISECT_LOADS']
 
@@ -76,7 +76,7 @@ class BatchLoader:
     self._monitor = monitor if monitor is not None else Monitor()
     self._write_ahead = write_ahead
     self._label_prefix = label_prefix
-    self._table_options = dict(table_options)
+    self._table_options = TableMap.of(table_options)
     self._target = client.config.target
 
   def load_format(self, table: str) -> str:

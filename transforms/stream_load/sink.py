@@ -49,7 +49,7 @@ from transforms.stream_load.outcome import STATUS_LABEL_EXISTS, LoadOutcome
 from transforms.stream_load.scheduler import Job, LoadScheduler
 from transforms.stream_load.write_ahead import WriteAheadLogSpec
 from transforms.types import (MAX_DEAD_LETTER_PAYLOAD_BYTES, DeadLetter, LoadResult, Row,
-                              offsets_of, table_of_key)
+                              TableMap, offsets_of, table_of_key)
 
 __all__ = ['WriteToStreamLoad', 'SinkSettings', 'group_commit_users', 'StreamLoadWriteResult',
            'DEAD_LETTER_TAG', 'DEFAULT_FLUSH_WORKERS', 'DEFAULT_LABEL_PREFIX']
@@ -148,7 +148,7 @@ class SinkSettings:
     prefix = self.label_prefix
     if not prefix or sanitize_label_part(prefix) != prefix or len(prefix) > 64:
       raise ValueError(f'--label_prefix: must be 1-64 characters of [-_A-Za-z0-9], got {prefix!r}')
-    object.__setattr__(self, 'table_options', dict(self.table_options or {}))
+    object.__setattr__(self, 'table_options', TableMap.of(self.table_options or {}))
     for table, options in self.table_options.items():
       if not isinstance(options, TableLoadOptions):
         raise ValueError(f'table_options[{table!r}] must be a TableLoadOptions')
