@@ -30,3 +30,18 @@ def test_the_demo_loads_every_table_including_the_avro_topic(tmp_path):
   assert 'demo: OK' in result.stdout
   # "in table" comes through the server's MySQL port; the demo says how to look yourself.
   assert 'mysql -h 127.0.0.1 -P 9030 -u root' in result.stdout
+
+
+def test_the_database_sync_demo_lands_every_table_as_the_source_has_it(tmp_path):
+  result = subprocess.run([sys.executable, '-m', 'devtools.demo', '--database-sync',
+                           '--work-dir', str(tmp_path / 'demo')],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  rows = {m.group(1): (m.group(2), int(m.group(3)), int(m.group(4)), m.group(5)) for m in
+          re.finditer(r'^(ods\.\w+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\S+)$', result.stdout, re.M)}
+  assert len(rows) == 24
+  assert rows['ods.shop__orders'][0] == 'id,_source_db,_source_table'
+  assert rows['ods.shop__order_items'][0] == 'order_id,line'
+  assert rows['ods.shop__customers'][3] == 'id,full_name,score,email'   # renamed, added
+  assert all(got == want for _, got, want, _ in rows.values())
+  assert 'demo: OK' in result.stdout
