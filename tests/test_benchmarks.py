@@ -23,6 +23,9 @@ SMOKE_RUNS = {
     'emulator_bench.py': (['--mb', '4'], rf'^emulator count-only: {_NUMBER} MB/s'),
     'source_bench.py': (['--records', '4000', '--record_bytes', '256', '--topics', '1'],
                         rf'^source: {_NUMBER} rec/s, {_NUMBER}x vs plain loop'),
+    'many_tables_bench.py': (['--records', '3000', '--tables', '30', '--pairs', '1'],
+                             rf'^many_tables: 30 tables at {_NUMBER}-{_NUMBER}-{_NUMBER}x the '
+                             rf'rows/s of 4 \(min-median-max of 1 pairs\), CPU {_NUMBER}/{_NUMBER} s'),
     'continuous_bench.py': (['--rate', '300', '--secs', '4', '--backlog_mb', '4'],
                             rf'^continuous: {_NUMBER} loads \(ideal {_NUMBER}\), median '),
     'soak.py': (['--minutes', '0.5', '--rate', '200', '--outage_secs', '3', '--sample_secs', '2',

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import collections
+import socket
+import urllib.request
 from decimal import Decimal
 from typing import Dict, Iterable, List, Sequence
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 EVENT_COLUMNS = 'event_id, user_id, event_type, amount, payload'
 
@@ -87,3 +90,31 @@ def uncommitted_ids(committed: Dict[int, int], first_id: int, count: int,
     if offset >= committed.get(partition, 0):
       out.append(first_id + i)
   return out
+
+
+def free_port() -> int:
+  """A TCP port nothing listens on now (for a job's ``--metrics_port``)."""
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
+
+
+def metric_samples(port: int, name: str) -> list:
+  """The samples of metric ``name`` a job serves on ``port`` (none while it cannot be reached)."""
+  try:
+    text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
+  except OSError:
+    return []
+  return [sample for family in text_string_to_metric_families(text)
+          for sample in family.samples if sample.name == name]
+
+
+def records_consumed(port: int, topic: str) -> int:
+  """How many records of ``topic`` the job serving ``port`` has read."""
+  return int(sum(s.value for s in metric_samples(port, 'kafka_records_consumed_total')
+                 if s.labels.get('topic') == topic))
+
+
+def nonempty_end_offsets(kafka, topic: str) -> Dict[int, int]:
+  """The end offsets of the partitions that hold records (empty ones have nothing to commit)."""
+  return {p: end for p, end in kafka.end_offsets(topic).items() if end}

@@ -8,15 +8,13 @@ Prometheus endpoint (``--metrics_port``), so the tests wait on facts, never on s
 import os
 import re
 import signal
-import socket
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, start_cli
 from tests.pipelines.crash import wait_for
-from tests.pipelines.helpers import assert_events_exactly_once, event_bytes
+from tests.pipelines.helpers import (assert_events_exactly_once, event_bytes, free_port,
+                                     records_consumed)
 
 pytestmark = pytest.mark.reliability
 
@@ -24,26 +22,12 @@ _FLUSH = re.compile(r'flush triggered by (\w+): shard=\d+ table_rows=(\d+) .*? w
                     r'time_threshold=(\d+) ms')
 
 
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(('127.0.0.1', 0))
-    return sock.getsockname()[1]
 
 
-def _consumed(port: int, topic: str) -> int:
-  try:
-    text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
-  except OSError:
-    return -1
-  for family in text_string_to_metric_families(text):
-    for sample in family.samples:
-      if sample.name == 'kafka_records_consumed_total' and sample.labels.get('topic') == topic:
-        return int(sample.value)
-  return 0
 
 
 def _streaming_job(kafka, server, topic, tmp_path, **flags):
-  port = _free_port()
+  port = free_port()
   argv = [a for a in pipeline_argv(kafka, server, [topic], f'g-{topic}', str(tmp_path / 'dead'),
                                    table='demo.events', metrics_port=port, **flags)
           if a != '--stop_at_end']
@@ -73,11 +57,11 @@ def test_rows_arriving_in_many_polls_wait_for_their_batch_limits(
                                       batch_interval_secs=60, batch_rows=10_000)
   try:
     sent = 10
-    wait_for(lambda: _consumed(port, topic) == sent, 'the first records read', proc=proc)
+    wait_for(lambda: records_consumed(port, topic) == sent, 'the first records read', proc=proc)
     for burst in range(20):
       kafka_cluster.produce(topic, event_bytes(range(sent, sent + 50)))
       sent += 50
-      wait_for(lambda: _consumed(port, topic) == sent, f'burst {burst} read', proc=proc)
+      wait_for(lambda: records_consumed(port, topic) == sent, f'burst {burst} read', proc=proc)
     assert server.loads == [], 'a batch was flushed before any of its limits'
     assert _stop(proc) == 0
   finally:
@@ -100,11 +84,11 @@ def test_time_limited_flushes_never_fire_before_the_interval(kafka_cluster, make
                                       batch_interval_secs=1, batch_rows=10_000)
   try:
     sent = 10
-    wait_for(lambda: _consumed(port, topic) == sent, 'the first records read', proc=proc)
+    wait_for(lambda: records_consumed(port, topic) == sent, 'the first records read', proc=proc)
     while len(server.loads) < 4:  # keep rows arriving across several intervals
       kafka_cluster.produce(topic, event_bytes(range(sent, sent + 20)))
       sent += 20
-      wait_for(lambda: _consumed(port, topic) == sent, 'the records read', proc=proc)
+      wait_for(lambda: records_consumed(port, topic) == sent, 'the records read', proc=proc)
     assert _stop(proc) == 0
   finally:
     if proc.poll() is None:
@@ -125,7 +109,7 @@ def test_sigterm_drains_loads_commits_and_exits_0(kafka_cluster, make_stream_loa
   proc, port, log, _ = _streaming_job(kafka_cluster, server, topic, tmp_path,
                                       batch_interval_secs=120, batch_rows=500)
   try:
-    wait_for(lambda: _consumed(port, topic) == 700, 'every record read', proc=proc)
+    wait_for(lambda: records_consumed(port, topic) == 700, 'every record read', proc=proc)
     assert _stop(proc) == 0
   finally:
     if proc.poll() is None:
@@ -147,7 +131,7 @@ def test_a_second_signal_exits_at_once_and_a_restart_loses_nothing(
   proc, port, _, argv = _streaming_job(kafka_cluster, server, topic, tmp_path,
                                        batch_interval_secs=120)
   try:
-    wait_for(lambda: _consumed(port, topic) == 300, 'every record read', proc=proc)
+    wait_for(lambda: records_consumed(port, topic) == 300, 'every record read', proc=proc)
     # The drain's load is held by the server: the first SIGTERM cannot finish.
     server.inject_fault('slow', times=None, node='fe0', delay_secs=60)
     proc.send_signal(signal.SIGTERM)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, run_in_process, start_cli
 from tests.pipelines.crash import wait_for
+from tests.pipelines.helpers import free_port, nonempty_end_offsets, records_consumed
 
 pytestmark = pytest.mark.e2e
 
@@ -104,10 +105,6 @@ def _produce_rows(kafka, prefix, table, rows):
                 keys=[orjson.dumps({'id': orjson.loads(r)['after']['id']}) for r in rows])
 
 
-def _ends(kafka, topic):
-  return {p: end for p, end in kafka.end_offsets(topic).items() if end}
-
-
 def _setup(kafka, server, prefix_name):
   server.sql(f'CREATE DATABASE {DB}')
   prefix = kafka.unique_topic(prefix_name).replace('-', '_')
@@ -140,7 +137,7 @@ def test_tables_are_made_before_their_rows_and_older_rows_fit_later_changes(
   assert read_dead_letters(dead) == []
   assert summary.totals['schema_changes_applied'] == 6  # 2 creates, add, widen, rename, drop
   # Each change ran once: the topic's offsets are the job's, committed past the last one.
-  assert kafka_cluster.committed(group, prefix) == _ends(kafka_cluster, prefix)
+  assert kafka_cluster.committed(group, prefix) == nonempty_end_offsets(kafka_cluster, prefix)
 
 
 def _ddl_statements(server, table):
@@ -166,9 +163,10 @@ def test_a_change_runs_after_the_earlier_rows_loaded_and_before_the_later_ones(
   kafka_cluster.produce(prefix, _customers_history()[:1], partition=0)
   rows_topic = f'{prefix}.{DB}.customers'
   kafka_cluster.produce(rows_topic, _customers_rows()[:2], partition=0)
+  port = free_port()
   proc, log = _streaming(kafka_cluster, stream_load_server, [rows_topic], f'g-{prefix}', tmp_path,
                          cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve',
-                         batch_interval_secs=300, batch_rows=10000)
+                         batch_interval_secs=300, batch_rows=10000, metrics_port=port)
   try:
     # Made from the topic when its first rows came; those rows then wait in an open batch.
     wait_for(lambda: table.split('.')[1] in stream_load_server.catalog.databases[DB],
@@ -184,6 +182,7 @@ def test_a_change_runs_after_the_earlier_rows_loaded_and_before_the_later_ones(
     # The barrier loaded the held rows first: the rename carried their names over.
     assert sorted(stream_load_server.query(f'SELECT id, full_name FROM {table}')) == [
         (1, 'ann'), (2, 'bob')]
+    wait_for(lambda: records_consumed(port, rows_topic) == 3, 'the later row read', proc=proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
   finally:
@@ -279,7 +278,7 @@ def test_a_truncate_runs_only_when_listed_and_rows_before_it_stay_gone(
   said = [r.getMessage() for r in caplog.records]
   assert any('truncate table not applied' in m for m in said) == (not listed)
   # The rows the truncate removed count as done: their offsets are committed.
-  assert kafka_cluster.committed(group, rows_topic) == _ends(kafka_cluster, rows_topic)
+  assert kafka_cluster.committed(group, rows_topic) == nonempty_end_offsets(kafka_cluster, rows_topic)
   assert read_dead_letters(str(tmp_path / 'dead')) == []
 
 
@@ -370,7 +369,7 @@ def test_a_kill_around_a_change_runs_it_once_and_loads_every_row_once(
   assert sorted(stream_load_server.query(f'SELECT id, full_name, score FROM {table}')) == [
       (1, 'ann', 1), (2, 'bob', 2), (3, 'cy', 3)]
   assert read_dead_letters(str(tmp_path / 'dead')) == []
-  assert kafka_cluster.committed(group, rows_topic) == _ends(kafka_cluster, rows_topic)
+  assert kafka_cluster.committed(group, rows_topic) == nonempty_end_offsets(kafka_cluster, rows_topic)
 
 
 def test_plan_prints_the_tables_and_the_ddl_a_run_then_runs(kafka_cluster, stream_load_server,

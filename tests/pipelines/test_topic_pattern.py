@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, start_cli
 from tests.pipelines.crash import wait_for
-from tests.pipelines.helpers import assert_events_exactly_once, assert_users_hold, event_bytes, \
-    user_bytes
+from tests.pipelines.helpers import (assert_events_exactly_once, assert_users_hold, event_bytes,
+                                     free_port, metric_samples, nonempty_end_offsets,
+                                     records_consumed, user_bytes)
 
 
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(('127.0.0.1', 0))
-    return sock.getsockname()[1]
 
 
 def _pattern_argv(kafka, server, pattern, group, tmp_path, **flags):
@@ -34,23 +28,10 @@ def _pattern_argv(kafka, server, pattern, group, tmp_path, **flags):
   return [a for a in argv if not a.startswith('--topics=')] + [f'--topic_pattern={pattern}']
 
 
-def _samples(port: int, name: str):
-  try:
-    text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
-  except OSError:
-    return []
-  return [sample for family in text_string_to_metric_families(text)
-          for sample in family.samples if sample.name == name]
 
 
-def _consumed(port: int, topic: str) -> int:
-  return int(sum(s.value for s in _samples(port, 'kafka_records_consumed_total')
-                 if s.labels.get('topic') == topic))
 
 
-def _ends(kafka, topic: str):
-  """The end offsets of the partitions that hold records (empty ones have nothing to commit)."""
-  return {p: end for p, end in kafka.end_offsets(topic).items() if end}
 
 
 def _log_text(path: str) -> str:
@@ -84,7 +65,7 @@ def test_a_bounded_run_reads_exactly_the_matching_topics_and_routes_them_by_patt
   assert sorted(letter['topic'] for letter in letters) == [f'{prefix}_other'] * 3
   assert {letter['reason'].split(':')[0] for letter in letters} == {'unmapped_topic'}
   for topic in (f'{prefix}_ev_eu', f'{prefix}_ev_us', f'{prefix}_users', f'{prefix}_other'):
-    assert kafka_cluster.committed(group, topic) == _ends(kafka_cluster, topic), topic
+    assert kafka_cluster.committed(group, topic) == nonempty_end_offsets(kafka_cluster, topic), topic
   for topic in (f'x{prefix}_ev_eu', f'__{prefix}_ev_eu'):
     assert kafka_cluster.committed(group, topic) == {}, topic
 
@@ -99,7 +80,7 @@ def test_a_streaming_job_loads_a_topic_created_while_it_runs_and_drains_on_sigte
   uid = kafka_cluster.unique_topic('p').replace('-', '_')
   first, late = f'st_{uid}_a', f'st_{uid}_b'
   kafka_cluster.produce(first, event_bytes(range(1000, 1020)))  # before start: skipped (latest)
-  port = _free_port()
+  port = free_port()
   group = f'g-{uid}'
   argv = [a for a in _pattern_argv(kafka_cluster, server, rf'st_{uid}_[a-z]', group, tmp_path,
                                    table='demo.events', metrics_port=port,
@@ -111,14 +92,14 @@ def test_a_streaming_job_loads_a_topic_created_while_it_runs_and_drains_on_sigte
   try:
     wait_for(lambda: 'Reading 4 partitions' in _log_text(log), 'the read started', proc=proc)
     kafka_cluster.produce(first, event_bytes(range(0, 50)))
-    wait_for(lambda: _consumed(port, first) == 50, 'the first topic read', proc=proc)
+    wait_for(lambda: records_consumed(port, first) == 50, 'the first topic read', proc=proc)
     kafka_cluster.produce(late, event_bytes(range(50, 150)))   # creates the topic
-    wait_for(lambda: _consumed(port, late) == 100, 'the new topic read', proc=proc)
-    lags = {s.labels['partition'] for s in _samples(port, 'kafka_consumer_lag_records')
+    wait_for(lambda: records_consumed(port, late) == 100, 'the new topic read', proc=proc)
+    lags = {s.labels['partition'] for s in metric_samples(port, 'kafka_consumer_lag_records')
             if s.labels.get('topic') == late}
     assert lags == {'0', '1', '2', '3'}, 'the new partitions are not in the lag metric'
     kafka_cluster.produce(late, event_bytes(range(150, 170)))
-    wait_for(lambda: _consumed(port, late) == 120, 'more records of the new topic', proc=proc)
+    wait_for(lambda: records_consumed(port, late) == 120, 'more records of the new topic', proc=proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
   finally:
@@ -131,7 +112,7 @@ def test_a_streaming_job_loads_a_topic_created_while_it_runs_and_drains_on_sigte
   assert_events_exactly_once(server, list(range(170)))
   assert read_dead_letters(str(tmp_path / 'dead')) == []
   for topic in (first, late):
-    assert kafka_cluster.committed(group, topic) == _ends(kafka_cluster, topic), topic
+    assert kafka_cluster.committed(group, topic) == nonempty_end_offsets(kafka_cluster, topic), topic
 
 
 # -- the flags' mistakes: exit 2, one line naming the flag, nothing read or loaded --------------

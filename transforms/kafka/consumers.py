@@ -66,7 +66,11 @@ _YIELD_SECS = 0.001
 # Messages taken from the consumer at once while looking for one partition's.
 _PULL_MESSAGES = 1000
 _PARTITION_EOF = -191
-_WAKE_TIMEOUT_SECS = 1.0  # KafkaError._PARTITION_EOF
+# A wake does not wait for the broker's answer: the request, once queued, wakes the broker's
+# thread (measured on the mock cluster: the first record 1.1 ms after an assignment, p90 1.7 ms,
+# as with waiting for the answer; without a wake p90 0.8 s).  Waiting cost ~8 ms per partition
+# while fetches were in flight: 10 s for a job starting on 1,200 partitions.
+_WAKE_TIMEOUT_SECS = 0.001
 
 
 def consumer_defaults(partition_count: int) -> Dict[str, Any]:
@@ -299,7 +303,9 @@ class SharedConsumer:
     librdkafka picks up a partition assigned or resumed while its broker's
     thread has nothing to fetch only when that thread wakes on its own, up
     to a second later (measured: 1 s for half the resumes).  A request to
-    the broker (the partition's offsets) wakes it: ~3 ms.
+    the broker (the partition's offsets) wakes it; its answer is not waited for
+    (``_WAKE_TIMEOUT_SECS``).  A reader that finds its partition not fetched yet while
+    records wait asks again (``wake``).
     """
     from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
     try:
@@ -307,6 +313,12 @@ class SharedConsumer:
                                            cached=False)
     except KafkaException:
       pass  # the fetch starts at the broker thread's next turn
+
+  def wake(self, topic: str, partition: int, token: _Buffer) -> None:
+    """A reader found records waiting in Kafka that its partition has not fetched: wakes
+    the partition's leader (if ``token`` is still its assignment, and not paused)."""
+    if self._buffers.get((topic, partition)) is token and not token.paused:
+      self._wake((topic, partition))
 
   # ----------------------------------------------------------- pass-through
 
@@ -378,6 +390,11 @@ class PartitionConsumer:
 
   def get_watermark_offsets(self, topic_partition, cached: bool = False):
     return self._shared.get_watermark_offsets(topic_partition, cached=cached)
+
+  def wake(self) -> None:
+    """Has the partition's leader fetch it now (records wait that were not fetched)."""
+    if self._key is not None:
+      self._shared.wake(*self._key, self._token)
 
   def committed(self, partitions, timeout: float):
     return self._shared.committed(partitions, timeout)

@@ -231,6 +231,12 @@ class ReadPartitionFn(beam.DoFn):
     natural_end = spec.stop_offset  # the end offset seen at start, or unbounded
     if self._bundle_deadline is None:
       self._bundle_deadline = time.monotonic() + self._max_bundle_secs
+    if restriction.start >= natural_end:
+      # A bounded read with nothing to read (an empty partition): no consumer, no request.
+      if self._durable and self._progress.durable(topic, partition) is None:
+        self._progress.start(topic, partition, restriction.start)
+      self._at_end(spec, restriction.start, outcome)
+      return
     cached = self._checkout(spec, restriction.start, restriction.stop)
     position = cached.next_offset
     monitor = self._runtime.monitor
@@ -305,6 +311,9 @@ class ReadPartitionFn(beam.DoFn):
                                                   natural_end):
               # Records wait in Kafka that the process's consumer has not fetched for this
               # partition yet (it was reading others): come back soon, read another meanwhile.
+              wake = getattr(cached.consumer, 'wake', None)
+              if wake is not None:
+                wake()  # its broker may be idle (a wake skipped in a burst of assignments)
               outcome.action, outcome.delay_secs = Outcome.DEFER, _RESUME_SECS
               return
             # Caught up.  Let the watermark follow wall time like an idle
