@@ -39,7 +39,7 @@ from pipelines.flag_check import check_flags
 from pipelines.options import KafkaToDorisOptions, add_flags
 from pipelines.preflight import PreflightError
 from pipelines.local_runner_metrics import bound_runner_metrics
-from pipelines.process_tuning import tune_process
+from pipelines.process_tuning import PeriodicTrim, tune_process
 from pipelines.plan import PLAN_FLAG, plan_lines
 from pipelines.replay import REPLAY_FLAG, replay_dead_letters
 from pipelines.runners import (discovery_shards, make_pipeline, prepare_argv, runs_locally,
@@ -266,6 +266,7 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
   # Where the workers run in this process, this is their runtime: it learns of a stop directly,
   # and it is handed what recovery found.
   runtime = acquire(context) if workers_run_here(options) else None
+  trimming = None
   try:
     if runtime is not None:
       runtime.seed(LOADED_RANGES, loaded)
@@ -273,7 +274,8 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
                              discovery_shards=discovery_shards(options))
     started = time.monotonic()
     if runs_locally(options):
-      tune_process()
+      if tune_process()['allocator']:
+        trimming = PeriodicTrim().start()
       bound_runner_metrics()
     with _StopSignals(context, runtime, remote_workers=not runs_locally(options),
                       reads=outputs.reads,
@@ -286,6 +288,8 @@ def run_pipeline(argv: Sequence[str]) -> RunSummary:
           raise
     return RunSummary.of(result, time.monotonic() - started, signals.draining)
   finally:
+    if trimming is not None:
+      trimming.stop()
     if runtime is not None:
       release(runtime)
 

@@ -27,15 +27,18 @@ rss_mb()
 objects = [bytes(1024) for _ in range(200_000)]
 before = rss_mb()
 del objects
+if {trim}:
+  from pipelines.process_tuning import PeriodicTrim
+  PeriodicTrim().trim_now()
 print(applied, before - rss_mb())
 '''
 
 
-def _returned_mb(tune: bool, **env) -> tuple:
+def _returned_mb(tune: bool, trim: bool = False, **env) -> tuple:
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   environment = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
   environment.update(env)
-  out = subprocess.run([sys.executable, '-c', _PROBE.format(root=root, tune=tune)],
+  out = subprocess.run([sys.executable, '-c', _PROBE.format(root=root, tune=tune, trim=trim)],
                        capture_output=True, text=True, check=True, env=environment).stdout
   applied, returned = out.split()
   return applied == 'True', float(returned)
@@ -47,6 +50,30 @@ def test_the_job_keeps_freed_memory_instead_of_faulting_it_in_again():
   assert not applied and returned > 100  # glibc's default: the free pages go back
   applied, returned = _returned_mb(tune=True)
   assert applied and returned < 20       # tuned: kept for the next batches
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc_trim')
+def test_the_periodic_trim_hands_what_a_burst_kept_back_to_the_kernel():
+  applied, returned = _returned_mb(tune=True, trim=True)
+  assert applied and returned > 100
+
+
+def test_the_periodic_trim_trims_every_interval_until_stopped():
+  import threading  # pylint: disable=import-outside-toplevel
+  from pipelines.process_tuning import PeriodicTrim  # pylint: disable=import-outside-toplevel
+  calls = []
+  third = threading.Event()
+
+  def trim():
+    calls.append(1)
+    if len(calls) == 3:
+      third.set()
+    return 1
+
+  trimming = PeriodicTrim(trim, interval_secs=0.01).start()
+  assert third.wait(30)
+  trimming.stop()
+  assert trimming.trims >= 3
 
 
 def test_the_users_own_glibc_settings_win():
