@@ -186,6 +186,7 @@ class _Engine:
                               monitor=monitor)
     self.executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=settings.flush_workers, thread_name_prefix='stream-load')
+    _start_all(self.executor, settings.flush_workers)
     self.scheduler = LoadScheduler(self.executor, self._run_job)
     self._settings = settings
     self._ordered: Dict[str, bool] = {}
@@ -240,6 +241,19 @@ class _Engine:
     if self.write_ahead is not None:
       self.write_ahead.close()
     self.client.close()
+
+
+def _start_all(executor: concurrent.futures.ThreadPoolExecutor, workers: int) -> None:
+  """Starts every thread of ``executor`` now.  A pool grows at its first burst (a backlog after
+  an outage), and each new thread brings its own malloc arena: the soak saw RSS step up ~10 MB
+  there and stay.  Started together, the threads are part of the job's memory from the start."""
+  barrier = threading.Barrier(workers + 1)
+  for _ in range(workers):
+    executor.submit(barrier.wait, 10.0)
+  try:
+    barrier.wait(10.0)
+  except threading.BrokenBarrierError:
+    pass  # a slow start: the pool grows as loads come, as before
 
 
 class _WriteBatchesFn(beam.DoFn):

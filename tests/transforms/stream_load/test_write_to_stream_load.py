@@ -186,3 +186,22 @@ def test_a_batch_mixing_upserts_and_deletes_sends_the_delete_sign_header(stream_
   _write(stream_load_server, [(('demo.users', 0), rows)])
   assert stream_load_server.loads[-1]['headers'].get('hidden_columns') == '__DORIS_DELETE_SIGN__'
   assert stream_load_server.query('SELECT id FROM demo.users') == [(2,)]
+
+
+def test_every_flush_thread_starts_with_the_engine():
+  """A pool that grew at the first burst stepped the job's memory up then (the soak)."""
+  from transforms.stream_load.sink import _Engine  # pylint: disable=import-outside-toplevel
+
+  class _Client:
+    def __init__(self, config):
+      self.config = config
+
+    def close(self):
+      pass
+
+  config = StreamLoadConfig(fe_nodes=('http://127.0.0.1:1',), user='root', password='')
+  engine = _Engine(SinkSettings(config, flush_workers=5), monitor=None, client_factory=_Client)
+  try:
+    assert len(engine.executor._threads) == 5  # pylint: disable=protected-access
+  finally:
+    engine.close()
