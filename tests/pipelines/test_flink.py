@@ -258,11 +258,11 @@ def test_flink_workers_serve_metrics_a_stall_and_read_partitions_found_while_run
   """Two SDK worker processes each serve /metrics (the next port when one is taken): rows
   loaded, a stalled table while the BE is down (cleared after), and topics created while the
   job runs, found by --topic_pattern, read in both processes."""
-  from tests.pipelines.test_continuous import _free_port
+  from tests.pipelines.helpers import free_port
   server = make_stream_load_server()
   prefix = kafka_cluster.unique_topic('spread')
   kafka_cluster.produce(f'{prefix}-0', event_bytes(range(100)))
-  port = _free_port()
+  port = free_port()
   argv = [a for a in pipeline_argv(
       kafka_cluster, server, [], f'g-{prefix}', str(tmp_path / 'dead'), table='demo.events',
       metrics_port=port, batch_interval_secs=1, stall_timeout_secs=3, max_retries=1,

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.harness import pipeline_argv, start_cli
 from tests.pipelines.crash import wait_for
 from tests.pipelines.helpers import assert_events_exactly_once, event_bytes
-from tests.pipelines.test_continuous import _free_port
+from tests.pipelines.helpers import free_port
 
 pytestmark = pytest.mark.reliability
 
@@ -51,7 +51,7 @@ def test_a_be_outage_sets_the_stall_gauge_and_one_error_then_clears_losing_nothi
   server = make_stream_load_server()
   topic = kafka_cluster.unique_topic('stall')
   kafka_cluster.produce(topic, event_bytes(range(100)))
-  port = _free_port()
+  port = free_port()
   argv = [a for a in pipeline_argv(kafka_cluster, server, [topic], f'g-{topic}',
                                    str(tmp_path / 'dead'), table='demo.events', metrics_port=port,
                                    batch_interval_secs=1, stall_timeout_secs=3, max_retries=1)
@@ -98,7 +98,7 @@ def test_readyz_is_not_ready_while_the_fe_is_down_or_the_job_drains(
   server = make_stream_load_server()
   topic = kafka_cluster.unique_topic('ready')
   kafka_cluster.produce(topic, event_bytes(range(10)))
-  port = _free_port()
+  port = free_port()
   argv = [a for a in pipeline_argv(kafka_cluster, server, [topic], f'g-{topic}',
                                    str(tmp_path / 'dead'), table='demo.events', metrics_port=port,
                                    batch_interval_secs=1) if a != '--stop_at_end']

@@ -17,7 +17,7 @@ import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, start_cli
 from tests.pipelines.crash import wait_for
-from tests.pipelines.test_continuous import _consumed, _free_port
+from tests.pipelines.helpers import free_port, records_consumed
 from tests.pipelines.test_registry_formats_e2e import (
     SCHEMA_SQL, _image, assert_bad_values_dead_lettered, assert_logical_values_of_account_13,
     assert_orders_loaded, bad_values, order_messages)
@@ -116,7 +116,7 @@ def test_a_streaming_job_picks_up_an_avro_topic_created_after_it_started(
   server = make_stream_load_server(schema_sql=SCHEMA_SQL)
   uid = real_kafka.unique_topic('p').replace('-', '_')
   topic = f'rrcdc_{uid}_accounts'
-  port = _free_port()
+  port = free_port()
   group = f'g-{uid}'
   argv = [a for a in pipeline_argv(real_kafka, server, ['unused'], group,
                                    str(tmp_path / 'dead'), format='avro',
@@ -138,7 +138,7 @@ def test_a_streaming_job_picks_up_an_avro_topic_created_after_it_started(
     values += [second(debezium_event('c', None, dict(_image(i, f'u{i}'), city=f'c{i}')))
                for i in range(30, 60)]
     real_kafka.produce(topic, values, keys=[key_of({'id': i}) for i in range(60)], partition=0)
-    wait_for(lambda: _consumed(port, topic) == 60, 'the new topic read', proc=proc)
+    wait_for(lambda: records_consumed(port, topic) == 60, 'the new topic read', proc=proc)
     wait_for(lambda: server.query('SELECT count(*) FROM shop.accounts') == [(60,)],
              'the rows loaded', proc=proc)
     proc.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ import requests
 from pipelines.config import ConfigurationError, PipelineConfig, options_of
 from tests.harness import PASSWORD, pipeline_argv, read_dead_letters, run_in_process, start_cli
 from tests.pipelines.crash import wait_for
-from tests.pipelines.test_continuous import _consumed, _free_port
+from tests.pipelines.helpers import free_port, records_consumed
 
 pytestmark = pytest.mark.e2e
 
@@ -217,7 +217,7 @@ def test_a_streaming_job_adds_a_column_mid_stream_and_drains_on_sigterm(
     kafka_cluster, make_stream_load_server, tmp_path):
   server = make_stream_load_server()
   topic = kafka_cluster.unique_topic('stream-evolve')
-  port = _free_port()
+  port = free_port()
   argv = [a for a in pipeline_argv(kafka_cluster, server, [topic], f'g-{topic}',
                                    str(tmp_path / 'dead'), table='demo.events',
                                    schema_evolution='add_columns', metrics_port=port,
@@ -226,9 +226,9 @@ def test_a_streaming_job_adds_a_column_mid_stream_and_drains_on_sigterm(
   kafka_cluster.produce(topic, [_event(i) for i in range(100)])
   proc = start_cli(argv, log_path=str(tmp_path / 'job.log'))
   try:
-    wait_for(lambda: _consumed(port, topic) == 100, 'the first records read', proc=proc)
+    wait_for(lambda: records_consumed(port, topic) == 100, 'the first records read', proc=proc)
     kafka_cluster.produce(topic, [_event(i, city=f'c{i}') for i in range(100, 250)])
-    wait_for(lambda: _consumed(port, topic) == 250, 'the records with a new field read',
+    wait_for(lambda: records_consumed(port, topic) == 250, 'the records with a new field read',
              proc=proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0

@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.harness import REPO_ROOT, pipeline_argv, start_cli
 from tests.pipelines.crash import wait_for
 from tests.pipelines.helpers import event_bytes
-from tests.pipelines.test_continuous import _free_port
+from tests.pipelines.helpers import free_port
 from transforms import metrics
 
 pytestmark = pytest.mark.e2e
@@ -349,7 +349,7 @@ def test_a_live_job_serves_every_metric_the_dashboard_and_the_rules_use(
   server.inject_fault('http_503', times=1)
   topic = kafka_cluster.unique_topic('monitoring')
   kafka_cluster.produce(topic, event_bytes(range(20)) + [b'{"event_id": 20, not json'])
-  port = _free_port()
+  port = free_port()
   argv = [a for a in pipeline_argv(kafka_cluster, server, [topic], f'g-{topic}',
                                    str(tmp_path / 'dead'), table='demo.events', metrics_port=port,
                                    batch_interval_secs=1, stall_timeout_secs=3, max_retries=3)
