@@ -357,6 +357,10 @@ def _schema_evolution_of(opts: KafkaToDorisOptions, load: StreamLoadConfig,
     if opts.cdc_format not in ('debezium', 'auto'):
       raise ConfigurationError(f'--ddl_topic: Debezium\'s schema change topic goes with '
                                f'--cdc_format=debezium (or auto), got {opts.cdc_format}')
+    if not routing.from_envelope:
+      raise ConfigurationError('--ddl_topic names the tables of Debezium\'s envelopes: it cannot be '
+                               'combined with --table, --topic_table_map or --table_field (use '
+                               '--table_template / --merge_tables to name the targets)')
     if opts.ddl_topic in kafka.topics:
       raise ConfigurationError(f'--ddl_topic={opts.ddl_topic} is also in --topics: the schema '
                                'change topic is read on its own; leave it out of --topics')

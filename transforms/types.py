@@ -302,6 +302,9 @@ class TableMap(Mapping[str, _V]):
   def __len__(self) -> int:
     return len(self._exact)
 
+  def __bool__(self) -> bool:
+    return bool(self._exact) or self.has_rules
+
   def __getstate__(self):
     return {'exact': self._exact, 'patterns': [(r.pattern, v) for r, v in self._patterns],
             'default': self._default}

@@ -97,6 +97,10 @@ CASES = {
     'a schema change topic of plain records': (
         lambda t, port: dict(table='demo.events', ddl_topic=t),
         ['--ddl_topic', '--cdc_format=debezium']),
+    'a schema change topic with routing of its own': (
+        lambda t, port: dict(cdc_format='debezium', ddl_topic='dbz',
+                             topic_table_map=f'{t}=demo.events'),
+        ['--ddl_topic', '--topic_table_map', '--table_template']),
     'the schema change topic among the row topics': (
         lambda t, port: dict(cdc_format='debezium', ddl_topic=t), ['--ddl_topic', '--topics']),
     'an unknown schema evolution policy': (

@@ -116,6 +116,20 @@ def test_regular_expression_keys_and_defaults_reach_every_table_of_a_family(tmp_
                                                        'compression': 'zstd'}
   assert ddl['dw.facts'].buckets == 4
   assert list(limits) == ['ods.shop__orders']  # the named tables only (start-up checks)
+  rules_only = load_table_config_text(tmp_path, {'defaults': {'batch_rows': 7}})
+  assert rules_only.batch_limits() and rules_only.batch_limits()['a.b'].rows == 7
+  # Handed on whole: the sink keeps the rules (an empty-looking map is not replaced).
+  from transforms.stream_load import SinkSettings, StreamLoadConfig  # pylint: disable=import-outside-toplevel
+  settings = SinkSettings(StreamLoadConfig(fe_nodes=('http://fe:8030',), user='u', password=''),
+                          table_options=load_table_config_text(
+                              tmp_path, {'defaults': {'max_filter_ratio': 0.5}}).load_options())
+  assert settings.table_options.get('a.b').max_filter_ratio == 0.5
+
+
+def load_table_config_text(tmp_path, document):
+  path = tmp_path / 'rules.yaml'
+  path.write_text(yaml.safe_dump(document, sort_keys=False))
+  return load_table_config(str(path), BatchLimits(rows=100))
 
 
 @pytest.mark.parametrize('document, message', [

@@ -15,7 +15,8 @@ import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli, run_in_process, start_cli
 from tests.pipelines.crash import wait_for
-from tests.pipelines.helpers import free_port, nonempty_end_offsets, records_consumed
+from tests.pipelines.helpers import (free_port, metric_samples, nonempty_end_offsets,
+                                     records_consumed)
 
 pytestmark = pytest.mark.e2e
 
@@ -147,6 +148,12 @@ def _ddl_statements(server, table):
           f' {name} ' in stmt]
 
 
+def _batched_rows(port, table):
+  """The rows of ``table`` waiting in the job's open batches (its gauge)."""
+  return sum(s.value for s in metric_samples(port, 'doris_batch_current_rows')
+             if s.labels.get('table') == table)
+
+
 def _streaming(kafka, server, topics, group, tmp_path, **flags):
   argv = [a for a in pipeline_argv(kafka, server, topics, group, str(tmp_path / 'dead'), **flags)
           if a != '--stop_at_end']
@@ -169,8 +176,7 @@ def test_a_change_runs_after_the_earlier_rows_loaded_and_before_the_later_ones(
                          batch_interval_secs=300, batch_rows=10000, metrics_port=port)
   try:
     # Made from the topic when its first rows came; those rows then wait in an open batch.
-    wait_for(lambda: table.split('.')[1] in stream_load_server.catalog.databases[DB],
-             'the table made', proc=proc)
+    wait_for(lambda: _batched_rows(port, table) == 2, 'the rows in an open batch', proc=proc)
     assert stream_load_server.query(f'SELECT count(*) FROM {table}') == [(0,)]
     kafka_cluster.produce(prefix, [_ddl(
         'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full_name',
@@ -336,12 +342,12 @@ def test_a_kill_around_a_change_runs_it_once_and_loads_every_row_once(
   group = f'g-{prefix}'
   kafka_cluster.produce(prefix, _customers_history()[:1], partition=0)
   kafka_cluster.produce(rows_topic, _customers_rows()[:2], partition=0)
+  port = free_port()
   proc, log = _streaming(kafka_cluster, stream_load_server, [rows_topic], group, tmp_path,
                          cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve',
-                         batch_interval_secs=300, batch_rows=10000)
+                         batch_interval_secs=300, batch_rows=10000, metrics_port=port)
   try:
-    wait_for(lambda: 'customers' in stream_load_server.catalog.databases[DB], 'the table made',
-             proc=proc)
+    wait_for(lambda: _batched_rows(port, table) == 2, 'the rows in an open batch', proc=proc)
     if when == 'inside the barrier':
       stream_load_server.inject_fault('be_down', node=0)  # the barrier's load cannot finish
     kafka_cluster.produce(prefix, [_ddl(

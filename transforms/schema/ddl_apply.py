@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import orjson
@@ -59,6 +60,9 @@ __all__ = ['SchemaChangeApplier', 'Step']
 _LOGGER = logging.getLogger('transforms.schema')
 
 _RESHAPING = (RenameColumn, DropColumn, TruncateTable, DropTable)
+# Every reader of this process runs one record at a time (several DoFn instances may follow the
+# topic in one worker process).
+_RUN_LOCK = threading.Lock()
 _DONE_ALREADY = ('nothing is changed',)
 
 
@@ -137,6 +141,7 @@ class SchemaChangeApplier:
     self._newest: Dict[str, tuple] = {}                  # target -> newest reshaping position
     self._reported: Set[Tuple[str, str]] = set()
     self._dry_run = dry_run
+    self._quiet = False
     self.planned: List[Tuple[str, str]] = []             # (target, statement), dry runs
     self.reports: List[str] = []                         # what was reported, in order
     self._simulated: Dict[str, Optional[List[Tuple[str, str]]]] = {}   # dry runs: target columns
@@ -151,10 +156,27 @@ class SchemaChangeApplier:
   def commit(self, record: SchemaChangeRecord) -> None:
     self._reader.commit(record)
 
+  def follow(self, record: SchemaChangeRecord, steps: List[Step]) -> None:
+    """Runs ``steps`` of ``record`` (their barriers sent) and commits it -- unless it ran
+    before this start, or another reader of the job (another DoFn instance, another worker)
+    has committed past it since: then it is only remembered.  One record at a time in this
+    process."""
+    with _RUN_LOCK:
+      elsewhere = self._reader.ran_elsewhere(record) if not self._dry_run else record.done
+      for step in steps:
+        if elsewhere:
+          self.remember(step)
+        else:
+          self.run(step)
+      if not elsewhere:
+        self.commit(record)
+
   # ------------------------------------------------------------------ planning
 
   def steps(self, record: SchemaChangeRecord) -> List[Step]:
-    """What ``record`` does to each target, under the policy; reports what it leaves out."""
+    """What ``record`` does to each target, under the policy; reports what it leaves out (a
+    record that ran before this start was reported then)."""
+    self._quiet = record.done
     if record.error is not None:
       self._report(f'offset {record.partition}:{record.offset}',
                    f'cannot follow this schema change ({record.error}); DDL: '
@@ -235,9 +257,15 @@ class SchemaChangeApplier:
     """
     for planned in step.ops:
       for op in self._against_cluster(step.target, planned):
-        stmt = render(op, step.target, self._dialect,
-                      options=self._config.tables.get(step.target),
-                      sequence_column=self._config.sequence_columns.get(step.target))
+        try:
+          stmt = render(op, step.target, self._dialect,
+                        options=self._config.tables.get(step.target),
+                        sequence_column=self._config.sequence_columns.get(step.target))
+        except (UnsupportedSchemaChange, ValueError) as error:
+          # Never runnable (a table whose columns cannot be a key...): said, not retried forever.
+          self._report(step.target, f'{describe(op)} cannot be made: {error}',
+                       'schema_changes_unsupported', error=True)
+          continue
         if self._dry_run:
           if not self._done_already(step.target, op, ''):
             note = ('  -- a narrowing: the FE refuses it'
@@ -356,8 +384,8 @@ class SchemaChangeApplier:
     elif isinstance(op, RenameColumn):
       columns.pop(op.old.lower(), None)
       columns[op.new.lower()] = op.column
-    elif isinstance(op, DropTable):
-      self._targets.pop(step.target, None)
+    elif isinstance(op, DropTable) and op.source is None:
+      self._targets.pop(step.target, None)  # a merged family's drop deletes one source's rows
     if isinstance(op, _RESHAPING) and step.position is not None:
       self._reshapes.setdefault((step.target, step.source), []).append((step.position, op))
       newest = self._newest.get(step.target)
@@ -402,6 +430,8 @@ class SchemaChangeApplier:
 
   def _report(self, table: str, what: str, counter: str, error: bool = False,
               once: bool = True) -> None:
+    if self._quiet:
+      return
     self._count(counter, table, 1)
     if once:
       if (table, what) in self._reported:

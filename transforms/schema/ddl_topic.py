@@ -174,6 +174,8 @@ class SchemaChangeReader:
           continue
         records.append(self._record(message))
         self._next[message.partition()] = message.offset() + 1
+      if behind and not messages:
+        self._positions(behind)  # transaction markers end a transactional topic: no record
       if not behind or self._clock() >= deadline:
         if behind:
           _LOGGER.warning('--ddl_topic=%s: not read to its end within %.0fs; going on',
@@ -197,6 +199,31 @@ class SchemaChangeReader:
       return records
     return [records[i] for i in order]
 
+  def _positions(self, partitions: List[int]) -> None:
+    """Moves the read positions past offsets that hold no record (transaction markers)."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    try:
+      positions = self._consumer.position(
+          [confluent_kafka.TopicPartition(self._config.topic, p) for p in partitions])
+    except confluent_kafka.KafkaException:
+      return
+    for tp in positions:
+      if tp.offset >= 0:
+        self._next[tp.partition] = max(self._next.get(tp.partition, 0), tp.offset)
+
+  def ran_elsewhere(self, record: SchemaChangeRecord) -> bool:
+    """Whether another reader of the job (another worker) committed past ``record`` since this
+    one started: its changes ran there."""
+    import confluent_kafka  # pylint: disable=import-outside-toplevel
+    if record.done:
+      return True
+    try:
+      committed = self._consumer.committed(
+          [confluent_kafka.TopicPartition(self._config.topic, record.partition)], timeout=10)
+    except confluent_kafka.KafkaException as error:
+      raise SchemaTopicError(f'--ddl_topic={self._config.topic}: {error}') from None
+    return bool(committed) and committed[0].offset > record.offset
+
   def _ends(self) -> Dict[int, int]:
     import confluent_kafka  # pylint: disable=import-outside-toplevel
     ends = {}
@@ -216,11 +243,15 @@ class SchemaChangeReader:
     if record.done:
       return
     try:
-      self._consumer.commit(offsets=[confluent_kafka.TopicPartition(
+      answers = self._consumer.commit(offsets=[confluent_kafka.TopicPartition(
           self._config.topic, record.partition, record.offset + 1)], asynchronous=False)
     except confluent_kafka.KafkaException as error:
       raise SchemaTopicError(f'--ddl_topic={self._config.topic}: cannot commit offset '
                              f'{record.offset + 1}: {error}') from None
+    failed = [tp for tp in answers or () if tp.error is not None]
+    if failed:
+      raise SchemaTopicError(f'--ddl_topic={self._config.topic}: cannot commit offset '
+                             f'{record.offset + 1}: {failed[0].error}')
     self._committed[record.partition] = record.offset + 1
 
   def _record(self, message) -> SchemaChangeRecord:

@@ -52,12 +52,14 @@ class _EvolveSchemaFn(beam.DoFn):
     self._config = config
     self._evolution = None
     self._changes = None
+    self._started = False
     self._unfit: Dict[str, float] = {}  # table -> when a catch-up last found nothing for it
     self._dead_letters = Metrics.counter(metrics.NAMESPACE, 'dead_letters')
     self._failed = Metrics.counter(metrics.NAMESPACE, f'dead_letters_{SCHEMA_CHANGE_FAILED}')
 
   def setup(self):
     self._evolution = SchemaEvolution(self._config, counter=_schema_counter)
+    self._started = False
     self._changes = (SchemaChangeApplier(self._config, self._evolution, counter=_schema_counter)
                      if self._config.ddl is not None else None)
 
@@ -79,17 +81,17 @@ class _EvolveSchemaFn(beam.DoFn):
     """Runs the schema changes fetched since the last call, each after its barrier; returns
     how many records it read."""
     changes = self._changes
-    records = changes.read(catch_up)
+    # The first read goes to the topic's end: no row passes before the history (a truncate
+    # that ran before a restart, a table's latest shape) is known.
+    records = changes.read(catch_up or not self._started)
+    self._started = True
     for record in records:
       steps = changes.steps(record)
-      for step in steps:
-        if record.done:
-          changes.remember(step)
-          continue
-        if step.barrier:
-          yield step.target, RowBatch.table_barrier()
-        changes.run(step)
-      changes.commit(record)
+      if not record.done:
+        for step in steps:
+          if step.barrier:
+            yield step.target, RowBatch.table_barrier()
+      changes.follow(record, steps)
     if records:
       self._unfit.clear()
     return len(records)
@@ -135,7 +137,7 @@ def _acks(rows: List[Row]) -> Iterable[OffsetAck]:
   for row in rows:
     by_partition.setdefault((row.topic, row.partition), []).append(row.offset)
   for (topic, partition), offsets in by_partition.items():
-    yield OffsetAck(topic, partition, tuple(sorted(set(offsets))))
+    yield OffsetAck(topic, partition, tuple(offsets))  # one ack per row, as the parser counts
 
 
 class EvolveSchema(beam.PTransform):
