@@ -661,13 +661,23 @@ class _RealKafka:
       except KafkaException as error:
         if 'already exists' not in str(error).lower():
           raise
+    # A new topic's metadata reaches every broker a moment after its creation: until then it
+    # can show no partition (a round-robin producer would divide by zero).
+    deadline = time.monotonic() + CLIENT_TIMEOUT_SECS
     count = self.partitions_of(topic)
+    while count == 0 and time.monotonic() < deadline:
+      time.sleep(0.05)
+      count = self.partitions_of(topic)
+    if count == 0:
+      raise KafkaException(f'topic {topic} shows no partition {CLIENT_TIMEOUT_SECS}s after its '
+                           'creation')
     with self._topics_lock:
       self._known_topics[topic] = count
     return count
 
   def partitions_of(self, topic: str) -> int:
-    return len(self.admin().list_topics(topic, timeout=10).topics[topic].partitions)
+    metadata = self.admin().list_topics(topic, timeout=10).topics.get(topic)
+    return 0 if metadata is None or metadata.error is not None else len(metadata.partitions)
 
   def leader_of(self, topic: str, partition: int) -> int:
     """The node id leading ``topic[partition]`` now."""

@@ -148,6 +148,15 @@ def _ddl_statements(server, table):
           f' {name} ' in stmt]
 
 
+def _produce_the_rename(kafka, prefix, rows_topic):
+  """``name`` renamed to ``full_name`` at 500, then a row in the new name at 550."""
+  kafka.produce(prefix, [_ddl('customers', 'ALTER',
+                              'ALTER TABLE customers RENAME COLUMN name TO full_name',
+                              [ID, FULL_NAME, SCORE_INT], 500)], partition=0)
+  kafka.produce(rows_topic, [_row('customers', 'c', 550,
+                                  after={'id': 3, 'full_name': 'cy', 'score': 3})], partition=0)
+
+
 def _batched_rows(port, table):
   """The rows of ``table`` waiting in the job's open batches (its gauge)."""
   return sum(s.value for s in metric_samples(port, 'doris_batch_current_rows')
@@ -178,12 +187,7 @@ def test_a_change_runs_after_the_earlier_rows_loaded_and_before_the_later_ones(
     # Made from the topic when its first rows came; those rows then wait in an open batch.
     wait_for(lambda: _batched_rows(port, table) == 2, 'the rows in an open batch', proc=proc)
     assert stream_load_server.query(f'SELECT count(*) FROM {table}') == [(0,)]
-    kafka_cluster.produce(prefix, [_ddl(
-        'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full_name',
-        [ID, FULL_NAME, SCORE_INT], 500)], partition=0)
-    kafka_cluster.produce(rows_topic, [_row('customers', 'c', 550,
-                                            after={'id': 3, 'full_name': 'cy', 'score': 3})],
-                          partition=0)
+    _produce_the_rename(kafka_cluster, prefix, rows_topic)
     wait_for(lambda: 'full_name' in _names(stream_load_server, table), 'the rename', proc=proc)
     # The barrier loaded the held rows first: the rename carried their names over.
     assert sorted(stream_load_server.query(f'SELECT id, full_name FROM {table}')) == [
@@ -350,12 +354,7 @@ def test_a_kill_around_a_change_runs_it_once_and_loads_every_row_once(
     wait_for(lambda: _batched_rows(port, table) == 2, 'the rows in an open batch', proc=proc)
     if when == 'inside the barrier':
       stream_load_server.inject_fault('be_down', node=0)  # the barrier's load cannot finish
-    kafka_cluster.produce(prefix, [_ddl(
-        'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full_name',
-        [ID, FULL_NAME, SCORE_INT], 500)], partition=0)
-    kafka_cluster.produce(rows_topic, [_row('customers', 'c', 550,
-                                            after={'id': 3, 'full_name': 'cy', 'score': 3})],
-                          partition=0)
+    _produce_the_rename(kafka_cluster, prefix, rows_topic)
     if when == 'inside the barrier':
       wait_for(lambda: 'flush triggered by schema_change' in open(log, encoding='utf-8').read(),
                'the barrier', proc=proc)
