@@ -370,7 +370,7 @@ def test_a_kill_around_a_change_runs_it_once_and_loads_every_row_once(
   assert result.returncode == 0, result.stderr[-3000:]
   statements = [' '.join(s.split()[:2] if s.startswith('CREATE') else s.split()[3:5])
                 for s in _ddl_statements(stream_load_server, table)]
-  assert statements == ['CREATE TABLE', 'RENAME COLUMN']
+  assert statements == ['CREATE TABLE', 'RENAME COLUMN'], result.stderr[-6000:]
   assert sorted(stream_load_server.query(f'SELECT id, full_name, score FROM {table}')) == [
       (1, 'ann', 1), (2, 'bob', 2), (3, 'cy', 3)]
   assert read_dead_letters(str(tmp_path / 'dead')) == []

@@ -33,8 +33,9 @@ __all__ = ['SchemaChangeReader', 'SchemaChangeRecord', 'SchemaTopicError', 'Miss
 
 _LOGGER = logging.getLogger('transforms.schema')
 
-# How long a catch-up (rows of a table the cluster does not know yet) waits for the topic.
-DEFAULT_CATCH_UP_SECS = 10.0
+# How long a catch-up (the first read; rows of a table the worker does not know) may take before
+# the bundle fails (the cluster's fault: the read starts again from the committed offsets).
+DEFAULT_CATCH_UP_SECS = 300.0
 _BATCH = 500
 _OFFSET_INVALID = -1001
 
@@ -176,10 +177,12 @@ class SchemaChangeReader:
         self._next[message.partition()] = message.offset() + 1
       if behind and not messages:
         self._positions(behind)  # transaction markers end a transactional topic: no record
-      if not behind or self._clock() >= deadline:
-        if behind:
-          _LOGGER.warning('--ddl_topic=%s: not read to its end within %.0fs; going on',
-                          self._config.topic, timeout_secs)
+      behind = [p for p in behind if self._next.get(p, 0) < ends[p]]
+      if behind and self._clock() >= deadline:
+        # Rows wait for what the topic says: never guess their table's shape instead.
+        raise SchemaTopicError(f'--ddl_topic={self._config.topic}: not read to its end within '
+                               f'{timeout_secs:.0f}s (partitions {behind})')
+      if not behind:
         return self._in_order(records)
       if not messages and not ends:
         return self._in_order(records)
