@@ -253,7 +253,8 @@ def read_journal(config: JournalConfig) -> List[JournalEntry]:
     JournalUnavailableError: Kafka did not answer, or the topic could not be
       read to its end in time.
   """
-  from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
+  from confluent_kafka import (OFFSET_BEGINNING, KafkaError, KafkaException,  # pylint: disable=import-outside-toplevel
+                               TopicPartition)
   consumer = new_consumer(dict(config.kafka_config, **{
       'group.id': f'{config.group}.journal-reader', 'enable.auto.commit': False,
       'enable.partition.eof': True}))
@@ -267,8 +268,14 @@ def read_journal(config: JournalConfig) -> List[JournalEntry]:
       return []
     ends = {}
     for partition in topic.partitions:
-      low, high = consumer.get_watermark_offsets(TopicPartition(config.topic, partition),
-                                                 timeout=_READ_TIMEOUT_SECS)
+      try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(config.topic, partition),
+                                                   timeout=_READ_TIMEOUT_SECS)
+      except KafkaException as error:
+        if error.args and getattr(error.args[0], 'code', lambda: None)() == \
+            KafkaError.UNKNOWN_TOPIC_OR_PART:
+          continue  # just created: its leader does not know it yet, and it holds no entry
+        raise JournalUnavailableError(f'load journal: {error}') from None
       if high > low:
         ends[partition] = high
     if not ends:
