@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import orjson
 
-__all__ = ['Database', 'make_database', 'job_flags', 'DB']
+__all__ = ['Database', 'make_database', 'job_flags', 'produce', 'rows_as_text', 'DB']
 
 DB = 'shop'
 SHARDS = 4
@@ -244,10 +244,33 @@ def make_database(prefix: str, scale: int = 50, extra_tables: int = 0,
 
 
 def _text(value: Any) -> Optional[str]:
+  """A value as text; a DECIMAL at its scale (the local server keeps decimals as numbers)."""
   import decimal  # pylint: disable=import-outside-toplevel
   if isinstance(value, decimal.Decimal):
     return str(value.quantize(decimal.Decimal('0.01')))
   return None if value is None else str(value)
+
+
+def produce(kafka, db: Database) -> None:
+  """Writes ``db``'s topics as Debezium would: the schema change topic and keyless tables'
+  topics on one partition, keyed tables' records by key."""
+  kafka.produce(db.prefix, db.ddl, partition=0)
+  for topic, records in db.topics.items():
+    keyed = all(key is not None for key, _ in records)
+    kafka.produce(topic, [value for _, value in records],
+                  keys=[key for key, _ in records] if keyed else None,
+                  partition=None if keyed else 0)
+
+
+def rows_as_text(server, db: Database, target: str) -> Tuple[List[tuple], List[tuple]]:
+  """``(in the table, expected)``: ``target``'s rows over the reference's columns, as sorted
+  text tuples."""
+  rows = db.expected[target]
+  columns = sorted(rows[0])
+  got = sorted((tuple(_text(v) for v in row) for row in server.query(
+      f'SELECT {", ".join(columns)} FROM {target}')), key=str)
+  want = sorted((tuple(_text(row.get(c)) for c in columns) for row in rows), key=str)
+  return got, want
 
 
 def run_demo(kafka, server, work_dir: str, password: str, scale: int = 200,
@@ -259,12 +282,7 @@ def run_demo(kafka, server, work_dir: str, password: str, scale: int = 200,
   prefix = 'dbserver1'
   db = make_database(prefix, scale=scale, extra_tables=extra_tables)
   server.sql('CREATE DATABASE IF NOT EXISTS ods')
-  kafka.produce(prefix, db.ddl, partition=0)
-  for topic, records in db.topics.items():
-    keyed = all(key is not None for key, _ in records)
-    kafka.produce(topic, [value for _, value in records],
-                  keys=[key for key, _ in records] if keyed else None,
-                  partition=None if keyed else 0)
+  produce(kafka, db)
   flags = job_flags(prefix)
   print(f'demo: produced a {DB} database\'s Debezium topics: {len(db.topics)} topics, '
         f'{db.rows} rows, {len(db.ddl)} schema changes on the topic {prefix} (tables created, a '
@@ -281,11 +299,7 @@ def run_demo(kafka, server, work_dir: str, password: str, scale: int = 200,
   print('-' * (len(header) + 30))
   ok = True
   for target in sorted(db.expected):
-    rows = db.expected[target]
-    columns = sorted(rows[0])
-    got = sorted((tuple(_text(v) for v in row) for row in server.query(
-        f'SELECT {", ".join(columns)} FROM {target}')), key=str)
-    want = sorted((tuple(_text(row.get(c)) for c in columns) for row in rows), key=str)
+    got, want = rows_as_text(server, db, target)
     same = got == want
     ok &= same
     names = [name for name, *_ in server.query(f'DESC {target}')]

@@ -7,11 +7,9 @@ job creates exactly the expected tables (the merged one keyed by id and source),
 change, skips the control records and writes no dead letter.
 """
 
-import decimal
-
 import orjson
 
-from devtools.demo_database import job_flags, make_database
+from devtools.demo_database import job_flags, make_database, produce, rows_as_text
 from tests.harness import pipeline_argv, read_dead_letters, run_in_process
 import pytest
 
@@ -83,22 +81,6 @@ def test_a_database_lands_as_tables_with_a_merged_family(kafka_cluster, stream_l
 
 
 
-def _produce_database(kafka, db):
-  kafka.produce(db.prefix, db.ddl, partition=0)
-  for topic, records in db.topics.items():
-    keyed = all(key is not None for key, _ in records)
-    kafka.produce(topic, [value for _, value in records],
-                  keys=[key for key, _ in records] if keyed else None,
-                  partition=None if keyed else 0)
-
-
-def _text(value):
-  """Values as text; a DECIMAL at its scale (the local server keeps decimals as numbers)."""
-  if isinstance(value, decimal.Decimal):
-    return str(value.quantize(decimal.Decimal('0.01')))
-  return None if value is None else str(value)
-
-
 def test_fifty_debezium_topics_land_as_the_reference_replay(kafka_cluster, stream_load_server,
                                                             tmp_path):
   """PK, composite PK and no-PK tables, DECIMAL/DATETIME/JSON, a 4-shard family, DDL mid-stream
@@ -109,7 +91,7 @@ def test_fifty_debezium_topics_land_as_the_reference_replay(kafka_cluster, strea
   prefix = kafka_cluster.unique_topic('shopdb').replace('-', '_')
   db = make_database(prefix, scale=30, extra_tables=40)
   assert len(db.topics) == 50
-  _produce_database(kafka_cluster, db)
+  produce(kafka_cluster, db)
   dead = str(tmp_path / 'dead')
   argv = [a for a in pipeline_argv(kafka_cluster, stream_load_server, [], f'g-{prefix}', dead)
           if not a.startswith('--topics=')] + job_flags(prefix)
@@ -117,12 +99,9 @@ def test_fifty_debezium_topics_land_as_the_reference_replay(kafka_cluster, strea
 
   tables = stream_load_server.catalog.databases['ods']
   assert sorted(f'ods.{name}' for name in tables) == sorted(db.expected)
-  for target, rows in db.expected.items():
+  for target in db.expected:
     assert tuple(tables[target.split('.')[1]].key_columns) == db.keys[target], target
-    columns = sorted(rows[0])
-    got = sorted((tuple(_text(v) for v in row) for row in stream_load_server.query(
-        f'SELECT {", ".join(columns)} FROM {target}')), key=str)
-    want = sorted((tuple(_text(row.get(c)) for c in columns) for row in rows), key=str)
+    got, want = rows_as_text(stream_load_server, db, target)
     assert got == want, target
   assert read_dead_letters(dead) == []
   assert summary.totals['skipped_control'] == 3      # BEGIN, END, a signal
