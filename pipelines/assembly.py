@@ -166,7 +166,8 @@ def kafka_reader(settings: KafkaSettings, **options):
                          max_chunk_records=settings.max_chunk_records,
                          topic_pattern=settings.topic_pattern,
                          discovery_interval_secs=settings.discovery_interval_secs,
-                         excluded_topics=settings.excluded_topics, **options)
+                         excluded_topics=settings.excluded_topics,
+                         skip_topic=settings.skip_topic, **options)
 
 
 def _read_chunks(p: beam.Pipeline, config: PipelineConfig, context: RunContext,

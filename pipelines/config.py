@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -80,6 +80,8 @@ class KafkaSettings:
     excluded_topics: topics a pattern never matches: the load journal's
       (``--journal_topic`` and the default one); internal topics (``__*``)
       never match anyway.
+    skip_topic: a predicate on a topic's name: True, a pattern never matches it (a Debezium
+      topic whose table ``--exclude_tables`` leaves out).
   """
   consumer_config: Mapping[str, Any]
   topics: Tuple[str, ...]
@@ -89,6 +91,7 @@ class KafkaSettings:
   topic_pattern: Optional[str] = None
   discovery_interval_secs: float = 30.0
   excluded_topics: Tuple[str, ...] = (DEFAULT_JOURNAL_TOPIC,)
+  skip_topic: Optional[Callable[[str], bool]] = None
 
   @classmethod
   def from_options(cls, options: PipelineOptions, require_topics: bool = True) -> 'KafkaSettings':
@@ -299,6 +302,9 @@ class PipelineConfig:
         if unmapped:
           raise ConfigurationError(f'--topic_table_map: topic(s) {unmapped} are read (--topics) '
                                    'but not mapped to a table')
+      if (kafka.topic_pattern and routing.naming is not None and routing.naming.exclude_tables
+          and opts.cdc_format in ('debezium', 'auto')):
+        kafka = dataclasses.replace(kafka, skip_topic=routing.naming.excludes_topic)
       default_limits = BatchLimits(rows=opts.batch_rows, bytes=opts.batch_bytes,
                                    interval_secs=opts.batch_interval_secs)
       table_config = load_table_config(opts.table_config, default_limits)

@@ -38,6 +38,10 @@ def _topics(config: PipelineConfig) -> List[str]:
   return selector.select(metadata.topics)
 
 
+def _never_read(config: PipelineConfig, topic: str) -> bool:
+  return config.kafka.skip_topic is not None and config.kafka.skip_topic(topic)
+
+
 def _target(config: PipelineConfig, topic: str) -> Optional[str]:
   """The table a topic's rows reach; None: not selected; a text in parentheses when each
   record says."""
@@ -74,6 +78,9 @@ def plan_lines(config: PipelineConfig) -> List[str]:
     lines = [f'plan: {len(topics)} topic(s)']
     exists = {}
     for topic in topics:
+      if _never_read(config, topic):
+        lines.append(f'  {topic} -> never read (its name shows --exclude_tables leaves it out)')
+        continue
       target = _target(config, topic)
       if target is None:
         lines.append(f'  {topic} -> skipped (--include_tables / --exclude_tables)')

@@ -105,7 +105,11 @@ def test_fifty_debezium_topics_land_as_the_reference_replay(kafka_cluster, strea
     assert got == want, target
   assert read_dead_letters(dead) == []
   assert summary.totals['skipped_control'] == 3      # BEGIN, END, a signal
-  assert summary.totals['skipped_excluded'] == 30    # tmp_scratch
+  # tmp_scratch's topic is never read: its name shows --exclude_tables leaves it out.
+  assert summary.totals.get('skipped_excluded', 0) == 0
+  scratch = f'{prefix}.shop.tmp_scratch'
+  assert scratch in db.topics and kafka_cluster.committed(f'g-{prefix}', scratch) == {}
   for topic in db.topics:
-    ends = {p: end for p, end in kafka_cluster.end_offsets(topic).items() if end}
-    assert kafka_cluster.committed(f'g-{prefix}', topic) == ends, topic
+    if topic != scratch:
+      ends = {p: end for p, end in kafka_cluster.end_offsets(topic).items() if end}
+      assert kafka_cluster.committed(f'g-{prefix}', topic) == ends, topic

@@ -8,6 +8,7 @@ what the source's table holds after replaying the same statements and rows in bi
 """
 
 import logging
+import re
 import signal
 
 import orjson
@@ -404,3 +405,10 @@ def test_plan_prints_the_tables_and_the_ddl_a_run_then_runs(kafka_cluster, strea
   again = run_cli(argv + ['--plan'], timeout_secs=120)
   assert f'  {rows_topic} -> {DB}.customers (exists)' in again.stdout.splitlines()
   assert 'statements to run (0):' in again.stdout
+  # Read by a pattern, a topic whose name shows its table is excluded is never read.
+  by_pattern = [a for a in argv if not a.startswith('--topics=')] + [
+      f'--topic_pattern={re.escape(prefix)}\\..*', f'--exclude_tables={DB}\\.customers']
+  excluded = run_cli(by_pattern + ['--plan'], timeout_secs=120)
+  assert excluded.returncode == 0, excluded.stderr[-3000:]
+  assert (f'  {rows_topic} -> never read (its name shows --exclude_tables leaves it out)'
+          in excluded.stdout.splitlines()), excluded.stdout

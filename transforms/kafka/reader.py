@@ -20,7 +20,7 @@ partitions).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.transforms import window
@@ -135,6 +135,7 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
                topic_pattern: Optional[str] = None,
                discovery_interval_secs: Optional[float] = DEFAULT_DISCOVERY_INTERVAL_SECS,
                excluded_topics: Sequence[str] = (DEFAULT_JOURNAL_TOPIC,),
+               skip_topic: Optional[Callable[[str], bool]] = None,
                discovery_shards: int = 1,
                durable: bool = False):
     """Initializes the reader.
@@ -165,6 +166,9 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
         partitions this often; None: never.
       excluded_topics: names ``topic_pattern`` never matches (the load
         journal's topic).
+      skip_topic: a picklable predicate: a topic it says yes to is never
+        read, whatever ``topic_pattern`` says (its name shows its rows are
+        not wanted).
       discovery_shards: how many discovery loops a streaming read runs (the
         partitions found while running are spread over them, and they over
         the workers).
@@ -188,7 +192,8 @@ class ReadKafkaChunks(beam.PTransform[beam.pvalue.PBegin,
       if partitions is not None:
         raise KafkaConfigError('partitions cannot be chosen with topic_pattern')
       try:
-        self._selector = TopicSelector(pattern=topic_pattern, excluded=excluded_topics)
+        self._selector = TopicSelector(pattern=topic_pattern, excluded=excluded_topics,
+                                       skip=skip_topic)
       except ValueError as error:
         raise KafkaConfigError(str(error)) from None
       self._topics = []

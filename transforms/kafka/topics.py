@@ -9,7 +9,7 @@ against the ones already read.  ``partitions`` (at start) and ``discovery``
 from __future__ import annotations
 
 import re
-from typing import AbstractSet, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from transforms.types import DEFAULT_JOURNAL_TOPIC
 
@@ -35,13 +35,15 @@ class TopicSelector:
 
   A pattern must match the whole topic name (``re.fullmatch``, like Kafka
   Connect's ``topics.regex``).  It never matches an internal topic
-  (``is_internal_topic``) nor one of ``excluded`` (the load journal's topics);
+  (``is_internal_topic``), one of ``excluded`` (the load journal's topics) nor one
+  ``skip`` says yes to (a topic whose name alone shows its rows are not wanted);
   exact names are read as given.
 
   Args:
     topics: topic names, or None with a pattern.
     pattern: a regular expression (a string), or None with topics.
     excluded: names a pattern never matches.
+    skip: a picklable predicate on a topic's name: True, a pattern never matches it.
 
   Raises:
     ValueError: neither or both of ``topics`` and ``pattern``, or a bad regular
@@ -49,12 +51,14 @@ class TopicSelector:
   """
 
   def __init__(self, topics: Optional[Sequence[str]] = None, pattern: Optional[str] = None,
-               excluded: Iterable[str] = (DEFAULT_JOURNAL_TOPIC,)):
+               excluded: Iterable[str] = (DEFAULT_JOURNAL_TOPIC,),
+               skip: Optional[Callable[[str], bool]] = None):
     if (topics is None) == (pattern is None):
       raise ValueError('give topics or a topic pattern, not both and not neither')
     self.topics: Optional[Tuple[str, ...]] = tuple(topics) if topics is not None else None
     self.pattern = pattern
     self.excluded = frozenset(excluded)
+    self.skip = skip
     try:
       self._regex = re.compile(pattern) if pattern is not None else None
     except re.error as error:
@@ -69,7 +73,7 @@ class TopicSelector:
     if self._regex is None:
       return topic in self.topics
     return (self._regex.fullmatch(topic) is not None and not is_internal_topic(topic) and
-            topic not in self.excluded)
+            topic not in self.excluded and not (self.skip is not None and self.skip(topic)))
 
   def select(self, topics: Iterable[str]) -> List[str]:
     """The read topics among ``topics``, sorted."""
@@ -82,8 +86,9 @@ class TopicSelector:
     return f'topic pattern {self.pattern!r}'
 
   def __eq__(self, other):
-    return (isinstance(other, TopicSelector) and (self.topics, self.pattern, self.excluded) ==
-            (other.topics, other.pattern, other.excluded))
+    return (isinstance(other, TopicSelector) and
+            (self.topics, self.pattern, self.excluded, self.skip) ==
+            (other.topics, other.pattern, other.excluded, other.skip))
 
   def __hash__(self):
     return hash((self.topics, self.pattern, self.excluded))

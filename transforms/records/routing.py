@@ -251,6 +251,23 @@ class SourceNaming:
         return string.Formatter().vformat(target, groups, values), True
     return self.table_template.format_map(values), False
 
+  def excludes_topic(self, topic: str) -> bool:
+    """Whether a topic's name alone shows that ``--exclude_tables`` leaves its table out.
+
+    Debezium names a MySQL table's topic ``<prefix>.<db>.<table>`` and a SQL Server one's
+    ``<prefix>.<db>.<schema>.<table>``; when that ``db.table`` matches ``--exclude_tables``
+    the topic is never read.  A topic named otherwise is read, and its rows are skipped one by
+    one as their envelopes say.  ``--include_tables`` is not decided by name: Postgres and
+    Oracle topics carry the schema where MySQL's carry the database, so a name that fails the
+    include regex may still hold wanted rows (their envelope's ``source.db`` is the database).
+    """
+    if self._exclude is None:
+      return False
+    parts = topic.split('.')
+    if len(parts) not in (3, 4) or not all(parts):
+      return False
+    return self._exclude.fullmatch(f'{parts[1]}.{parts[-1]}') is not None
+
   def __reduce__(self):
     return SourceNaming, (self.table_template, self.include_tables, self.exclude_tables,
                           self.merge_tables)

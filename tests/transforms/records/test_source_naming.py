@@ -1,5 +1,7 @@
 """A whole database's CDC topics: target names, selection, merged families, control records."""
 
+import pickle
+
 import orjson
 import pytest
 
@@ -7,6 +9,7 @@ from tests.transforms.records.helpers import debezium
 from transforms.records import RecordParser, Routing
 from transforms.records.routing import (SOURCE_COLUMNS, SourceNaming, TableCollisionError,
                                         parse_merge_tables)
+from transforms.kafka.topics import TopicSelector
 from transforms.types import KafkaChunk, KafkaRecord
 
 pytestmark = pytest.mark.unit
@@ -41,6 +44,21 @@ def test_include_and_exclude_match_the_whole_source_name_and_skip_without_dead_l
   assert list(parsed.rows_by_table) == ['shop.users']
   assert parsed.skipped == {'excluded': 3} and not parsed.dead_letters
   assert parsed.chunk_read.next_offset == 4  # skipped records are read, their offsets move on
+
+
+def test_a_debezium_topic_whose_table_is_excluded_is_known_by_its_name():
+  naming = SourceNaming(include_tables=r'shop\..*', exclude_tables=r'shop\.tmp_.*')
+  assert naming.excludes_topic('dbz.shop.tmp_users')            # MySQL: <prefix>.<db>.<table>
+  assert naming.excludes_topic('dbz.shop.dbo.tmp_users')        # SQL Server: .<db>.<schema>.<table>
+  assert not naming.excludes_topic('dbz.shop.users')
+  assert not naming.excludes_topic('dbz.other.users')  # include is decided by the envelope
+  assert not naming.excludes_topic('shop.tmp_users')   # not Debezium's shape: rows decide
+  assert not naming.excludes_topic('a.b.c.d.e')
+  assert not SourceNaming(include_tables=r'shop\..*').excludes_topic('dbz.other.users')
+  # A selector built with it never matches the topic (and pickles with it, for the workers).
+  selector = pickle.loads(pickle.dumps(
+      TopicSelector(pattern=r'dbz\..*', skip=naming.excludes_topic)))
+  assert selector.select(['dbz.shop.users', 'dbz.shop.tmp_users']) == ['dbz.shop.users']
 
 
 def test_a_merged_family_carries_its_source_and_the_source_joins_the_key():
