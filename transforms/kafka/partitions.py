@@ -38,6 +38,9 @@ class PartitionSpec(NamedTuple):
   stop_offset: int  # UNBOUNDED_STOP_OFFSET unless stop_at_end
   stop_at_epoch_secs: Optional[float]  # stop_after_secs, as a wall time
   partition_count: int = 1  # partitions read by the whole source (sizes the prefetch)
+  # When the group's committed offset was asked (wall time): ``start_offset`` is it, or the
+  # group had none.  A first read soon after starts there without asking again.
+  committed_asked_at: Optional[float] = None
 
 
 def normalize_partitions(
@@ -223,10 +226,12 @@ def resolve_specs(config, topics, partitions, stop_at_end, timeout_secs,
     stop_at = (time.time() + stop_after_secs
                if stop_after_secs is not None else None)
     specs = []
+    asked_at = time.time()
     for topic, partition, start, high in start_offsets(consumer, config, tps, reset, stop_at_end,
                                                        timeout_secs):
       stop_offset = max(start, high) if stop_at_end else UNBOUNDED_STOP_OFFSET
-      specs.append(PartitionSpec(topic, partition, start, stop_offset, stop_at, len(tps)))
+      specs.append(PartitionSpec(topic, partition, start, stop_offset, stop_at, len(tps),
+                                 asked_at))
     if specs:
       _LOGGER.info('Reading %d partitions from %s: %s', len(specs),
                    describe_servers(config),

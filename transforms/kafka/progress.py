@@ -54,6 +54,18 @@ class PartitionProgress:
 
   # ---------------------------------------------------------------- the reader
 
+  @staticmethod
+  def still_committed(asked_at: Optional[float]) -> bool:
+    """Whether a committed offset asked at ``asked_at`` (wall time; None: never) is still the
+    group's for a partition's first read here: asked less than ``_COMMITTED_FRESH_SECS`` ago.
+
+    The partitions' start offsets are asked at once when the read is planned; a read starting
+    right after uses them instead of asking again, a round trip per topic (hundreds, in turn,
+    for a whole database's topics).  Only this job commits for its group, and only after a
+    partition's read started, so an answer this fresh is still the truth.
+    """
+    return asked_at is not None and 0 <= time.time() - asked_at < _COMMITTED_FRESH_SECS
+
   def committed_offset(self, consumer, topic: str, partition: int,
                        partition_count: int = 0) -> Optional[int]:
     """The group's committed offset of a partition (asked of Kafka), or None.

@@ -176,6 +176,9 @@ class ReadPartitionFn(beam.DoFn):
       begin = known  # a consumer of ours closed (or in use); the rows before are in batches
     elif not self._durable:
       begin = start
+    elif start == spec.start_offset and self._progress.still_committed(spec.committed_asked_at):
+      begin = start  # the planned start, asked of the group a moment ago
+      self._progress.start(topic, partition, begin)
     else:
       # A fresh start here: the group's committed offset is the truth (a restore may hand us a
       # checkpoint older than what later loads committed); never before the restriction.

@@ -1,5 +1,7 @@
 """The reading DoFn's claim, stop and watermark logic, with a fake consumer."""
 
+import time
+
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners import sdf_utils
@@ -332,6 +334,27 @@ def test_a_fresh_process_starts_at_the_groups_committed_offset_past_an_old_check
   fn = _fn(monkeypatch, consumer, unbounded=True, context=RunContext(), durable=True)
   out, _, _ = _run(fn, 2, UNBOUNDED_STOP_OFFSET)  # the runner restored a checkpoint at 2
   assert [r.offset for tv in out for r in tv.value.records] == [6, 7, 8, 9]
+
+
+@pytest.mark.parametrize('asked_secs_ago, asks, first', [(0.0, 0, 2), (60.0, 1, 6), (None, 1, 6)])
+def test_a_planned_start_asked_a_moment_ago_is_not_asked_again(monkeypatch, asked_secs_ago,
+                                                               asks, first):
+  # A whole database's topics: one round trip each, in turn, when every first read asked the
+  # group again what the plan asked of it a moment before.  Older answers are asked again.
+  monkeypatch.setattr(progress.PartitionProgress, '_commit', lambda *a, **k: True)
+  consumer = _FakeConsumer(range(10), 10, committed=6)
+  calls = []
+  committed = consumer.committed
+  consumer.committed = lambda tps, timeout=None: calls.append(tps) or committed(tps, timeout)
+  fn = _fn(monkeypatch, consumer, unbounded=True, context=RunContext(), durable=True)
+  asked_at = None if asked_secs_ago is None else time.time() - asked_secs_ago
+  spec = PartitionSpec('t', 0, 2, UNBOUNDED_STOP_OFFSET, None, 1, asked_at)
+  tracker = sdf_utils.ThreadsafeRestrictionTracker(PartitionOffsetTracker(
+      OffsetRange(2, UNBOUNDED_STOP_OFFSET)))
+  out = list(fn.process(spec, sdf_utils.RestrictionTrackerView(tracker),
+                        ManualWatermarkEstimator(None)))
+  assert len(calls) == asks
+  assert [r.offset for tv in out for r in tv.value.records][0] == first
 
 
 def test_non_fatal_kafka_errors_are_skipped(monkeypatch):
