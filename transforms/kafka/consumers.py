@@ -406,13 +406,15 @@ class PartitionConsumer:
 
 
 class CachedConsumer:
-  """One partition's consumer and where its next read starts."""
-  __slots__ = ('consumer', 'next_offset', 'at_end')
+  """One partition's consumer and where its next read starts; ``assigned_at`` (monotonic) from
+  its assignment to its first messages."""
+  __slots__ = ('consumer', 'next_offset', 'at_end', 'assigned_at')
 
-  def __init__(self, consumer, next_offset: int):
+  def __init__(self, consumer, next_offset: int, assigned_at: Optional[float] = None):
     self.consumer = consumer
     self.next_offset = next_offset
     self.at_end = False
+    self.assigned_at = assigned_at
 
 
 class PartitionReads:

@@ -216,21 +216,26 @@ class _Engine:
     concurrent.futures.wait(futures)
 
   def is_ordered(self, table: str) -> bool:
-    """Whether batches of ``table`` (per key) must load one after another."""
+    """Whether batches of ``table`` (per key) must load one after another.
+
+    Only append-only (duplicate-key) tables are safe to load out of order.  Until the table's
+    first load has asked the FE (on its flush thread, not here: a whole database's hundreds of
+    tables would otherwise wait a round trip each, in turn), its batches load in order, which
+    is always safe.
+    """
     ordered = self._ordered.get(table)
     if ordered is None:
       options = self._settings.table_options.get(table)
-      if options is not None and options.ordered is not None:
-        ordered = options.ordered
-      else:
-        # Only append-only (duplicate-key) tables are safe to load out of order.
-        ordered = self.client.table_keys_type(table) != 'DUP_KEYS'
-      self._ordered[table] = ordered
+      if options is None or options.ordered is None:
+        return True
+      ordered = self._ordered[table] = options.ordered
     return ordered
 
   # Runs on a flush thread.
   def _run_job(self, job: Job) -> BatchReport:
     table, rows, encoded = job.payload
+    if table not in self._ordered and self.is_ordered(table):
+      self._ordered[table] = self.client.table_keys_type(table) != 'DUP_KEYS'
     report = self.loader.load(job.key, table, rows, encoded)
     job.payload = (table, rows, None)  # the body is sent: let it go now
     return report

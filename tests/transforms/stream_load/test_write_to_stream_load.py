@@ -205,3 +205,38 @@ def test_every_flush_thread_starts_with_the_engine():
     assert len(engine.executor._threads) == 5  # pylint: disable=protected-access
   finally:
     engine.close()
+
+
+def test_a_tables_key_model_is_asked_by_its_first_load_not_by_the_submitter():
+  """Hundreds of tables' first batches would each wait a round trip to the FE, in turn, on
+  the thread that cuts batches; until it is known, a table's batches load in order (safe)."""
+  import threading  # pylint: disable=import-outside-toplevel
+  from transforms.stream_load.scheduler import Job  # pylint: disable=import-outside-toplevel
+  from transforms.stream_load.sink import _Engine  # pylint: disable=import-outside-toplevel
+  asked = []
+
+  class _Client:
+    def __init__(self, config):
+      self.config = config
+
+    def table_keys_type(self, table):
+      asked.append((table, threading.current_thread().name))
+      return 'DUP_KEYS' if table == 'demo.logs' else 'UNIQUE_KEYS'
+
+    def close(self):
+      pass
+
+  config = StreamLoadConfig(fe_nodes=('http://127.0.0.1:1',), user='root', password='')
+  engine = _Engine(SinkSettings(config, flush_workers=2), monitor=None, client_factory=_Client)
+  engine.loader.load = lambda key, table, rows, encoded: None
+  try:
+    for table in ('demo.logs', 'demo.users'):
+      assert engine.is_ordered(table)  # not known yet: in order
+      job = Job((table, 0), (table, [], b''))
+      engine.submit(table, job)
+      job.future.result(timeout=30)
+    assert [table for table, _ in asked] == ['demo.logs', 'demo.users']
+    assert all(name.startswith('stream-load') for _, name in asked)
+    assert not engine.is_ordered('demo.logs') and engine.is_ordered('demo.users')
+  finally:
+    engine.close()
