@@ -2,7 +2,8 @@
 
 A Debezium MySQL database's topics (``<run>.shop.<table>``, one per table, ~250-byte rows; a
 table's rows in one partition, as Debezium writes them -- the 4 tables' over their topic's
-partitions) are produced to the local Kafka (librdkafka's mock cluster), and the job a whole-database sync runs
+partitions) are produced to the local Kafka (librdkafka's mock cluster, a new one for each run),
+and the job a whole-database sync runs
 (``--topic_pattern``, ``--cdc_format=debezium``, ``--table_template``, defaults otherwise:
 10,000-row batches, 4 flush workers, exactly-once) loads them into the local Stream Load server
 (its own process, count-only).  The same number of rows goes once into ``--tables`` tables (300)
@@ -97,20 +98,22 @@ def main() -> None:
       f'CREATE TABLE ods.{DB}__{t} (id BIGINT, user_id BIGINT, amount DOUBLE, status VARCHAR(8), '
       f'ts DATETIME, note VARCHAR(100)) UNIQUE KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 1;\n'
       for t in many)
-  kafka = KafkaCluster(compression='lz4')
   ratios, cpus = [], []
   with emulator() as fe_url:
     for pair in range(args.pairs):
       order = [('many', many), ('few', few)] if pair % 2 == 0 else [('few', few), ('many', many)]
       rates = {}
       for name, tables in order:
-        rate, cpu = _run(kafka, fe_url, f'r{pair}{name}', tables, args.records)
+        kafka = KafkaCluster(compression='lz4')  # each run on a cluster of its own topics only
+        try:
+          rate, cpu = _run(kafka, fe_url, f'r{pair}{name}', tables, args.records)
+        finally:
+          kafka.close()
         rates[name] = (rate, cpu)
         print(f'pair {pair + 1}: {len(tables)} tables: {rate:.0f} rows/s, CPU {cpu:.1f} s',
               flush=True)
       ratios.append(rates['many'][0] / rates['few'][0])
       cpus.append((rates['many'][1], rates['few'][1]))
-  kafka.close()
   low, mid, high = min(ratios), statistics.median(ratios), max(ratios)
   cpu_many = statistics.median(c for c, _ in cpus)
   cpu_few = statistics.median(c for _, c in cpus)
