@@ -112,6 +112,10 @@ class Sources:
   def has_ended(self, source: Hashable) -> bool:
     return source in self._ended
 
+  def ended_count(self) -> int:
+    """How many reads here have ended (it only grows: a cheap sign that one did)."""
+    return len(self._ended)
+
   def finished(self) -> bool:
     """Every source read here has ended (and there is at least one)."""
     with self._lock:

@@ -6,8 +6,9 @@ least every second.  So this engine keeps each key's open batch in memory
 across bundles (one ``Batcher`` per run and process, shared by the stage's
 instances), flushes it when its row, byte or column rule fires as rows
 arrive, checks every key's time limit at each element and bundle end, and
-flushes everything once every read of the process has ended (reason
-``end_of_input``, or ``drain`` when the run stops).  Unloaded rows are never
+flushes a batch once the reads of all the partitions its rows came from have ended, and
+everything once every read of the process has ended (reason ``end_of_input``, or ``drain``
+when the run stops).  Unloaded rows are never
 acknowledged, and the reader's checkpoints stop at the durable offsets, so a
 crash (or a runner's restore) reads them again.
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -58,13 +59,15 @@ class OrderViolationError(RuntimeError):
 
 
 class _KeyBatch:
-  """One key's open batch: the rule's state and the rows themselves."""
-  __slots__ = ('state', 'rows', 'limits')
+  """One key's open batch: the rule's state, the rows themselves and the partitions they came
+  from (``(topic, partition)``; None for a row of no partition)."""
+  __slots__ = ('state', 'rows', 'limits', 'sources')
 
   def __init__(self, limits: BatchLimits):
     self.state = OpenBatch()
     self.rows: List[Row] = []
     self.limits = limits
+    self.sources: Set[Optional[Tuple[str, int]]] = set()
 
 
 class Batcher:
@@ -115,6 +118,10 @@ class Batcher:
       batch.rows = []
       start = end
     batch.rows.extend(rows[start:])
+    if flushes:
+      batch.sources = set()
+    if batch.rows:
+      _add_sources(batch.sources, batch.rows if flushes else rows)
     if batch.state.count and (not count_before or flushes):
       heapq.heappush(self._deadlines, (batch.state.started + batch.limits.interval_secs, key))
     # Only this key's open batch changed.
@@ -163,6 +170,14 @@ class Batcher:
     self._deadlines.clear()
     return flushes
 
+  def flush_ended(self, ended: Callable[[Tuple[str, int]], bool], now: float) -> List[Flush]:
+    """Every open batch whose rows all come from partitions whose reads ended (reason
+    ``end_of_input``): no row will join it, so it need not wait for its limits nor for the
+    other reads (a whole database's small tables load while the big ones are still read)."""
+    return [self._close(key, END_OF_INPUT, now) for key, batch in list(self._batches.items())
+            if batch.state.count and batch.sources and
+            all(source is not None and ended(source) for source in batch.sources)]
+
   def flush_table(self, table: str, reason: str, now: float) -> List[Flush]:
     """Every open batch of ``table`` (all its shards); their deadlines go stale."""
     return [self._close(key, reason, now) for key, batch in list(self._batches.items())
@@ -190,6 +205,14 @@ class Batcher:
     return seq
 
 
+def _add_sources(sources: Set[Optional[Tuple[str, int]]], rows: Sequence[Row]) -> None:
+  first, last = rows[0], rows[-1]
+  if (first.topic, first.partition) == (last.topic, last.partition):
+    sources.add(None if first.topic is None else (first.topic, first.partition))  # a chunk's
+  else:
+    sources.update(None if row.topic is None else (row.topic, row.partition) for row in rows)
+
+
 class _SharedBatcher:
   """A ``Batcher`` shared by the stage's DoFn instances of one process, with its lock."""
 
@@ -197,6 +220,7 @@ class _SharedBatcher:
     self.batcher = batcher
     self.lock = threading.Lock()
     self.published: Dict[str, Tuple[int, int]] = {}
+    self.ended_seen = 0  # reads ended when open batches were last checked for them
 
 
 class BatchFn(beam.DoFn):
@@ -269,6 +293,10 @@ class BatchFn(beam.DoFn):
                                            now)
       else:
         flushes = shared.batcher.due(now)
+        ended = runtime.sources.ended_count()
+        if ended != shared.ended_seen:
+          shared.ended_seen = ended
+          flushes.extend(shared.batcher.flush_ended(runtime.sources.has_ended, now))
       tables = shared.batcher.open_batches()
       changed = {table: tables.get(table, (0, 0))
                  for table in set(shared.published) | set(tables)

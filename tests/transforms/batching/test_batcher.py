@@ -4,8 +4,9 @@ import pytest
 
 from transforms.batching import BatchLimits, Batcher
 from transforms.batching.in_process import OrderViolationError
-from transforms.batching.limits import (COLUMNS_CHANGED, DRAIN, MEMORY_LIMIT, ROWS_THRESHOLD,
-                                        SIZE_THRESHOLD, TIMEOUT, OpenBatch, cut_batches)
+from transforms.batching.limits import (COLUMNS_CHANGED, DRAIN, END_OF_INPUT, MEMORY_LIMIT,
+                                        ROWS_THRESHOLD, SIZE_THRESHOLD, TIMEOUT, OpenBatch,
+                                        cut_batches)
 from transforms.types import Row
 
 pytestmark = pytest.mark.unit
@@ -119,3 +120,22 @@ def test_rows_of_one_record_keep_their_part_order():
   batcher.add(key, parts[2:], now=0.0)  # the same record's next row: newer, accepted
   with pytest.raises(OrderViolationError):
     batcher.add(key, parts[1:2], now=0.0)
+
+
+def test_only_batches_whose_partitions_all_ended_are_flushed_for_it():
+  batcher = Batcher(BatchLimits(rows=100, interval_secs=10), {})
+  batcher.add(('db.a', 0), _rows('db.a', 3, partition=0), now=0.0)
+  batcher.add(('db.b', 0), _rows('db.b', 2, partition=0), now=0.0)
+  batcher.add(('db.b', 0), _rows('db.b', 2, start=5, partition=1), now=0.0)
+  ended = {('t', 0)}
+  assert _summary(batcher.flush_ended(ended.__contains__, now=1.0)) == [
+      (('db.a', 0), END_OF_INPUT, [0, 1, 2])]
+  ended.add(('t', 1))
+  assert _summary(batcher.flush_ended(ended.__contains__, now=2.0)) == [
+      (('db.b', 0), END_OF_INPUT, [0, 1, 5, 6])]
+  # A batch cut by its limits starts over: the rows left open decide its partitions.
+  batcher = Batcher(BatchLimits(rows=3, interval_secs=10), {})
+  batcher.add(('db.c', 0), _rows('db.c', 2, partition=1), now=0.0)
+  batcher.add(('db.c', 0), _rows('db.c', 2, start=7, partition=0), now=0.0)
+  assert _summary(batcher.flush_ended({('t', 0)}.__contains__, now=1.0)) == [
+      (('db.c', 0), END_OF_INPUT, [8])]

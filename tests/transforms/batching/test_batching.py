@@ -64,6 +64,31 @@ def test_held_batches_wait_for_their_limits_until_every_read_of_the_worker_ends(
   release(runtime)
 
 
+def test_a_batch_whose_partitions_reads_ended_is_flushed_while_other_reads_go_on(caplog):
+  """A whole database's small tables load when their topics are read, not at the end of all."""
+  caplog.set_level(logging.INFO, logger='transforms.batching')
+  small, mixed, plain = 'demo.small', 'demo.mixed', 'demo.plain'
+  context = RunContext()
+  runtime = acquire(context)
+  for partition in (0, 1):
+    runtime.sources.reading(('topic', partition))
+  runtime.sources.ended(('topic', 0))
+  mixed_rows = [Row(mixed, {'id': i}, 'upsert', 'topic', i % 2, i, 10) for i in range(4)]
+  no_partition = [Row(plain, {'id': 1}, 'upsert', None, None, None, 10)]
+  _COLLECTED.clear()
+  with BeamTestPipeline(runner=FnApiRunner()) as p:
+    batches = (p | beam.Create([(small, _rows(small, 3)), (mixed, mixed_rows),
+                                (plain, no_partition)], reshuffle=False)
+               | KeyByTable()
+               | BatchPerTable(BatchLimits(rows=100, interval_secs=1000), {},
+                               clock=FakeClock(0.0), context=context, hold_across_bundles=True))
+    _ = _summaries(batches) | beam.Map(_collect)
+  reasons = [(r.args[0], r.args[1]) for r in caplog.records if 'flush triggered' in r.msg]
+  # demo.mixed has a row of partition 1, still read; demo.plain's row has no partition.
+  assert _COLLECTED == [(small, 3, [0, 1, 2])] and reasons == [(small, 'end_of_input')]
+  release(runtime)
+
+
 def test_byte_limit_and_column_change_split_batches(caplog):
   caplog.set_level(logging.INFO, logger='transforms.batching')
   table = 'demo.t'
