@@ -17,14 +17,21 @@ signal topic (``<prefix>.signals``).  Its tables:
 * ``t_000`` ...: plain keyed tables, as many as asked (``extra_tables``);
 * ``tmp_scratch``: left out by ``--exclude_tables``.
 
-Every record carries its binlog position, in the order the source wrote it.  ``expected`` is
-the reference: each target table's rows after replaying the same statements and rows in that
-order, keyed as the job keys them.
+Every record carries its binlog position, in the order the source wrote it, and is written as
+Kafka Connect's ``JsonConverter`` writes it by default (``schemas.enable=true``: the schema beside
+the payload), with Debezium's encodings: a ``DECIMAL`` as base64 of its unscaled bytes, a
+``DATETIME`` as epoch milliseconds, a ``TIMESTAMP`` as ISO text with a zone (``Z``, or an offset
+as a source in another zone writes it).  ``expected`` is the reference: each target table's rows
+after replaying the same statements and rows in that order, keyed as the job keys them, with
+datetimes as UTC text.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import datetime
+import decimal
 import random
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -41,6 +48,48 @@ def _column(name: str, type_name: str, length: Optional[int] = None,
   return {'name': name, 'jdbcType': 12, 'typeName': type_name, 'typeExpression': type_name,
           'length': length, 'scale': scale, 'optional': True, 'autoIncremented': False,
           'generated': False, 'comment': None, 'defaultValueExpression': None}
+
+
+# A column's MySQL type -> Kafka Connect's type and Debezium's semantic name for it.
+_CONNECT_TYPES = {
+    'INT': ('int32', None), 'BIGINT': ('int64', None), 'VARCHAR': ('string', None),
+    'DECIMAL': ('bytes', 'org.apache.kafka.connect.data.Decimal'),
+    'DATETIME': ('int64', 'io.debezium.time.Timestamp'),
+    'TIMESTAMP': ('string', 'io.debezium.time.ZonedTimestamp'),
+    'JSON': ('string', 'io.debezium.data.Json'),
+}
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def _field_schema(column: Dict[str, Any], optional: bool = True) -> Dict[str, Any]:
+  kind, name = _CONNECT_TYPES[column['typeName']]
+  field: Dict[str, Any] = {'type': kind, 'optional': optional, 'field': column['name']}
+  if name is not None:
+    field.update(name=name, version=1)
+  if column['typeName'] == 'DECIMAL':
+    field['parameters'] = {'scale': str(column['scale']),
+                           'connect.decimal.precision': str(column['length'])}
+  return field
+
+
+def _wire(column: Dict[str, Any], value: Any, odd: bool) -> Any:
+  """A reference value as Debezium's JSON carries it."""
+  if value is None:
+    return None
+  kind = column['typeName']
+  if kind == 'DECIMAL':
+    unscaled = int(decimal.Decimal(value).scaleb(column['scale']))
+    raw = unscaled.to_bytes(unscaled.bit_length() // 8 + 1, 'big', signed=True)
+    return base64.b64encode(raw).decode('ascii')
+  if kind == 'DATETIME':
+    return (datetime.datetime.fromisoformat(value) - _EPOCH) // datetime.timedelta(milliseconds=1)
+  if kind == 'TIMESTAMP':  # UTC in the reference; in the record, with a zone
+    utc = datetime.datetime.fromisoformat(value)
+    if not odd:
+      return utc.isoformat() + 'Z'
+    zone = datetime.timezone(datetime.timedelta(hours=2))
+    return utc.replace(tzinfo=datetime.timezone.utc).astimezone(zone).isoformat()
+  return value
 
 
 @dataclasses.dataclass
@@ -136,15 +185,48 @@ class _Source:
     self._schema_change(table, 'ALTER',
                         f'ALTER TABLE {table.name} RENAME COLUMN {old} TO {new}')
 
+  def _image(self, table: _Table, row: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if row is None:
+      return None
+    odd = len(self.topics[f'{self.prefix}.{DB}.{table.name}']) % 2 == 1
+    types = {c['name']: c for c in table.columns}
+    return {name: _wire(types[name], value, odd) if name in types else value
+            for name, value in row.items()}
+
+  def _envelope_schema(self, table: _Table) -> Dict[str, Any]:
+    name = f'{self.prefix}.{DB}.{table.name}'
+    row = {'type': 'struct', 'optional': True, 'name': f'{name}.Value',
+           'fields': [_field_schema(c, c['name'] not in table.key) for c in table.columns]}
+    source = {'type': 'struct', 'optional': False, 'name': 'io.debezium.connector.mysql.Source',
+              'field': 'source', 'fields': [
+                  {'type': 'string', 'optional': False, 'field': 'connector'},
+                  {'type': 'string', 'optional': True, 'field': 'db'},
+                  {'type': 'string', 'optional': True, 'field': 'table'},
+                  {'type': 'string', 'optional': False, 'field': 'file'},
+                  {'type': 'int64', 'optional': False, 'field': 'pos'}]}
+    return {'type': 'struct', 'optional': False, 'name': f'{name}.Envelope', 'version': 1,
+            'fields': [dict(row, field='before'), dict(row, field='after'), source,
+                       {'type': 'string', 'optional': False, 'field': 'op'},
+                       {'type': 'int64', 'optional': True, 'field': 'ts_ms'}]}
+
   def change(self, table: _Table, op: str, row: Dict[str, Any]) -> None:
     """One row event (``c``, ``u``, ``d``) in the table's current columns."""
     key = tuple(row[k] for k in table.key)
     before = table.rows.get(key) if table.key else None
-    value = {'op': op, 'before': dict(before) if op in ('u', 'd') and before else
-             ({k: row[k] for k in table.key} if op == 'd' else None),
-             'after': None if op == 'd' else dict(row), 'ts_ms': 1,
-             'source': self._source(table.name)}
-    record_key = orjson.dumps({k: row[k] for k in table.key}) if table.key else None
+    payload = {'op': op, 'before': self._image(table, dict(before) if op in ('u', 'd') and before
+                                               else ({k: row[k] for k in table.key}
+                                                     if op == 'd' else None)),
+               'after': None if op == 'd' else self._image(table, dict(row)), 'ts_ms': 1,
+               'source': self._source(table.name)}
+    value = {'schema': self._envelope_schema(table), 'payload': payload}
+    record_key = None
+    if table.key:
+      key_columns = [c for c in table.columns if c['name'] in table.key]
+      record_key = orjson.dumps({
+          'schema': {'type': 'struct', 'optional': False,
+                     'name': f'{self.prefix}.{DB}.{table.name}.Key',
+                     'fields': [_field_schema(c, False) for c in key_columns]},
+          'payload': {k: row[k] for k in table.key}})
     self.topics[f'{self.prefix}.{DB}.{table.name}'].append((record_key, orjson.dumps(value)))
     if not table.key:
       table.log.append(dict(row))
@@ -181,8 +263,8 @@ def make_database(prefix: str, scale: int = 50, extra_tables: int = 0,
       _column('order_id', 'BIGINT'), _column('line', 'INT'), _column('price', 'DECIMAL', 10, 2),
       _column('placed_at', 'DATETIME'), _column('attrs', 'JSON')], ['order_id', 'line'],
       ods + 'order_items')
-  audit = source.create('audit_log', [_column('event', 'VARCHAR', 30),
-                                      _column('at', 'DATETIME')], [], ods + 'audit_log')
+  audit = source.create('audit_log', [_column('event', 'VARCHAR', 30), _column('at', 'DATETIME'),
+                                      _column('seen_at', 'TIMESTAMP')], [], ods + 'audit_log')
   shards = [source.create(f'order_{n:02d}', [_column('id', 'INT'), _column('total', 'INT')],
                           ['id'], ods + 'orders', merged=True) for n in range(SHARDS)]
   scratch = source.create('tmp_scratch', [_column('id', 'INT')], ['id'], None)
@@ -203,7 +285,8 @@ def make_database(prefix: str, scale: int = 50, extra_tables: int = 0,
                                  'price': f'{rng.randint(1, 99999) / 100:.2f}',
                                  'placed_at': f'2026-0{1 + i % 9}-1{i % 10} 1{i % 10}:2{line}:00',
                                  'attrs': orjson.dumps({'gift': i % 3 == 0}).decode()})
-    source.change(audit, 'c', {'event': f'login {i}', 'at': f'2026-01-01 00:00:{i % 60:02d}'})
+    source.change(audit, 'c', {'event': f'login {i}', 'at': f'2026-01-01 00:00:{i % 60:02d}',
+                               'seen_at': f'2026-01-02 {i % 24:02d}:{i % 60:02d}:00'})
     for shard in shards:
       source.change(shard, 'c', {'id': i, 'total': i * 10 + shards.index(shard)})
     source.change(scratch, 'c', {'id': i})

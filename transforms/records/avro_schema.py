@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from transforms.records import logical
 
-__all__ = ['value_converter', 'column_types', 'doris_type', 'envelope_row_schema']
+__all__ = ['value_converter', 'column_types', 'doris_type', 'envelope_row_schema',
+           'connect_semantic_type', 'decimal_type']
 
 Converter = Optional[Callable[[Any], Any]]  # None: the value stays as it is
 
@@ -46,6 +47,22 @@ _CONNECT_TYPES = {
     'org.apache.kafka.connect.data.Time': 'STRING',
 }
 _VARIABLE_SCALE_DECIMAL = 'io.debezium.data.VariableScaleDecimal'
+
+
+def connect_semantic_type(name: Optional[str]) -> Optional[str]:
+  """The Doris type of a Debezium / Kafka Connect semantic type (``io.debezium.time.Timestamp``
+  -> ``DATETIME(3)``), or None for a name it does not know (and for ``Decimal``: see
+  ``decimal_type``)."""
+  return _CONNECT_TYPES.get(name) if name else None
+
+
+def decimal_type(precision: Optional[int], scale: int) -> str:
+  """``DECIMAL(p, s)`` (no precision: 38), or ``STRING`` past Doris's 38 digits."""
+  if precision is None:
+    precision = MAX_DECIMAL_PRECISION
+  if precision > MAX_DECIMAL_PRECISION:
+    return 'STRING'
+  return f'DECIMAL({precision}, {scale})'
 _CONNECT_DECIMAL = 'org.apache.kafka.connect.data.Decimal'
 _CONNECT_INT_TYPES = {'int8': 'TINYINT', 'int16': 'SMALLINT'}
 
@@ -321,12 +338,7 @@ def doris_type(schema: Any, names: Optional[Dict[str, dict]] = None) -> Optional
     return _CONNECT_TYPES[connect]
   logical_type = schema.get('logicalType')
   if logical_type == 'decimal' or connect == _CONNECT_DECIMAL:
-    precision = _decimal_precision(schema)
-    if precision is None:
-      precision = MAX_DECIMAL_PRECISION
-    if precision > MAX_DECIMAL_PRECISION:
-      return 'STRING'
-    return f'DECIMAL({precision}, {_decimal_scale(schema)})'
+    return decimal_type(_decimal_precision(schema), _decimal_scale(schema))
   if logical_type in _LOGICAL_TYPES:
     return _LOGICAL_TYPES[logical_type]
   if kind == 'fixed':

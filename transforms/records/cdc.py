@@ -14,6 +14,7 @@ from typing import Any, List, Optional
 
 import orjson
 
+from transforms.records import connect_json
 from transforms.records.reasons import (BAD_ENVELOPE, SKIP_CONTROL, SKIP_DDL, SKIP_TOMBSTONE,
                                         Reject, Skip, json_type)
 from transforms.types import OP_DELETE, OP_UPSERT, KafkaRecord, Row
@@ -141,7 +142,9 @@ def json_key(key: Optional[bytes]) -> Optional[dict]:
 # -- Debezium
 
 def debezium(parser, obj: dict, record: KafkaRecord, chunk_table: Optional[str]) -> List[Row]:
+  schema = None
   if 'payload' in obj and 'schema' in obj:  # JsonConverter with schemas.enable=true.
+    schema = obj['schema']
     obj = obj['payload']
     if obj is None:
       raise Skip(SKIP_TOMBSTONE, 'Debezium tombstone (null payload)')
@@ -150,6 +153,9 @@ def debezium(parser, obj: dict, record: KafkaRecord, chunk_table: Optional[str])
   op = obj.get('op')
   if op is None:
     if '__deleted' in obj:
+      if schema is not None:  # typed values (datetimes, decimals) as the schema says
+        obj = connect_json.converted(obj, connect_json.image_converters(schema, None))
+        parser.connect_schema = (schema, None)
       return [_debezium_flattened(parser, obj, record, chunk_table)]
     if any(k in obj for k in _DEBEZIUM_DDL_KEYS):
       raise Skip(SKIP_DDL, 'Debezium schema change event')
@@ -178,6 +184,10 @@ def debezium(parser, obj: dict, record: KafkaRecord, chunk_table: Optional[str])
     raise Reject(BAD_ENVELOPE, f'Debezium row must be an object, got {json_type(image)}')
   if not image:
     raise Reject(BAD_ENVELOPE, f'Debezium op {op!r} with an empty row')
+  if schema is not None:  # typed values (datetimes, decimals) as the schema says
+    image_field = 'before' if op_out == OP_DELETE else 'after'
+    image = connect_json.converted(image, connect_json.image_converters(schema, image_field))
+    parser.connect_schema = (schema, image_field)
   if chunk_table is None and parser.routing.table_field is None:
     source = obj.get('source')
     if type(source) is not dict:

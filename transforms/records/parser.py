@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import orjson
 
-from transforms.records import cdc
+from transforms.records import cdc, connect_json
 from transforms.records.formats import RegistryDecoder, ValueFormat
 from transforms.records.numbers import LONG_NUMBER, NUMBER_CHARS, exact_loads, has_inexact_number
 from transforms.records.reasons import (BAD_TABLE_NAME, EMPTY_VALUE, MISSING_TABLE, NOT_OBJECT,
@@ -143,6 +143,9 @@ class RecordParser:
     self.value_format = value_format
     self.keep_retrying = bool(keep_retrying)
     self.keep_positions = bool(keep_positions)
+    # The last record's Kafka Connect JSON schema and its row image's field (set by the CDC
+    # envelope's parser): its column types go to the table's hints.
+    self.connect_schema: Optional[Tuple[Any, Optional[str]]] = None
     self.row_position: Optional[tuple] = None  # the source position of the next row
     self._registry = value_format.uses_registry
     self._envelope = cdc in ('debezium', 'auto')
@@ -222,6 +225,8 @@ class RecordParser:
       parsed += 1
       if registry and rows:
         self._note_schema(rows, record, plans, column_types, key_columns)
+      elif self.connect_schema is not None and rows:
+        _note_connect_schema(rows, self.connect_schema, column_types)
       elif json_keys and record.key and rows and rows[0].table not in first_keys:
         first_keys[rows[0].table] = record.key
       for row in rows:
@@ -297,6 +302,7 @@ class RecordParser:
   def _parse_record(self, record: KafkaRecord, chunk_table: Optional[str]) -> List[Row]:
     self._row_source = None
     self.row_position = None
+    self.connect_schema = None
     rows = self._record_rows(record, chunk_table)
     if len(rows) > 1:
       # (offset, part) places each row of a multi-row record exactly.
@@ -514,6 +520,20 @@ def _dead_letter(record: KafkaRecord, error: Reject, table: Optional[str]) -> De
                     partition=record.partition, offset=record.offset,
                     table=error.table if error.table is not None else table,
                     payload=payload)
+
+
+def _note_connect_schema(rows: List[Row], connect_schema: Tuple[Any, Optional[str]],
+                         column_types: Dict[str, Dict[str, str]]) -> None:
+  """Adds the column types a Connect JSON schema gives to the record's table's, once per chunk
+  and table unless a row has a column they lack (the source added one mid-chunk)."""
+  table = rows[0].table
+  known = column_types.get(table)
+  fields = rows[0].fields
+  if known is not None and (fields is None or all(name in known for name in fields)):
+    return
+  types = connect_json.column_types(*connect_schema)
+  if types:
+    column_types.setdefault(table, {}).update(types)
 
 
 def _json_key_fields(key: bytes) -> Optional[Tuple[str, ...]]:
