@@ -412,3 +412,103 @@ def test_plan_prints_the_tables_and_the_ddl_a_run_then_runs(kafka_cluster, strea
   assert excluded.returncode == 0, excluded.stderr[-3000:]
   assert (f'  {rows_topic} -> never read (its name shows --exclude_tables leaves it out)'
           in excluded.stdout.splitlines()), excluded.stdout
+
+
+def _avro_schema_change_schemas():
+  """``(schema change value, customers envelope)`` as Debezium's AvroConverter registers them."""
+  source = {'type': 'record', 'name': 'Source', 'namespace': 'io.debezium.connector.mysql',
+            'fields': [{'name': 'connector', 'type': 'string'},
+                       {'name': 'name', 'type': 'string'},
+                       {'name': 'db', 'type': 'string'},
+                       {'name': 'table', 'type': ['null', 'string'], 'default': None},
+                       {'name': 'file', 'type': 'string'}, {'name': 'pos', 'type': 'long'},
+                       {'name': 'row', 'type': ['null', 'int'], 'default': None},
+                       {'name': 'ts_ms', 'type': 'long'}]}
+
+  def optional(kind):
+    return {'type': ['null', kind], 'default': None}
+
+  column = {'type': 'record', 'name': 'Column', 'namespace': 'io.debezium.connector.schema',
+            'fields': [{'name': 'name', 'type': 'string'}, {'name': 'jdbcType', 'type': 'int'},
+                       dict(optional('int'), name='nativeType'),
+                       {'name': 'typeName', 'type': 'string'},
+                       dict(optional('string'), name='typeExpression'),
+                       dict(optional('string'), name='charsetName'),
+                       dict(optional('int'), name='length'), dict(optional('int'), name='scale'),
+                       {'name': 'position', 'type': 'int'},
+                       dict(optional('boolean'), name='optional'),
+                       dict(optional('boolean'), name='autoIncremented'),
+                       dict(optional('boolean'), name='generated'),
+                       dict(optional('string'), name='comment'),
+                       dict(optional('string'), name='defaultValueExpression'),
+                       dict(optional({'type': 'array', 'items': 'string'}), name='enumValues')]}
+  table = {'type': 'record', 'name': 'Table', 'namespace': 'io.debezium.connector.schema',
+           'fields': [dict(optional('string'), name='defaultCharsetName'),
+                      dict(optional({'type': 'array', 'items': 'string'}),
+                           name='primaryKeyColumnNames'),
+                      {'name': 'columns', 'type': {'type': 'array', 'items': column}},
+                      dict(optional('string'), name='comment')]}
+  change = {'type': 'record', 'name': 'Change', 'namespace': 'io.debezium.connector.schema',
+            'fields': [{'name': 'type', 'type': 'string'}, {'name': 'id', 'type': 'string'},
+                       dict(optional(table), name='table')]}
+  schema_change = {
+      'type': 'record', 'name': 'SchemaChangeValue', 'namespace': 'io.debezium.connector.mysql',
+      'connect.name': 'io.debezium.connector.mysql.SchemaChangeValue',
+      'fields': [{'name': 'source', 'type': source}, {'name': 'ts_ms', 'type': 'long'},
+                 dict(optional('string'), name='databaseName'),
+                 dict(optional('string'), name='schemaName'),
+                 dict(optional('string'), name='ddl'),
+                 {'name': 'tableChanges', 'type': {'type': 'array', 'items': change}}]}
+  value = {'type': 'record', 'name': 'Value', 'namespace': 'avro.inventory.customers',
+           'fields': [{'name': 'id', 'type': 'int'}, dict(optional('string'), name='name'),
+                      dict(optional('int'), name='score'), dict(optional('string'), name='email')]}
+  envelope = {'type': 'record', 'name': 'Envelope', 'namespace': 'avro.inventory.customers',
+              'fields': [dict(optional(value), name='before'), dict(optional('Value'), name='after'),
+                         {'name': 'source', 'type': 'io.debezium.connector.mysql.Source'},
+                         {'name': 'op', 'type': 'string'},
+                         dict(optional('long'), name='ts_ms')]}
+  envelope['fields'][2]['type'] = dict(source, name='RowSource')  # its own copy: two subjects
+  return schema_change, envelope
+
+
+def test_an_avro_schema_change_topic_makes_and_alters_tables_like_a_json_one(
+    kafka_cluster, stream_load_server, tmp_path):
+  from tests.transforms.records.registry_helpers import avro_serializer, mock_url  # pylint: disable=import-outside-toplevel
+  prefix = _setup(kafka_cluster, stream_load_server, 'avroddl')
+  rows_topic = f'{prefix}.{DB}.customers'
+  url = mock_url('ddl')
+  change_schema, envelope_schema = _avro_schema_change_schemas()
+  write_change = avro_serializer(url, change_schema, topic=prefix)
+  write_row = avro_serializer(url, envelope_schema, topic=rows_topic)
+
+  def source(table, pos):
+    return dict(_source(table, pos), name=prefix, row=0)
+
+  def change(record):
+    record = orjson.loads(record)
+    record['source'] = dict(record['source'], name=prefix, table=None)
+    for item in record['tableChanges']:
+      for col in item['table']['columns']:
+        col.update(nativeType=None, charsetName=None, enumValues=None)
+    return write_change(record)
+
+  history = _customers_history()[:3]  # CREATE customers, CREATE notes, ADD email
+  kafka_cluster.produce(prefix, [change(r) for r in history], partition=0)
+  rows = [{'op': 'c', 'before': None, 'ts_ms': 1, 'source': source('customers', pos),
+           'after': {'id': i, 'name': f'c{i}', 'score': i, 'email': email}}
+          for i, (pos, email) in enumerate([(200, None), (201, None), (350, 'c@x')], start=1)]
+  kafka_cluster.produce(rows_topic, [write_row(r) for r in rows], partition=0)
+  group = f'g-{prefix}'
+  dead = str(tmp_path / 'dead')
+  summary = run_in_process(pipeline_argv(
+      kafka_cluster, stream_load_server, [rows_topic], group, dead, cdc_format='debezium',
+      format='avro', schema_registry_url=url, ddl_topic=prefix, schema_evolution='evolve'))
+
+  assert _columns(stream_load_server, f'{DB}.notes') == [('id', 'BIGINT'), ('note', 'VARCHAR(60)')]
+  assert _columns(stream_load_server, f'{DB}.customers') == [
+      ('id', 'INT'), ('name', 'VARCHAR(150)'), ('score', 'INT'), ('email', 'VARCHAR(300)')]
+  assert sorted(stream_load_server.query(f'SELECT id, name, score, email FROM {DB}.customers')) \
+      == [(1, 'c1', 1, None), (2, 'c2', 2, None), (3, 'c3', 3, 'c@x')]
+  assert read_dead_letters(dead) == []
+  assert summary.totals['schema_changes_applied'] == 3
+  assert kafka_cluster.committed(group, prefix) == nonempty_end_offsets(kafka_cluster, prefix)
