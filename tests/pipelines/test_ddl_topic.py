@@ -512,3 +512,31 @@ def test_an_avro_schema_change_topic_makes_and_alters_tables_like_a_json_one(
   assert read_dead_letters(dead) == []
   assert summary.totals['schema_changes_applied'] == 3
   assert kafka_cluster.committed(group, prefix) == nonempty_end_offsets(kafka_cluster, prefix)
+
+
+def test_starrocks_gets_the_same_tables_and_changes_over_its_mysql_port(
+    kafka_cluster, make_stream_load_server, tmp_path, caplog):
+  server = make_stream_load_server(flavor='starrocks')
+  prefix = _setup(kafka_cluster, server, 'srddl')
+  kafka_cluster.produce(prefix, _customers_history(), partition=0)
+  _produce_rows(kafka_cluster, prefix, 'customers', _customers_rows())
+  group = f'g-{prefix}'
+  dead = str(tmp_path / 'dead')
+  with caplog.at_level(logging.INFO, logger='transforms.schema'):
+    summary = run_in_process(pipeline_argv(
+        kafka_cluster, server, [f'{prefix}.{DB}.customers'], group, dead,
+        cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve',
+        target='starrocks', query_port=server.query_port))
+
+  assert server.catalog.databases[DB]['notes'].key_columns == ['id']
+  assert [name for name, _ in _columns(server, f'{DB}.customers')] == ['id', 'full_name', 'score']
+  assert dict(_columns(server, f'{DB}.customers'))['score'] == 'BIGINT'
+  assert sorted(server.query(f'SELECT id, full_name, score FROM {DB}.customers')) == [
+      (1, 'ann', 5_000_000_000), (2, 'bo', 7), (3, 'cy', 3), (4, 'dee', 4), (5, 'eve', 5)]
+  refused = [r.getMessage() for r in caplog.records if 'the FE refused' in r.getMessage()]
+  assert len(refused) == 1 and 'score' in refused[0]
+  assert read_dead_letters(dead) == []
+  assert summary.totals['schema_changes_applied'] == 6
+  # Every statement went over the MySQL port: none reached the FE's HTTP SQL API.
+  assert not [entry for entry in server.request_log if '/api/query/' in entry.get('path', '')]
+  assert kafka_cluster.committed(group, prefix) == nonempty_end_offsets(kafka_cluster, prefix)
