@@ -329,12 +329,14 @@ class ReadPartitionFn(beam.DoFn):
             position = cached.next_offset = end
         if not records and (cached.at_end or not messages):
           if position < natural_end:
-            if not cached.at_end and self._behind(cached.consumer, topic, partition, position,
-                                                  natural_end):
+            fresh = _fresh(cached)
+            if not cached.at_end and (fresh or self._behind(cached.consumer, topic, partition,
+                                                            position, natural_end)):
               # Records wait in Kafka that the process's consumer has not fetched for this
-              # partition yet (it was reading others): come back soon, read another meanwhile.
+              # partition yet (it was reading others), or its first fetch is under way: come
+              # back soon, read another meanwhile.
               wake = getattr(cached.consumer, 'wake', None)
-              if wake is not None and not _fresh(cached):
+              if wake is not None and not fresh:
                 wake()  # its broker may be idle (a wake skipped in a burst of assignments)
               outcome.action, outcome.delay_secs = Outcome.DEFER, _RESUME_SECS
               return

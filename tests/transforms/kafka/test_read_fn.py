@@ -357,6 +357,38 @@ def test_a_planned_start_asked_a_moment_ago_is_not_asked_again(monkeypatch, aske
   assert [r.offset for tv in out for r in tv.value.records][0] == first
 
 
+@pytest.mark.parametrize('unbounded', [False, True])
+def test_a_partition_whose_first_fetch_is_under_way_is_not_waited_for_nor_woken_again(
+    monkeypatch, unbounded):
+  # Hundreds of partitions starting in turn (a whole database's topics): each waited a fetch's
+  # round trip, and was woken twice.  Once the bundle has waited its share, a partition just
+  # assigned comes back soon instead; an older assignment is waited for and woken.
+  consumer = _FakeConsumer(range(5), 5)
+  fetched = []  # nothing arrives until the test says so
+  consume, poll = consumer.consume, consumer.poll
+  consumer.consume = lambda n, timeout: consume(n, timeout) if fetched else []
+  waits = []
+  consumer.poll = lambda timeout: waits.append(timeout) or (poll(timeout) if fetched else None)
+  wakes = []
+  consumer.get_watermark_offsets = (
+      lambda tp, timeout=None, cached=False: wakes.append(cached) or (0, 5))
+  fn = _fn(monkeypatch, consumer, unbounded=unbounded)
+  stop = UNBOUNDED_STOP_OFFSET if unbounded else 5
+  fn._bundle_wait_secs = 0  # pylint: disable=protected-access
+  out, tracker, _ = _run(fn, 0, stop, spec_stop=stop)
+  residual, delay = tracker.deferred_status()
+  assert out == [] and residual.start == 0
+  assert 0 < delay.micros <= read_fn._RESUME_SECS * 1e6  # soon: not an idle partition's 1 s  # pylint: disable=protected-access
+  assert waits == [] and wakes.count(False) == 1  # the assignment's wake only
+  monkeypatch.setattr(read_fn, '_FIRST_FETCH_SECS', 0.0)  # now an old assignment
+  fn._bundle_wait_secs = 0  # pylint: disable=protected-access
+  _run(fn, 0, stop, spec_stop=stop)
+  assert waits and waits[0] > 0 and wakes.count(False) == 2
+  fetched.append(True)
+  out, _, _ = _run(fn, 0, stop, spec_stop=stop)
+  assert [r.offset for tv in out for r in tv.value.records] == list(range(5))
+
+
 def test_non_fatal_kafka_errors_are_skipped(monkeypatch):
   consumer = _FakeConsumer([0, 1], 2)
   original = consumer.consume
