@@ -15,7 +15,7 @@ from tests.pipelines.test_prism import _prism
 pytestmark = pytest.mark.integration
 
 
-def _run_history(kafka, server, tmp_path, name, runner_flags):
+def _run_history(kafka, server, tmp_path, name, runner_flags, worker_logs_here=True):
   prefix = _setup(kafka, server, name)
   kafka.produce(prefix, _customers_history(), partition=0)
   _produce_rows(kafka, prefix, 'customers', _customers_rows())
@@ -32,11 +32,17 @@ def _run_history(kafka, server, tmp_path, name, runner_flags):
       ('id', 'INT'), ('full_name', 'VARCHAR(150)'), ('score', 'BIGINT')]
   assert sorted(server.query(f'SELECT id, full_name, score FROM {DB}.customers')) == [
       (1, 'ann', 5_000_000_000), (2, 'bo', 7), (3, 'cy', 3), (4, 'dee', 4), (5, 'eve', 5)]
-  assert 'Can not change BIGINT to INT' in result.stderr
+  if worker_logs_here:  # (Flink's external SDK workers log to their own pool's output)
+    assert 'Can not change BIGINT to INT' in result.stderr
   assert read_dead_letters(dead) == []
   ran = collections.Counter(' '.join(stmt.split()) for _, stmt in server.storage.load_ddl()
                             if not stmt.startswith('CREATE DATABASE'))
-  assert ran and all(count == 1 for count in ran.values()), ran
+  # Each change once; two workers reaching a CREATE at the same instant may both send it (IF NOT
+  # EXISTS: the second does nothing), and an ALTER the other ran first is refused as done.
+  twice = {stmt[:120]: count for stmt, count in ran.items()
+           if count != 1 and not (stmt.startswith('CREATE TABLE IF NOT EXISTS') and count == 2)}
+  assert ran and not twice, twice
+  assert sum(stmt.startswith('ALTER') for stmt in ran) == 4  # add, widen, rename, drop
   assert kafka.committed(group, prefix) == nonempty_end_offsets(kafka, prefix)
 
 
@@ -48,4 +54,4 @@ def test_ddl_from_the_schema_change_topic_on_prism(kafka_cluster, stream_load_se
 def test_ddl_from_the_schema_change_topic_on_flink_with_two_workers(
     kafka_cluster, stream_load_server, tmp_path, flink_job_server_jar, sdk_worker_pool):
   _run_history(kafka_cluster, stream_load_server, tmp_path, 'flinkddl',
-               _flink(flink_job_server_jar, pool=sdk_worker_pool))
+               _flink(flink_job_server_jar, pool=sdk_worker_pool), worker_logs_here=False)

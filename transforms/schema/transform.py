@@ -17,7 +17,6 @@ acknowledged on ``acks``.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
@@ -35,8 +34,6 @@ from transforms.types import OffsetAck, Row, RowBatch, TableHints
 
 __all__ = ['EvolveSchema']
 
-_CATCH_UP_PAUSE_SECS = 5.0
-
 
 def _schema_counter(name: str, table: str, n: int) -> None:
   """``schema_<name>``: in total, and per table (namespace ``<NAMESPACE>.schema_<name>``)."""
@@ -53,7 +50,6 @@ class _EvolveSchemaFn(beam.DoFn):
     self._evolution = None
     self._changes = None
     self._started = False
-    self._unfit: Dict[str, float] = {}  # table -> when a catch-up last found nothing for it
     self._dead_letters = Metrics.counter(metrics.NAMESPACE, 'dead_letters')
     self._failed = Metrics.counter(metrics.NAMESPACE, f'dead_letters_{SCHEMA_CHANGE_FAILED}')
 
@@ -71,12 +67,6 @@ class _EvolveSchemaFn(beam.DoFn):
       self._evolution.close()
       self._evolution = None
 
-  def _may_catch_up(self, table: str) -> bool:
-    """Not again within ``_CATCH_UP_PAUSE_SECS`` for a table whose last one found nothing (a
-    table that does not exist, without --create_tables, would otherwise ask at every chunk)."""
-    last = self._unfit.get(table)
-    return last is None or time.monotonic() - last >= _CATCH_UP_PAUSE_SECS
-
   def _follow(self, catch_up: bool) -> Iterable[Any]:
     """Runs the schema changes fetched since the last call, each after its barrier; returns
     how many records it read."""
@@ -92,8 +82,6 @@ class _EvolveSchemaFn(beam.DoFn):
           if step.barrier:
             yield step.target, RowBatch.table_barrier()
       changes.follow(record, steps)
-    if records:
-      self._unfit.clear()
     return len(records)
 
   def process(self, element) -> Iterable[Any]:
@@ -102,13 +90,14 @@ class _EvolveSchemaFn(beam.DoFn):
       yield from self._follow(catch_up=False)
       hints = getattr(rows, 'hints', None)
       rows, dropped = self._changes.fit(table, rows)
-      if not self._evolution.fits(table, rows) and self._may_catch_up(table):
+      if not self._evolution.fits(table, rows):
+        # Fields (or a table) this worker does not know: the topic is read to the end offsets
+        # Kafka has now, every time, before the rows may change the table themselves -- a
+        # rename read late would otherwise be taken for a new column.
         ran = yield from self._follow(catch_up=True)
         if ran:
           rows, more = self._changes.fit(table, rows)
           dropped += more
-        else:
-          self._unfit[table] = time.monotonic()
       for ack in _acks(dropped):
         yield TaggedOutput(EvolveSchema.ACKS, ack)
       if not rows:
