@@ -113,11 +113,17 @@ def _setup(kafka, server, prefix_name):
   return prefix
 
 
+def _produce_customers(kafka, server, prefix_name):
+  """The customers history and rows under a new prefix (returned)."""
+  prefix = _setup(kafka, server, prefix_name)
+  kafka.produce(prefix, _customers_history(), partition=0)
+  _produce_rows(kafka, prefix, 'customers', _customers_rows())
+  return prefix
+
+
 def test_tables_are_made_before_their_rows_and_older_rows_fit_later_changes(
     kafka_cluster, stream_load_server, tmp_path, caplog):
-  prefix = _setup(kafka_cluster, stream_load_server, 'ddl')
-  kafka_cluster.produce(prefix, _customers_history(), partition=0)
-  _produce_rows(kafka_cluster, prefix, 'customers', _customers_rows())
+  prefix = _produce_customers(kafka_cluster, stream_load_server, 'ddl')
   group = f'g-{prefix}'
   dead = str(tmp_path / 'dead')
   with caplog.at_level(logging.INFO, logger='transforms.schema'):
@@ -517,9 +523,7 @@ def test_an_avro_schema_change_topic_makes_and_alters_tables_like_a_json_one(
 def test_starrocks_gets_the_same_tables_and_changes_over_its_mysql_port(
     kafka_cluster, make_stream_load_server, tmp_path, caplog):
   server = make_stream_load_server(flavor='starrocks')
-  prefix = _setup(kafka_cluster, server, 'srddl')
-  kafka_cluster.produce(prefix, _customers_history(), partition=0)
-  _produce_rows(kafka_cluster, prefix, 'customers', _customers_rows())
+  prefix = _produce_customers(kafka_cluster, server, 'srddl')
   group = f'g-{prefix}'
   dead = str(tmp_path / 'dead')
   with caplog.at_level(logging.INFO, logger='transforms.schema'):

@@ -7,8 +7,7 @@ import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli
 from tests.pipelines.helpers import nonempty_end_offsets
-from tests.pipelines.test_ddl_topic import (DB, _columns, _customers_history, _produce_rows,
-                                            _customers_rows, _setup)
+from tests.pipelines.test_ddl_topic import DB, _columns, _produce_customers
 from tests.pipelines.test_flink import _flink
 from tests.pipelines.test_prism import _prism
 
@@ -16,9 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _run_history(kafka, server, tmp_path, name, runner_flags, worker_logs_here=True):
-  prefix = _setup(kafka, server, name)
-  kafka.produce(prefix, _customers_history(), partition=0)
-  _produce_rows(kafka, prefix, 'customers', _customers_rows())
+  prefix = _produce_customers(kafka, server, name)
   group = f'g-{prefix}'
   dead = str(tmp_path / 'dead')
   argv = pipeline_argv(kafka, server, [f'{prefix}.{DB}.customers'], group, dead,
