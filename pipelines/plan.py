@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from pipelines.config import ConfigurationError, PipelineConfig
 from transforms.errors import LoaderError
+from transforms.records.routing import debezium_topic_source
 
 __all__ = ['PLAN_FLAG', 'plan_lines']
 
@@ -52,11 +53,10 @@ def _target(config: PipelineConfig, topic: str) -> Optional[str]:
     return routing.topic_table_map.get(topic, '(not mapped)')
   if routing.table_field:
     return f'(field {routing.table_field} of each record)'
-  parts = topic.split('.')
-  if len(parts) not in (3, 4):
+  named = debezium_topic_source(topic)
+  if named is None:
     return '(the source each record names)'
-  db, table = parts[1], parts[-1]
-  schema = parts[2] if len(parts) == 4 else None
+  db, schema, table = named
   naming = config.schema.ddl.naming if config.schema.ddl is not None else routing.naming
   if naming is None:
     return f'{db}.{table}'

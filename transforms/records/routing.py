@@ -24,7 +24,8 @@ from transforms.errors import ConfigFault
 
 __all__ = ['Routing', 'TopicTableMap', 'parse_topic_table_map', 'check_name', 'NAME_RE',
            'TABLE_RE', 'is_topic_name', 'SourceNaming', 'parse_merge_tables',
-           'DEFAULT_TABLE_TEMPLATE', 'SOURCE_COLUMNS', 'TableCollisionError']
+           'DEFAULT_TABLE_TEMPLATE', 'SOURCE_COLUMNS', 'TableCollisionError',
+           'debezium_topic_source']
 
 DEFAULT_TABLE_TEMPLATE = '{db}.{table}'
 # The columns a merged family's rows carry: where each row came from (they join the key).
@@ -183,6 +184,15 @@ class _Args(dict):
     return ''
 
 
+def debezium_topic_source(topic: str) -> Optional[Tuple[str, Optional[str], str]]:
+  """``(db, schema, table)`` a Debezium topic's name gives -- ``<prefix>.<db>.<table>`` (MySQL)
+  or ``<prefix>.<db>.<schema>.<table>`` (SQL Server) -- or None for another shape."""
+  parts = topic.split('.')
+  if len(parts) not in (3, 4) or not all(parts):
+    return None
+  return parts[1], parts[2] if len(parts) == 4 else None, parts[-1]
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceNaming:
   """How a CDC envelope's source table names its target (a whole database's topics).
@@ -263,10 +273,8 @@ class SourceNaming:
     """
     if self._exclude is None:
       return False
-    parts = topic.split('.')
-    if len(parts) not in (3, 4) or not all(parts):
-      return False
-    return self._exclude.fullmatch(f'{parts[1]}.{parts[-1]}') is not None
+    named = debezium_topic_source(topic)
+    return named is not None and self._exclude.fullmatch(f'{named[0]}.{named[2]}') is not None
 
   def __reduce__(self):
     return SourceNaming, (self.table_template, self.include_tables, self.exclude_tables,
