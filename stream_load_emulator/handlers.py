@@ -370,9 +370,13 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
                               urllib.parse.quote(password, safe=''), be.host, be.port)
     path = '/' + '/'.join(urllib.parse.quote(p, safe='') for p in path_parts)
     location = urllib.parse.urlunsplit((be.scheme, netloc, path, raw_query, ''))
-    self._send(307, b'', content_type='text/plain', headers={'Location': location},
-               close=True)
-    self._drain_unread_body()
+    # Jetty (Doris >= 3.1.3) closes a connection whose request body it did not read; one
+    # without a body (a client asking where to send it) is answered and kept, as any HTTP/1.1
+    # server keeps it.
+    body = self._has_body()
+    self._send(307, b'', content_type='text/plain', headers={'Location': location}, close=body)
+    if body:
+      self._drain_unread_body()
 
   def _fe_redirect_load(self, db, table, raw_query):
     if self._fe_fault() or not self._fe_check_auth():

@@ -29,6 +29,30 @@ def test_fe_redirects_to_be_with_userinfo_without_reading_body(stream_load_serve
   assert srv.query('SELECT count(*) FROM demo.users') == [(0,)]
 
 
+
+def test_fe_keeps_the_connection_after_redirecting_a_request_without_a_body(stream_load_server):
+  """Jetty closes a connection whose body it left unread; an empty one it keeps (HTTP/1.1)."""
+  import http.client  # pylint: disable=import-outside-toplevel
+  import urllib.parse  # pylint: disable=import-outside-toplevel
+  fe = urllib.parse.urlsplit(stream_load_server.fe_url)
+  auth = requests.auth._basic_auth_str(*AUTH)  # pylint: disable=protected-access
+  headers = {'Expect': '100-continue', 'Authorization': auth, 'Content-Length': '0'}
+  connection = http.client.HTTPConnection(fe.hostname, fe.port, timeout=10)
+  try:
+    for label in ('probe_1', 'probe_2'):
+      connection.request('PUT', '/api/demo/users/_stream_load', body=b'',
+                         headers=dict(headers, label=label))
+      response = connection.getresponse()
+      response.read()
+      assert response.status == 307 and response.getheader('Connection') != 'close'
+    connection.request('PUT', '/api/demo/users/_stream_load', body=b'{"id": 1}',
+                       headers=dict(headers, label='with_body', **{'Content-Length': '9'}))
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 307 and response.getheader('Connection') == 'close'
+  finally:
+    connection.close()
+
 def test_load_ndjson_success_response_has_doris_keys_in_order(stream_load_server):
   srv = stream_load_server
   body = ndjson([{'id': 1, 'name': 'a', 'age': 30}, {'id': 2, 'name': 'b'}])
