@@ -274,12 +274,25 @@ class BatchFn(beam.DoFn):
       with self._shared.lock:
         flushes = self._shared.batcher.add(key, rows, now)
         flushes.extend(self._shared.batcher.due(now))
+        if self._hold:
+          flushes.extend(self._ended_flushes(now))
     except Exception as error:
       self._runtime.fail(error)
       raise
     for flush in flushes:
       self._reporter.report(flush)
       yield flush.key, RowBatch.numbered(flush.rows, flush.seq)
+
+  def _ended_flushes(self, now: float) -> List[Flush]:
+    """The open batches whose partitions' reads ended since the last look (under the lock):
+    checked at each element as well as at the bundle's end, as a bundle of a whole database's
+    partitions can last seconds, and a table whose rows are all read need not wait for it."""
+    shared, sources = self._shared, self._runtime.sources
+    ended = sources.ended_count()
+    if ended == shared.ended_seen:
+      return []
+    shared.ended_seen = ended
+    return shared.batcher.flush_ended(sources.has_ended, now)
 
   def finish_bundle(self):
     now = self._clock()
@@ -293,10 +306,7 @@ class BatchFn(beam.DoFn):
                                            now)
       else:
         flushes = shared.batcher.due(now)
-        ended = runtime.sources.ended_count()
-        if ended != shared.ended_seen:
-          shared.ended_seen = ended
-          flushes.extend(shared.batcher.flush_ended(runtime.sources.has_ended, now))
+        flushes.extend(self._ended_flushes(now))
       tables = shared.batcher.open_batches()
       changed = {table: tables.get(table, (0, 0))
                  for table in set(shared.published) | set(tables)

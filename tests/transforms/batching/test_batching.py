@@ -89,6 +89,39 @@ def test_a_batch_whose_partitions_reads_ended_is_flushed_while_other_reads_go_on
   release(runtime)
 
 
+_READ_RUNTIME = [None]
+
+
+def _end_partition_0_at(element, table):
+  """The read of partition 0 ends before ``table``'s chunk comes (as the reader marks it)."""
+  if element[0] == table:
+    _READ_RUNTIME[0].sources.ended(('topic', 0))
+  return element
+
+
+def test_a_batch_whose_reads_ended_is_flushed_at_the_next_element_not_the_bundles_end():
+  """A bundle over a whole database's partitions can last seconds: a table whose partition's
+  read ended within it loads at once (before the rows that come after in the bundle)."""
+  small, other, big = 'demo.small', 'demo.other', 'demo.big'
+  context = RunContext()
+  runtime = _READ_RUNTIME[0] = acquire(context)
+  for partition in (0, 1):
+    runtime.sources.reading(('topic', partition))
+  later = [Row(t, {'id': i}, 'upsert', 'topic', 1, i, 10) for t, i in ((other, 0), (big, 1))]
+  _COLLECTED.clear()
+  with BeamTestPipeline(runner=FnApiRunner()) as p:
+    batches = (p | beam.Create([(small, _rows(small, 3)), (other, later[:1]),
+                                (big, later[1:])], reshuffle=False)
+               | beam.Map(_end_partition_0_at, other) | KeyByTable()
+               | BatchPerTable(BatchLimits(rows=100, interval_secs=1000),
+                               {big: BatchLimits(rows=1, interval_secs=1000)},
+                               clock=FakeClock(0.0), context=context, hold_across_bundles=True))
+    _ = _summaries(batches) | beam.Map(_collect)
+  # demo.small goes before demo.big's row-limit flush of a later element; demo.other (of
+  # partition 1, still read) stays open.
+  assert _COLLECTED == [(small, 3, [0, 1, 2]), (big, 1, [1])]
+  release(runtime)
+
 def test_byte_limit_and_column_change_split_batches(caplog):
   caplog.set_level(logging.INFO, logger='transforms.batching')
   table = 'demo.t'
