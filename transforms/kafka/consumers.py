@@ -234,6 +234,7 @@ class SharedConsumer:
     out: List[Any] = []
     buffers = self._buffers
     pull = max(n, _PULL_MESSAGES)
+    share = self._share()
     for _ in range(8):
       if timeout > 0:
         first = consumer.poll(timeout)
@@ -255,7 +256,7 @@ class SharedConsumer:
           elif not own.paused:
             own.messages.append(m)
             own.nbytes += len(m.value() or b'')
-            if own.nbytes > self._share():
+            if own.nbytes > share:
               self._pause(key, own)
           else:
             own.dropped = True
@@ -274,7 +275,7 @@ class SharedConsumer:
         if m.error() is None:
           buffer.next_offset = m.offset() + 1
         buffer.nbytes += len(m.value() or b'')
-        if buffer.nbytes > self._share():
+        if buffer.nbytes > share:
           self._pause(target, buffer)
       if out:
         break
