@@ -5,9 +5,10 @@ A client (``mysql``, pymysql, JDBC) logs in with the server's user and password 
 (``Access denied for user 'root@127.0.0.1' (using password: YES)``). Then:
 
 * SELECT (and ``WITH``) over stored tables, ``CREATE DATABASE``, ``CREATE TABLE``,
-  ``ALTER TABLE ... ADD / DROP / MODIFY / RENAME COLUMN``, ``TRUNCATE TABLE``, ``DROP TABLE``
-  and ``DESC`` run on the server's SQL engine (``StreamLoadServer.sql``, the engine of the HTTP
-  SQL API, same rules and messages, see ``ddl``); errors come back as Doris sends them:
+  ``ALTER TABLE ... ADD / DROP / MODIFY / RENAME COLUMN``, ``TRUNCATE TABLE``, ``DROP TABLE``,
+  ``DELETE FROM ... WHERE`` and ``DESC`` run on the server's SQL engine
+  (``StreamLoadServer.sql``, the engine of the HTTP SQL API, same rules and messages, see
+  ``ddl`` and ``delete``); errors come back as Doris sends them:
   ``errCode = 2, detailMessage = ...``, MySQL error 1105 (1109 for DROP TABLE of an unknown
   table, 1049 for an unknown database).
 * ``USE db`` and the connection's default database (``COM_INIT_DB``; 1049 for an unknown
@@ -21,7 +22,7 @@ A client (``mysql``, pymysql, JDBC) logs in with the server's user and password 
   @@version_comment LIMIT 1``, ``SELECT DATABASE()``, ``SHOW VARIABLES LIKE ...`` (mysql-mimic's
   session middlewares), with Doris's ``version`` (5.7.99) and ``version_comment``.
 
-Other statements (INSERT, DELETE, other DROPs, other SHOWs) are refused with MySQL error 1235:
+Other statements (INSERT, UPDATE, other DROPs, other SHOWs) are refused with MySQL error 1235:
 rows are loaded with Stream Load. The server runs on its own asyncio event loop in a daemon thread;
 blocking work (SQLite) runs in the loop's thread pool so one slow query does not hold the rest.
 """
@@ -45,6 +46,7 @@ from mysql_mimic.errors import MysqlError
 from mysql_mimic.variables import SYSTEM_VARIABLES, GlobalVariables, SessionVariables
 
 from stream_load_emulator import ddl as ddl_lib
+from stream_load_emulator import delete as delete_lib
 from stream_load_emulator import schema as schema_lib
 from stream_load_emulator import txn as txn_lib
 
@@ -364,7 +366,7 @@ class _DorisSession(Session):
 
   def _doris_statement(self, text: str) -> Optional[Callable[[str], Any]]:
     """The handler of a statement the emulator answers itself, None for mysql-mimic's."""
-    if ddl_lib.is_ddl(text):
+    if ddl_lib.is_ddl(text) or delete_lib.is_delete(text):
       return self._run_sql
     for pattern, handler in ((_SHOW_DATABASES, self._show_databases),
                              (_SHOW_TABLES, self._show_tables),
@@ -377,10 +379,11 @@ class _DorisSession(Session):
   # --- handlers (run in the thread pool) ---
 
   def _run_sql(self, text: str):
-    if not ddl_lib.is_ddl(text) and not _QUERY.match(text):
+    if not (ddl_lib.is_ddl(text) or delete_lib.is_delete(text) or _QUERY.match(text)):
       raise MysqlError('The emulator\'s MySQL port runs SELECT, SHOW, DESC, CREATE DATABASE, '
                        'CREATE TABLE, ALTER TABLE ADD / DROP / MODIFY / RENAME COLUMN, '
-                       'TRUNCATE TABLE and DROP TABLE; load rows with Stream Load: '
+                       'TRUNCATE TABLE, DROP TABLE and DELETE FROM ... WHERE; load rows '
+                       'with Stream Load: '
                        + text[:60], ER_NOT_SUPPORTED_YET)  # type: ignore[arg-type]
     names, rows, types = self._app.sql(text, self.database)
     if not names:

@@ -24,6 +24,7 @@ from stream_load_emulator import cost as cost_lib
 from stream_load_emulator import ddl as ddl_lib
 from stream_load_emulator import faults as faults_lib
 from stream_load_emulator import load as load_lib
+from stream_load_emulator import delete as delete_lib
 from stream_load_emulator import mysql_port as mysql_port_lib
 from stream_load_emulator import nodes
 from stream_load_emulator import schema as schema_lib
@@ -229,6 +230,9 @@ class StreamLoadServer:
       raise RuntimeError('server is not started')
     if ddl_lib.is_ddl(sql):
       return ddl_lib.execute(self, sql, db)
+    if delete_lib.is_delete(sql):
+      delete_lib.execute(self, sql, db)
+      return [], [], []
     try:
       names, rows = self.storage.query(sql, db)
     except sqlite3.OperationalError as e:

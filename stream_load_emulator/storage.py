@@ -175,6 +175,12 @@ class Storage:
     with self.lock:
       self._conn.execute('DELETE FROM %s.%s' % (_q(db), _q(name)))
 
+  def delete_where(self, db: str, name: str, condition: str) -> int:
+    """Deletes the rows of ``db.name`` matching ``condition`` (SQLite); returns how many."""
+    with self.lock:
+      return self._conn.execute('DELETE FROM %s.%s WHERE %s' % (_q(db), _q(name),
+                                                                 condition)).rowcount
+
   def drop_table(self, db: str, name: str) -> None:
     """Drops ``db.name`` and its rows."""
     with self.lock:
