@@ -338,6 +338,33 @@ def test_a_column_added_on_one_shard_reaches_the_merged_table_and_a_drop_keeps_i
   assert read_dead_letters(str(tmp_path / 'dead')) == []
 
 
+
+def test_a_truncate_of_one_shard_deletes_only_its_rows_from_the_merged_table(
+    kafka_cluster, stream_load_server, tmp_path):
+  """A merged family's member truncated: ``DELETE ... WHERE _source_db/_source_table`` runs
+  after its earlier rows loaded, before its later ones; the other shard's rows stay."""
+  prefix = _setup(kafka_cluster, stream_load_server, 'shard_truncate')
+  total = _col('total', 'INT')
+  history = [_ddl(f'order_{n}', 'CREATE', f'CREATE TABLE order_{n} (...)', [ID, total], 100 + n)
+             for n in range(2)]
+  history.append(orjson.dumps({'source': _source('order_0', 300), 'ts_ms': 1,
+                               'databaseName': DB, 'schemaName': None,
+                               'ddl': 'TRUNCATE TABLE order_0', 'tableChanges': []}))
+  kafka_cluster.produce(prefix, history, partition=0)
+  for n in range(2):
+    _produce_rows(kafka_cluster, prefix, f'order_{n}', [
+        _row(f'order_{n}', 'c', 200, after={'id': 1, 'total': 10 + n}),
+        _row(f'order_{n}', 'c', 400, after={'id': 2, 'total': 20 + n})])
+  run_in_process(pipeline_argv(
+      kafka_cluster, stream_load_server, [f'{prefix}.{DB}.order_{n}' for n in range(2)],
+      f'g-{prefix}', str(tmp_path / 'dead'), cdc_format='debezium', ddl_topic=prefix,
+      schema_evolution='evolve', schema_change_types='create_table,truncate_table',
+      merge_tables=r'inventory\.order_\d+=inventory.orders'))
+  assert sorted(stream_load_server.query(
+      f'SELECT _source_table, id, total FROM {DB}.orders')) == [
+          ('order_0', 2, 20), ('order_1', 1, 11), ('order_1', 2, 21)]
+  assert read_dead_letters(str(tmp_path / 'dead')) == []
+
 def _restart_bounded(kafka, server, rows_topic, group, tmp_path, prefix):
   return run_cli(pipeline_argv(kafka, server, [rows_topic], group, str(tmp_path / 'dead'),
                                cdc_format='debezium', ddl_topic=prefix,
