@@ -7,7 +7,8 @@ import pytest
 
 from tests.harness import pipeline_argv, read_dead_letters, run_cli
 from tests.pipelines.helpers import nonempty_end_offsets
-from tests.pipelines.test_ddl_topic import DB, _columns, _produce_customers
+from tests.pipelines.test_ddl_topic import (DB, _columns, _customers_history, _produce_customers,
+                                            _produce_rows, _row, _setup, _truncate)
 from tests.pipelines.test_flink import _flink
 from tests.pipelines.test_prism import _prism
 
@@ -52,3 +53,29 @@ def test_ddl_from_the_schema_change_topic_on_flink_with_two_workers(
     kafka_cluster, stream_load_server, tmp_path, flink_job_server_jar, sdk_worker_pool):
   _run_history(kafka_cluster, stream_load_server, tmp_path, 'flinkddl',
                _flink(flink_job_server_jar, pool=sdk_worker_pool), worker_logs_here=False)
+
+
+def test_a_truncate_runs_once_on_flink_with_two_workers(
+    kafka_cluster, stream_load_server, tmp_path, flink_job_server_jar, sdk_worker_pool):
+  """Both workers hold the table's rows and reach the truncate; one elected worker runs it
+  (run twice, it could remove rows the first one's worker loaded after it)."""
+  prefix = _setup(kafka_cluster, stream_load_server, 'flinktrunc')
+  rows_topic = f'{prefix}.{DB}.customers'
+  kafka_cluster.produce(prefix, [_customers_history()[0], _truncate(400)], partition=0)
+  _produce_rows(kafka_cluster, prefix, 'customers', [
+      _row('customers', 'c', 200 + i, after={'id': i, 'name': f'n{i}', 'score': i})
+      for i in range(8)] + [
+      _row('customers', 'c', 500 + i, after={'id': 100 + i, 'name': f'm{i}', 'score': i})
+      for i in range(8)])
+  group, dead = f'g-{prefix}', str(tmp_path / 'dead')
+  argv = pipeline_argv(kafka_cluster, stream_load_server, [rows_topic], group, dead,
+                       cdc_format='debezium', ddl_topic=prefix, schema_evolution='evolve',
+                       schema_change_types='create_table,add_column,truncate_table')
+  result = run_cli(argv + _flink(flink_job_server_jar, pool=sdk_worker_pool), timeout_secs=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(row[0] for row in stream_load_server.query(
+      f'SELECT id FROM {DB}.customers')) == [100 + i for i in range(8)]
+  truncates = [stmt for _, stmt in stream_load_server.storage.load_ddl()
+               if stmt.startswith('TRUNCATE')]
+  assert truncates == [f'TRUNCATE TABLE `{DB}`.`customers`'], truncates
+  assert read_dead_letters(dead) == []

@@ -21,7 +21,9 @@ For each record of the topic (``ddl_topic.SchemaChangeReader``) and each table i
   send a ``RowBatch.table_barrier`` down the graph first, which loads every row of the table
   the worker holds; rows after the change pass only once it has run;
 * **once**: the record's offset is committed after its ops ran; a restart runs only what
-  follows it.  An op found done already (a column there, a name renamed) counts as done.
+  follows it.  An op found done already (a column there, a name renamed) counts as done.  A
+  truncate or a drop (not found done when run again) runs in one worker process, elected
+  through Kafka (``ddl_runner``); the others go on once it has committed past the record.
 
 Rows can still reach the worker *after* a change that is older than them in the source (a
 table's rows read behind the topic, or read again after a restart).  ``fit`` makes them look
@@ -35,13 +37,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import orjson
 
 from transforms.records.routing import SOURCE_COLUMNS
 from transforms.schema.config import EVOLVE, LENIENT, SchemaEvolutionConfig
-from transforms.schema.ddl_topic import SchemaChangeReader, SchemaChangeRecord
+from transforms.schema.ddl_runner import RunnerElection, acquire_election, release_election
+from transforms.schema.ddl_topic import SchemaChangeReader, SchemaChangeRecord, SchemaTopicError
 from transforms.schema.debezium_ddl import (DORIS, DROP, STARROCKS_DIALECT, TRUNCATE, AddColumn,
                                             Column, CreateTable, DropColumn, DropTable,
                                             ModifyColumn, RenameColumn, SchemaOp, TableChange,
@@ -60,6 +64,11 @@ __all__ = ['SchemaChangeApplier', 'Step']
 _LOGGER = logging.getLogger('transforms.schema')
 
 _RESHAPING = (RenameColumn, DropColumn, TruncateTable, DropTable)
+# Run twice, a moment apart, these remove what the first one's worker loaded after it (or a
+# table a later record made): one elected worker process runs them (``ddl_runner``).
+_ONCE_ONLY = (TruncateTable, DropTable)
+_ONCE_ONLY_TYPES = {op.change_type for op in _ONCE_ONLY}   # their --schema_change_types
+_WAIT_INITIAL_SECS, _WAIT_MAX_SECS = 0.05, 1.0
 # Every reader of this process runs one record at a time (several DoFn instances may follow the
 # topic in one worker process).
 _RUN_LOCK = threading.Lock()
@@ -122,12 +131,17 @@ class SchemaChangeApplier:
     counter: ``counter(name, table, n)`` for metrics.
     dry_run: run nothing: ``planned`` collects the statements a run would send (``--plan``),
       against the cluster's tables as they are and as the statements before them leave them.
+    election: which process runs a truncate or a drop (default: the process's, joined when
+      the first one comes).
+    clock, sleep: monotonic seconds and a sleep (tests).
   """
 
   def __init__(self, config: SchemaEvolutionConfig, evolution: SchemaEvolution,
                reader: Optional[SchemaChangeReader] = None,
                counter: Optional[Callable[[str, str, int], None]] = None,
-               dry_run: bool = False):
+               dry_run: bool = False, election: Optional[RunnerElection] = None,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep):
     if config.ddl is None:
       raise ValueError('SchemaChangeApplier needs config.ddl (--ddl_topic)')
     self._config = config
@@ -145,9 +159,17 @@ class SchemaChangeApplier:
     self.planned: List[Tuple[str, str]] = []             # (target, statement), dry runs
     self.reports: List[str] = []                         # what was reported, in order
     self._simulated: Dict[str, Optional[List[Tuple[str, str]]]] = {}   # dry runs: target columns
+    self._election = election
+    self._own_election = False
+    self._clock, self._sleep = clock, sleep
+    if not dry_run and _ONCE_ONLY_TYPES & set(config.change_types or ()):
+      self._runner_election(wait=False)  # joined now: elected by the time one comes
 
   def close(self) -> None:
     self._reader.close()
+    if self._own_election:
+      release_election(self._election)
+      self._election, self._own_election = None, False
 
   def read(self, catch_up: bool = False) -> List[SchemaChangeRecord]:
     """The topic's records fetched since the last call (``catch_up``: up to its end now)."""
@@ -161,15 +183,59 @@ class SchemaChangeApplier:
     before this start, or another reader of the job (another DoFn instance, another worker)
     has committed past it since: then it is only remembered.  One record at a time in this
     process."""
+    if not self._dry_run and any(isinstance(op, _ONCE_ONLY) for step in steps
+                                 for op in step.ops):
+      self._follow_once(record, steps)
+      return
     with _RUN_LOCK:
       elsewhere = self._reader.ran_elsewhere(record) if not self._dry_run else record.done
-      for step in steps:
-        if elsewhere:
-          self.remember(step)
-        else:
-          self.run(step)
-      if not elsewhere:
-        self.commit(record)
+      self._run_or_remember(record, steps, elsewhere)
+
+  def _run_or_remember(self, record: SchemaChangeRecord, steps: List[Step],
+                       elsewhere: bool) -> None:
+    for step in steps:
+      if elsewhere:
+        self.remember(step)
+      else:
+        self.run(step)
+    if not elsewhere:
+      self.commit(record)
+
+  def _follow_once(self, record: SchemaChangeRecord, steps: List[Step]) -> None:
+    """A record with a truncate or a drop: run here if this process is the elected runner
+    (and no runner before it committed past the record), else remembered once the runner has.
+
+    Raises:
+      SchemaTopicError: no runner committed past it within ``ddl_timeout_secs`` (the bundle
+        fails; the record is followed again).
+    """
+    deadline = self._clock() + self._config.ddl_timeout_secs
+    delay = _WAIT_INITIAL_SECS
+    while True:
+      with _RUN_LOCK:
+        if self._reader.ran_elsewhere(record):
+          self._run_or_remember(record, steps, True)
+          return
+        with self._runner_election().running() as runner:
+          if runner:
+            self._run_or_remember(record, steps, False)
+            return
+      if self._clock() >= deadline:
+        raise SchemaTopicError(
+            f'--ddl_topic={self._config.ddl.topic}: offset {record.partition}:{record.offset} '
+            f'(a truncate or a drop, run by one worker) was not run within '
+            f'{self._config.ddl_timeout_secs:.0f}s by the worker elected to run it')
+      self._sleep(delay)
+      delay = min(delay * 2, _WAIT_MAX_SECS)
+
+  def _runner_election(self, wait: bool = True) -> RunnerElection:
+    if self._election is None:
+      ddl = self._config.ddl
+      self._election = acquire_election(ddl.consumer_config, ddl.topic)
+      self._own_election = True
+    if wait and self._own_election:
+      self._election.wait_decided(min(30.0, self._config.ddl_timeout_secs))
+    return self._election
 
   # ------------------------------------------------------------------ planning
 

@@ -1,13 +1,15 @@
 """SchemaChangeApplier with a fake FE and a fake topic: what runs, what is said, how older rows
 fit, and what another reader already ran."""
 
+import contextlib
+
 import orjson
 import pytest
 
 from transforms.records.routing import SourceNaming, parse_merge_tables
 from transforms.schema.config import SchemaChangeTopic, SchemaEvolutionConfig
 from transforms.schema.ddl_apply import SchemaChangeApplier
-from transforms.schema.ddl_topic import SchemaChangeRecord
+from transforms.schema.ddl_topic import SchemaChangeRecord, SchemaTopicError
 from transforms.schema.debezium_ddl import parse_schema_change
 from transforms.stream_load.config import StreamLoadConfig
 from transforms.types import Row
@@ -48,6 +50,17 @@ class _Topic:
     pass
 
 
+class _Election:
+  """Which process runs truncates and drops: this one, or not."""
+
+  def __init__(self, runner=True):
+    self.runner = runner
+
+  @contextlib.contextmanager
+  def running(self):
+    yield self.runner
+
+
 def _col(name, type_name, optional=True, length=None):
   return {'name': name, 'jdbcType': 4, 'typeName': type_name, 'typeExpression': type_name,
           'length': length, 'scale': None, 'optional': optional, 'autoIncremented': False,
@@ -63,12 +76,15 @@ def _record(offset, table, kind, ddl, columns, pos, pk=('id',), done=False):
   return SchemaChangeRecord(0, offset, changes, ('binlog', 1, pos, 0), done)
 
 
-def _applier(cluster, topic, mode='evolve', merge='', change_types=None):
+def _applier(cluster, topic, mode='evolve', merge='', change_types=None, election=None,
+             **kwargs):
   naming = SourceNaming(merge_tables=parse_merge_tables(merge)) if merge else SourceNaming()
   config = SchemaEvolutionConfig(
       load=StreamLoadConfig(fe_nodes=('http://fe:8030',), user='root', password=''), mode=mode,
-      change_types=change_types, ddl=SchemaChangeTopic('dbz', {'group.id': 'g'}, naming=naming))
-  return SchemaChangeApplier(config, cluster, reader=topic)
+      change_types=change_types, ddl=SchemaChangeTopic('dbz', {'group.id': 'g'}, naming=naming),
+      ddl_timeout_secs=60)
+  return SchemaChangeApplier(config, cluster, reader=topic, election=election or _Election(),
+                             **kwargs)
 
 
 def _row(fields, pos, table='shop.customers'):
@@ -126,3 +142,79 @@ def test_a_shards_truncate_drops_only_its_own_older_rows():
   kept, dropped = applier.fit('shop.orders', rows)
   assert [r.fields['_source_table'] for r in kept] == ['order_2']
   assert [r.fields['_source_table'] for r in dropped] == ['order_1']
+
+
+class _SharedTopic(_Topic):
+  """Two workers' readers of one topic: a commit is seen by both (Kafka's committed offset)."""
+
+  def commit(self, record):
+    super().commit(record)
+    self.elsewhere.add(record.offset)
+
+
+def _truncate_record(offset, table='customers', pos=50):
+  return SchemaChangeRecord(0, offset, tuple(parse_schema_change(
+      {'source': {'db': 'shop', 'file': 'mysql-bin.000001', 'pos': pos}, 'databaseName': 'shop',
+       'ddl': f'TRUNCATE TABLE {table}'})), ('binlog', 1, pos, 0), False)
+
+
+def test_a_truncate_runs_in_the_elected_worker_only_and_the_other_goes_on_after_its_commit():
+  """Run a second time, a moment later, a truncate would remove what the first worker loaded
+  after it: the other worker waits for the runner's commit and only remembers the change."""
+  cluster = _Cluster({'shop.customers': [('id', 'INT')]})
+  topic = _SharedTopic()
+  types = {'create_table', 'add_column', 'truncate_table'}
+  runner = _applier(cluster, topic, change_types=types, election=_Election(runner=True))
+  waits = []
+  record = _truncate_record(5)
+
+  def sleep(secs):  # while the other waits, the runner reaches the record
+    waits.append(secs)
+    if len(waits) == 2:
+      runner.follow(record, runner.steps(record))
+
+  other = _applier(cluster, topic, change_types=types, election=_Election(runner=False),
+                   sleep=sleep)
+  other.follow(record, other.steps(record))
+  assert cluster.ran == ['TRUNCATE TABLE `shop`.`customers`'] and topic.committed == [5]
+  assert len(waits) == 2 and waits[1] > waits[0]  # backed off
+  # The other worker knows it ran: its older rows of the table are dropped, newer ones kept.
+  kept, dropped = other.fit('shop.customers', [_row({'id': 1}, 40), _row({'id': 2}, 60)])
+  assert [r.fields['id'] for r in kept] == [2] and [r.fields['id'] for r in dropped] == [1]
+
+
+def test_a_new_runner_does_not_run_a_truncate_the_runner_before_it_committed():
+  cluster = _Cluster({'shop.customers': [('id', 'INT')]})
+  topic = _SharedTopic({5})
+  applier = _applier(cluster, topic, change_types={'truncate_table'})
+  record = _truncate_record(5)
+  applier.follow(record, applier.steps(record))
+  assert cluster.ran == [] and topic.committed == []
+
+
+def test_a_truncate_no_runner_reaches_fails_the_bundle_after_the_ddl_timeout():
+  cluster = _Cluster({'shop.customers': [('id', 'INT')]})
+  now = [0.0]
+
+  def sleep(secs):
+    now[0] += secs
+
+  applier = _applier(cluster, _SharedTopic(), change_types={'truncate_table'},
+                     election=_Election(runner=False), clock=lambda: now[0], sleep=sleep)
+  record = _truncate_record(5)
+  with pytest.raises(SchemaTopicError, match='not run within 60s'):
+    applier.follow(record, applier.steps(record))
+  assert cluster.ran == [] and 60 <= now[0] <= 62
+
+
+def test_an_alter_runs_wherever_it_is_reached_without_an_election():
+  cluster = _Cluster({'shop.customers': [('id', 'INT'), ('name', 'VARCHAR')]})
+  topic = _SharedTopic()
+  applier = _applier(cluster, topic, election=_Election(runner=False))
+  create = _record(0, 'customers', 'CREATE', 'CREATE TABLE customers (...)', [ID, NAME], 10,
+                   done=True)
+  applier.follow(create, applier.steps(create))
+  rename = _record(1, 'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full',
+                   [ID, FULL], 20)
+  applier.follow(rename, applier.steps(rename))
+  assert cluster.ran == ['ALTER TABLE `shop`.`customers` RENAME COLUMN `name` `full`']
