@@ -4,7 +4,9 @@ One job per module: ``config`` (settings, validated once), ``types`` (Doris
 types from values, DDL text; pure), ``fe_sql`` (columns and DDL over the
 FE's HTTP API), ``evolution`` (``SchemaEvolution``, per worker), ``transform``
 (``EvolveSchema``, the graph's step between parsing and batching), ``debezium_ddl`` (Debezium
-schema change events -> the ops and SQL that follow them; pure).  Doris only:
+schema change events -> the ops and SQL that follow them; pure), ``ddl_topic`` (the schema
+change topic's reader), ``ddl_apply`` (runs its changes in order), ``ddl_runner`` (the worker
+process elected to run the changes that must run once).  Doris only:
 StarRocks takes DDL over the MySQL protocol alone.
 """
 
