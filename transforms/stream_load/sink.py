@@ -190,7 +190,6 @@ class _Engine:
     self.scheduler = LoadScheduler(self.executor, self._run_job)
     self._settings = settings
     self._ordered: Dict[str, bool] = {}
-    self._loaded_once: Set[str] = set()  # tables whose key model is not asked yet
     self._lock = threading.Lock()
     self._loading: Dict[str, Set[concurrent.futures.Future]] = {}  # table -> loads not done
 
@@ -220,11 +219,9 @@ class _Engine:
     """Whether batches of ``table`` (per key) must load one after another.
 
     Only append-only (duplicate-key) tables are safe to load out of order.  Until the table's
-    second load has asked the FE (on its flush thread, not here: a whole database's hundreds of
+    first load has asked the FE (on its flush thread, not here: a whole database's hundreds of
     tables would otherwise wait a round trip each, in turn), its batches load in order, which
-    is always safe.  Its first load does not ask: one batch has nothing to be out of order
-    with, and a whole database's tables often load once each (300 tables: 300 round trips of
-    ~8 ms on the flush threads, measured).
+    is always safe.
     """
     ordered = self._ordered.get(table)
     if ordered is None:
@@ -238,10 +235,7 @@ class _Engine:
   def _run_job(self, job: Job) -> BatchReport:
     table, rows, encoded = job.payload
     if table not in self._ordered and self.is_ordered(table):
-      if table in self._loaded_once:
-        self._ordered[table] = self.client.table_keys_type(table) != 'DUP_KEYS'
-      else:
-        self._loaded_once.add(table)
+      self._ordered[table] = self.client.table_keys_type(table) != 'DUP_KEYS'
     report = self.loader.load(job.key, table, rows, encoded)
     job.payload = (table, rows, None)  # the body is sent: let it go now
     return report
