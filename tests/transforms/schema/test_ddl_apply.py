@@ -108,15 +108,20 @@ def test_a_table_no_key_can_be_made_of_is_said_and_the_job_goes_on():
   assert topic.committed == [0]   # said once, never retried at every restart
 
 
-def test_a_record_another_reader_committed_is_remembered_not_run_again():
-  cluster, topic = _Cluster({'shop.customers': [('id', 'INT'), ('name', 'VARCHAR')]}), _Topic({1})
-  applier = _applier(cluster, topic)
+def _follow_created_then_renamed(applier):
+  """customers made before this start (offset 0), then ``name`` renamed to ``full`` (offset 1)."""
   create = _record(0, 'customers', 'CREATE', 'CREATE TABLE customers (...)', [ID, NAME], 10,
                    done=True)
   applier.follow(create, applier.steps(create))
   rename = _record(1, 'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full',
                    [ID, FULL], 20)
   applier.follow(rename, applier.steps(rename))
+
+
+def test_a_record_another_reader_committed_is_remembered_not_run_again():
+  cluster, topic = _Cluster({'shop.customers': [('id', 'INT'), ('name', 'VARCHAR')]}), _Topic({1})
+  applier = _applier(cluster, topic)
+  _follow_created_then_renamed(applier)
   assert cluster.ran == [] and topic.committed == []
   # ... but older rows still fit it: the value moves to the new name.
   kept, dropped = applier.fit('shop.customers', [_row({'id': 1, 'name': 'a'}, 15),
@@ -211,10 +216,5 @@ def test_an_alter_runs_wherever_it_is_reached_without_an_election():
   cluster = _Cluster({'shop.customers': [('id', 'INT'), ('name', 'VARCHAR')]})
   topic = _SharedTopic()
   applier = _applier(cluster, topic, election=_Election(runner=False))
-  create = _record(0, 'customers', 'CREATE', 'CREATE TABLE customers (...)', [ID, NAME], 10,
-                   done=True)
-  applier.follow(create, applier.steps(create))
-  rename = _record(1, 'customers', 'ALTER', 'ALTER TABLE customers RENAME COLUMN name TO full',
-                   [ID, FULL], 20)
-  applier.follow(rename, applier.steps(rename))
+  _follow_created_then_renamed(applier)
   assert cluster.ran == ['ALTER TABLE `shop`.`customers` RENAME COLUMN `name` `full`']
