@@ -131,8 +131,8 @@ class SchemaChangeApplier:
     counter: ``counter(name, table, n)`` for metrics.
     dry_run: run nothing: ``planned`` collects the statements a run would send (``--plan``),
       against the cluster's tables as they are and as the statements before them leave them.
-    election: which process runs a truncate or a drop (default: the process's, joined when
-      the first one comes).
+    election: which process runs a truncate or a drop (default: the process's, joined at once
+      when ``change_types`` lists them, else when the first one comes).
     clock, sleep: monotonic seconds and a sleep (tests).
   """
 
