@@ -1,7 +1,8 @@
 """``FeSqlClient``: a table's columns, and SQL statements (DDL) run on a Doris FE over HTTP.
 
 * Columns: ``GET /api/{db}/{tbl}/_schema`` (Doris's ``TableSchemaAction``);
-  where it cannot tell, ``information_schema.columns`` through the SQL API.
+  where it cannot tell, ``information_schema.columns`` through the SQL API.  A whole
+  database's columns: one ``information_schema.columns`` query (``database_columns``).
 * Statements: ``POST /api/query/default_cluster/{db}`` with ``{"stmt": ...}``
   (Doris's ``StmtExecutionAction``, what flink-doris-connector's
   ``SchemaChangeManager`` sends its DDL to).  The answer is
@@ -20,7 +21,7 @@ only.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
@@ -29,7 +30,12 @@ from transforms.stream_load.config import StreamLoadConfig, split_table
 from transforms.stream_load.errors import RetryableLoadError
 from transforms.stream_load.transport import NextFe, Transport, host_of, json_or_none
 
-__all__ = ['FeSqlClient', 'FeSqlError', 'FeUnavailableError', 'FeAuthError', 'SqlRejectedError']
+__all__ = ['FeSqlClient', 'FeSqlError', 'FeUnavailableError', 'FeAuthError', 'SqlRejectedError',
+           'DATABASE_COLUMNS_LIMIT', 'database_columns_query', 'columns_by_table']
+
+# At most this many columns come back from one database's query; a table cut at the limit is left
+# out (asked on its own when needed).
+DATABASE_COLUMNS_LIMIT = 20_000
 
 
 class FeSqlError(LoaderError):
@@ -54,6 +60,25 @@ class SqlRejectedError(FeSqlError):
   def __init__(self, message: str):
     super().__init__(message)
     self.message = message
+
+
+def database_columns_query(db: str) -> str:
+  """The statement listing ``db``'s columns, ``(table, column, type)`` rows in table order."""
+  return ('SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.columns '
+          f'WHERE TABLE_SCHEMA = {_quote_literal(db)} ORDER BY TABLE_NAME, ORDINAL_POSITION '
+          f'LIMIT {DATABASE_COLUMNS_LIMIT}')
+
+
+def columns_by_table(db: str, rows: Sequence[Sequence[Any]]
+                     ) -> Dict[str, List[Tuple[str, str]]]:
+  """``db.table -> [(name, TYPE)]`` from ``database_columns_query``'s rows; at the limit, the
+  last table (maybe cut) is left out."""
+  found: Dict[str, List[Tuple[str, str]]] = {}
+  for table, name, type_name in rows:
+    found.setdefault(f'{db}.{table}', []).append((str(name), str(type_name).upper()))
+  if len(rows) >= DATABASE_COLUMNS_LIMIT and rows:
+    found.pop(f'{db}.{rows[-1][0]}', None)
+  return found
 
 
 def _quote_literal(text: str) -> str:
@@ -128,6 +153,17 @@ class FeSqlClient:
     if not rows:
       return None
     return [(str(row[0]), str(row[1]).upper()) for row in rows]
+
+  def database_columns(self, db: str) -> Dict[str, List[Tuple[str, str]]]:
+    """Every table of ``db`` with its ``(name, TYPE)`` columns, in one query (``db.table`` keys;
+    see ``columns_by_table``).
+
+    Raises:
+      SqlRejectedError, FeAuthError, FeUnavailableError: as ``execute``.
+    """
+    data = self.execute(db, database_columns_query(db))
+    rows = data.get('data') if isinstance(data, dict) else None
+    return columns_by_table(db, rows or [])
 
   def _on_each_fe(self, attempt, what: str):
     try:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from transforms.schema.config import DEFAULT_QUERY_PORT
-from transforms.schema.fe_sql import FeAuthError, FeUnavailableError, SqlRejectedError
+from transforms.schema.fe_sql import (FeAuthError, FeUnavailableError, SqlRejectedError,
+                                      columns_by_table, database_columns_query)
 from transforms.stream_load.config import StreamLoadConfig, split_table
 
 __all__ = ['MysqlFeClient']
@@ -82,6 +83,12 @@ class MysqlFeClient:
         return None
       raise
     return [(str(row[0]), str(row[1]).upper()) for row in rows] or None
+
+  def database_columns(self, db: str) -> Dict[str, List[Tuple[str, str]]]:
+    """Every table of ``db`` with its ``(name, TYPE)`` columns, in one query."""
+    with self._lock:
+      rows = self._run('', database_columns_query(db))  # no current database: one missing is {}
+    return columns_by_table(db, list(rows or ()))
 
   # -- connections ------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ class FakeFe:
     self.script = []  # exceptions (or callables) for the next execute calls
     self.down = False
     self.closed = False
+    self.lists = 0
+    self.can_list = True  # False: information_schema refused (the tables are read one by one)
 
   def table_columns(self, table):
     self.schema_reads += 1
@@ -42,6 +44,14 @@ class FakeFe:
       raise FeUnavailableError('no FE answered')
     cols = self.tables.get(table)
     return list(cols) if cols is not None else None
+
+  def database_columns(self, db):
+    self.lists += 1
+    if self.down:
+      raise FeUnavailableError('no FE answered')
+    if not self.can_list:
+      raise SqlRejectedError('errCode = 2, detailMessage = Access denied')
+    return {t: list(cols) for t, cols in self.tables.items() if t.split('.')[0] == db}
 
   def execute(self, db, stmt):
     self.statements.append(stmt)
@@ -106,7 +116,8 @@ def test_none_reports_each_unknown_column_once_per_table_and_loads_the_rows_as_t
       'table shop.orders: field(s) city not in the table; left out (--schema_evolution=none)']
   assert counts == {('unknown_columns', 'shop.users'): 2, ('unknown_columns', 'shop.orders'): 1}
   assert fe.statements == []
-  assert fe.schema_reads == 4  # per table: the first read and one refresh on the miss
+  # The first sight of the database listed both tables; each miss refreshed its table once.
+  assert fe.lists == 1 and fe.schema_reads == 2
 
 
 def test_slim_rows_of_known_columns_pass_on_their_column_names_without_decoding_again():
@@ -121,7 +132,41 @@ def test_slim_rows_of_known_columns_pass_on_their_column_names_without_decoding_
                 ('id', 'zip'))
   kept, letters = evolution.ensure('shop.users', [unknown])
   assert kept == [unknown] and letters == []
-  assert fe.statements == [] and fe.schema_reads == 2  # the miss on zip refreshed the columns
+  # Listed with the database; the miss on zip refreshed the table's columns.
+  assert fe.statements == [] and fe.lists == 1 and fe.schema_reads == 1
+
+
+def test_a_database_s_tables_are_learnt_in_one_listing_not_one_read_each():
+  tables = {f'shop.t_{n:03d}': USERS for n in range(300)}
+  tables['other.users'] = USERS
+  fe = FakeFe(tables)
+  evolution = _evolution(fe)
+  for table in tables:
+    rows = [_row(table, {'id': 1, 'name': 'n'})]
+    assert evolution.ensure(table, rows) == (rows, [])
+  assert fe.lists == 2 and fe.schema_reads == 0 and fe.statements == []
+
+
+def test_a_table_the_listing_did_not_have_is_read_on_its_own():
+  fe = FakeFe({'shop.users': USERS})
+  evolution = _evolution(fe)
+  evolution.ensure('shop.users', [_row('shop.users', {'id': 1})])
+  fe.tables['shop.orders'] = [('id', 'BIGINT')]  # made after the listing
+  rows = [_row('shop.orders', {'id': 1})]
+  assert evolution.ensure('shop.orders', rows) == (rows, [])
+  assert fe.lists == 1 and fe.schema_reads == 1 and fe.statements == []
+
+
+def test_an_fe_that_cannot_list_a_database_has_its_tables_read_one_by_one():
+  fe = FakeFe({'shop.users': USERS, 'shop.orders': [('id', 'BIGINT')]})
+  fe.can_list = False
+  evolution = _evolution(fe)
+  for table in ('shop.users', 'shop.orders'):
+    rows = [_row(table, {'id': 1, 'city': 'x'})]
+    assert evolution.ensure(table, rows) == (rows, [])
+  assert fe.lists == 1 and fe.schema_reads >= 2
+  assert fe.statements == ['ALTER TABLE `shop`.`users` ADD COLUMN `city` STRING NULL',
+                           'ALTER TABLE `shop`.`orders` ADD COLUMN `city` STRING NULL']
 
 
 def test_a_column_added_by_someone_else_is_learned_on_the_miss_not_reported(caplog):

@@ -6,6 +6,8 @@ import pytest
 
 from transforms.schema import (FeAuthError, FeSqlClient, FeUnavailableError, SchemaEvolution,
                                SchemaEvolutionConfig, SqlRejectedError)
+from transforms.schema.fe_sql import DATABASE_COLUMNS_LIMIT, columns_by_table
+from transforms.schema.mysql_sql import MysqlFeClient
 from transforms.stream_load import StreamLoadConfig
 from transforms.types import OP_UPSERT, Row
 
@@ -62,6 +64,12 @@ class _StaleFe(FeSqlClient):
       return [('id', 'BIGINT'), ('name', 'VARCHAR')]
     return super().table_columns(table)
 
+  def database_columns(self, db):
+    if self.stale:
+      self.stale -= 1
+      return {'demo.users': [('id', 'BIGINT'), ('name', 'VARCHAR')]}
+    return super().database_columns(db)
+
   def execute(self, db, stmt):
     self.statements.append(stmt)
     return super().execute(db, stmt)
@@ -104,3 +112,28 @@ def test_two_workers_adding_the_same_column_at_once_both_succeed(stream_load_ser
   assert sorted(len(kept) for kept, letters in results if not letters) == [1, 1]
   names = [n for n, _ in FeSqlClient(_config(stream_load_server)).table_columns('demo.users')]
   assert names.count('zip') == 1
+
+
+@pytest.mark.parametrize('protocol', ['http', 'mysql'])
+def test_a_database_s_columns_come_in_one_listing_as_each_table_s_do(stream_load_server,
+                                                                      protocol):
+  config = _config(stream_load_server)
+  client = (FeSqlClient(config) if protocol == 'http'
+            else MysqlFeClient(config, stream_load_server.query_port))
+  try:
+    listed = client.database_columns('demo')
+    assert 'demo.users' in listed and len(listed) > 1
+    for table, columns in listed.items():
+      assert [n for n, _ in columns] == [n for n, _ in client.table_columns(table)]
+    assert client.database_columns('nosuch') == {}
+  finally:
+    client.close()
+
+
+def test_a_listing_cut_at_its_limit_leaves_out_the_table_it_cut():
+  rows = [('a', f'c{i}', 'bigint') for i in range(DATABASE_COLUMNS_LIMIT - 2)]
+  rows += [('b', 'id', 'int'), ('b', 'name', 'varchar(8)')]
+  assert list(columns_by_table('db', rows)) == ['db.a']
+  assert columns_by_table('db', rows[:-1]) == {
+      'db.a': [(f'c{i}', 'BIGINT') for i in range(DATABASE_COLUMNS_LIMIT - 2)],
+      'db.b': [('id', 'INT')]}
