@@ -9,7 +9,10 @@ While the clock runs a producer thread writes events (demo.events, DUPLICATE KEY
 records/s, and one streaming job loads them.  Faults come on a schedule (fractions of the run):
 the job is SIGKILLed and restarted at 10 %, the BEs answer 503 at 25 %, responses are lost after
 commit at 40 %, the whole cluster is down for ``--outage_secs`` at 55 %, BEs reset connections
-mid-body at 75 %.  Every 10 s the job's RSS, open file descriptors and threads are sampled.
+mid-body at 75 %, and a Kafka broker restarts at 85 % (down for ``--broker_down_secs``: its
+connections close and new ones are refused, its partitions -- some of each topic's, maybe the
+group's coordinator or the load journal's -- keep it as their leader, as a restarted broker's
+do).  Every 10 s the job's RSS, open file descriptors and threads are sampled.
 
 At the end production stops, the job catches up (committed lag 0), is stopped with SIGTERM (a
 drain: exit 0), and the tables are compared with what was produced: every event once, every user
@@ -72,6 +75,7 @@ FAULTS = (
 )
 MAX_RUN_SECS = 600  # one bounded run never takes this long; a hung run is killed and reported
 _FD_CHURN = 4  # HTTP connections open or closed at the moment of a sample
+RESTARTED_BROKER = 1  # the mock cluster's brokers are 1..3
 
 
 def parse_args(argv=None):
@@ -89,6 +93,9 @@ def parse_args(argv=None):
   p.add_argument('--outage_secs', type=float, default=30.0,
                  help='how long the whole cluster is down (default 30 s, at most a tenth of '
                       'the run)')
+  p.add_argument('--broker_down_secs', type=float, default=10.0,
+                 help='how long a Kafka broker is down in its restart (default 10 s, at most a '
+                      'twelfth of the run)')
   p.add_argument('--sample_secs', type=float, default=10.0,
                  help='RSS, fds and threads of the job are sampled this often (default 10 s)')
   p.add_argument('--max_slope_mb_per_hour', type=float, default=5.0,
@@ -260,7 +267,8 @@ class Setup:
     os.makedirs(self.work_dir, exist_ok=True)
     self.dead_dir = os.path.join(self.work_dir, 'dead_letters')
     self.log_path = os.path.join(self.work_dir, 'pipeline.log')
-    self.kafka = KafkaCluster(compression='lz4')  # lz4: the mock keeps ~5 MB per partition
+    # lz4: the mock keeps ~5 MB per partition; restartable: a broker restarts in the run
+    self.kafka = KafkaCluster(compression='lz4', restartable=True)
     self.server = StreamLoadServer(schema_path=SCHEMA, user='root', password=PASSWORD, num_fes=2,
                                    num_bes=2,
                                    data_dir=os.path.join(self.work_dir, 'server')).start()
@@ -393,6 +401,7 @@ def streaming_soak(args) -> int:
   producer = setup.producer
   total = args.minutes * 60
   outage = min(args.outage_secs, total / 10)
+  broker_down = min(args.broker_down_secs, total / 12)
   cmd = setup.cmd(args.batch_rows, bounded=False)
   print(f'soak: {args.minutes:g} min streaming at {args.rate} records/s, work dir {work_dir}',
         flush=True)
@@ -426,6 +435,11 @@ def streaming_soak(args) -> int:
     at(0.75)
     server.inject_fault('reset_mid_body', times=2)
     events.append('2 resets mid-body')
+    at(0.85)
+    kafka.broker_down(RESTARTED_BROKER)
+    stop.wait(broker_down)
+    kafka.broker_up(RESTARTED_BROKER)
+    events.append(f'Kafka broker {RESTARTED_BROKER} restarted (down {broker_down:.0f} s)')
     at(1.0)
   finally:
     stop.set()

@@ -38,6 +38,8 @@ from typing import Dict, Optional, Sequence
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from devtools.mock_brokers import MockBrokers
+
 __all__ = ['KafkaCluster', 'MOCK_NUM_BROKERS', 'MOCK_PARTITIONS_PER_TOPIC', 'produce_all', 'reader_config']
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,10 +60,16 @@ class KafkaCluster:
 
   num_partitions = MOCK_PARTITIONS_PER_TOPIC
 
-  def __init__(self, num_brokers: int = MOCK_NUM_BROKERS, compression: str = 'none'):
+  def __init__(self, num_brokers: int = MOCK_NUM_BROKERS, compression: str = 'none',
+               restartable: bool = False):
+    """``restartable``: the cluster is made through librdkafka's mock API (``MockBrokers``), and
+    ``broker_down``/``broker_up`` restart its brokers."""
+    self._brokers = MockBrokers(num_brokers) if restartable else None
+    where = ({'bootstrap.servers': self._brokers.bootstrap_servers} if self._brokers
+             else {'test.mock.num.brokers': num_brokers})
     self._producer = Producer({
         'compression.type': compression,
-        'test.mock.num.brokers': num_brokers,
+        **where,
         'linger.ms': 5,
         'batch.num.messages': 10000,
         'queue.buffering.max.messages': 1000000,
@@ -146,8 +154,27 @@ class KafkaCluster:
     finally:
       consumer.close()
 
+  def broker_down(self, broker_id: int) -> None:
+    """Takes broker ``broker_id`` (1..n) down: its connections close, new ones are refused, and
+    its partitions keep it as their leader (a broker being restarted)."""
+    self._restartable().down(broker_id)
+
+  def broker_up(self, broker_id: int) -> None:
+    """Brings broker ``broker_id`` back after ``broker_down``."""
+    self._restartable().up(broker_id)
+
+  def _restartable(self) -> MockBrokers:
+    if self._brokers is None:
+      raise RuntimeError('this cluster was not made restartable (KafkaCluster(restartable=True))')
+    return self._brokers
+
   def close(self) -> None:
-    self._producer.flush(FLUSH_TIMEOUT_SECS)
+    if self._producer is not None:
+      self._producer.flush(FLUSH_TIMEOUT_SECS)
+    if self._brokers is not None:  # its producer does not hold the cluster: stop it now
+      self._producer = None
+      self._brokers.close()
+      self._brokers = None
 
 
 def reader_config(bootstrap_servers: str, group_id: Optional[str] = None, **extra) -> dict:

@@ -48,3 +48,26 @@ def test_topics_auto_create_with_four_partitions(kafka_cluster):
   assert kafka_cluster.committed('nobody', topic) == {}
   kafka_cluster.commit('somebody', topic, {1: 1})
   assert kafka_cluster.committed('somebody', topic) == {1: 1}
+
+
+def test_a_restartable_cluster_s_broker_goes_down_and_comes_back():
+  from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+  from devtools.local_kafka import KafkaCluster  # pylint: disable=import-outside-toplevel
+  cluster = KafkaCluster(restartable=True)
+  try:
+    topic = cluster.unique_topic()
+    cluster.produce(topic, values_of(8))
+    producer = Producer({'bootstrap.servers': cluster.bootstrap_servers})
+    leaders = {p: m.leader for p, m in
+               producer.list_topics(topic, timeout=10).topics[topic].partitions.items()}
+    partition = min(p for p, leader in leaders.items() if leader == 1)
+    cluster.broker_down(1)
+    producer.produce(topic, b'while down', partition=partition)
+    assert producer.flush(2) == 1  # its leader refuses connections: not delivered
+    cluster.broker_up(1)
+    assert producer.flush(30) == 0
+    assert cluster.end_offsets(topic)[partition] == 3  # 2 of the 8, and the one held back
+  finally:
+    cluster.close()
+  with pytest.raises(RuntimeError, match='not made restartable'):
+    KafkaCluster().broker_down(1)
