@@ -95,6 +95,19 @@ def test_records_waiting_for_their_partition_stay_within_the_budget_whatever_the
   assert large <= 1.25 * small + 512 * 1024
 
 
+def test_records_waiting_for_many_partitions_stay_within_the_budget_of_them_all(
+    kafka_cluster, monkeypatch):
+  # 16 partitions whose shares (512 KiB each, the floor) add up to 8 MiB, past the 1 MiB that
+  # all buffers together may hold.
+  monkeypatch.setattr(consumers, 'BUFFER_BYTES', 1024 * 1024)
+  monkeypatch.setattr(consumers, '_MIN_BUFFER_SHARE', 512 * 1024)
+  monkeypatch.setattr(consumers, '_ALL_BUFFERS_MAX_BYTES', 1024 * 1024)
+  peak = _peak_waiting_bytes(kafka_cluster, per_partition=3000)
+  # Without that bound: ~8 MiB (every share full). With it: the bound plus what was already in
+  # flight when the partitions were paused.
+  assert peak <= 2 * 1024 * 1024
+
+
 def _records(view, want, secs=10.0):
   import time  # pylint: disable=import-outside-toplevel
   got, deadline = [], time.monotonic() + secs
