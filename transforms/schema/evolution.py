@@ -57,6 +57,8 @@ _LOGGER = logging.getLogger('transforms.schema')
 SCHEMA_CHANGE_FAILED = 'schema_change_failed'
 REJECTED_RETRY_SECS = 60.0
 MISSING_TABLE_RECHECK_SECS = 30.0
+# How long a database's listing answers for the tables first needed after it.
+LISTING_FRESH_SECS = 30.0
 _POLL_INITIAL_SECS = 0.05
 _POLL_MAX_SECS = 2.0
 
@@ -142,7 +144,8 @@ class SchemaEvolution:
     self._sleep = sleep
     self._count = counter or (lambda name, table, n: None)
     self._tables: Dict[str, _Table] = {}
-    self._listed: Set[str] = set()   # databases whose columns were asked in one query
+    # db -> (when, columns by table): a database's tables asked in one query, each used once
+    self._listings: Dict[str, Tuple[float, Dict[str, List[Tuple[str, str]]]]] = {}
     self._mapped = frozenset(config.mapped_tables)
     # Only reports to make: an FE that cannot be asked is no reason to stop loading.
     self._strict = config.adds_columns or config.create_tables or config.ddl is not None
@@ -234,26 +237,32 @@ class SchemaEvolution:
     return self._evolve(table, state, rows, column_types or {})
 
   def _list_database(self, table: str) -> Optional[_Table]:
-    """The first time a table of a database is needed, every table of it is learnt in one query
-    (300 tables: one round trip, not 300 on the bundle's thread); ``table``'s state, if listed.
+    """``table``'s state from one query that asked for every table of its database, the first
+    time one of them was needed (300 tables: one round trip, not 300 on the bundle's thread).
 
-    Tables not listed (made since, or an FE that cannot list) are asked on their own, as before.
+    The listing answers for ``LISTING_FRESH_SECS``; a table first needed later, one it did not
+    have (made since) or one of a database the FE would not list is asked on its own, as before.
     """
     db, _ = split_table(table)
-    if db in self._listed:
-      return None
-    self._listed.add(db)
-    try:
-      found = self._client.database_columns(db)
-    except FeSqlError as error:
-      _LOGGER.debug('database %s: cannot list its columns (%s); its tables are asked one by one',
-                    db, error)
-      return None
     now = self._clock()
-    for name, columns in found.items():
-      if name not in self._tables:
-        self._tables[name] = _Table.of(columns, now)
-    return self._tables.get(table)
+    listing = self._listings.get(db)
+    if listing is None:
+      try:
+        found = self._client.database_columns(db)
+      except FeSqlError as error:
+        _LOGGER.debug('database %s: cannot list its columns (%s); its tables are asked one by '
+                      'one', db, error)
+        found = {}
+      listing = self._listings[db] = (now, found)
+    when, found = listing
+    if now - when > LISTING_FRESH_SECS:
+      found.clear()
+      return None
+    columns = found.pop(table, None)
+    if columns is None:
+      return None
+    state = self._tables[table] = _Table.of(columns, now)
+    return state
 
   # ------------------------------------------------------------------ unknown columns
 

@@ -10,7 +10,7 @@ from tests.fakes import FakeClock
 
 from transforms.schema import (FeUnavailableError, SchemaEvolution, SchemaEvolutionConfig,
                                SqlRejectedError, TableDdlOptions)
-from transforms.schema.evolution import REJECTED_RETRY_SECS
+from transforms.schema.evolution import LISTING_FRESH_SECS, REJECTED_RETRY_SECS
 from transforms.stream_load import StreamLoadConfig
 from transforms.types import OP_DELETE, OP_UPSERT, Row
 
@@ -155,6 +155,18 @@ def test_a_table_the_listing_did_not_have_is_read_on_its_own():
   rows = [_row('shop.orders', {'id': 1})]
   assert evolution.ensure('shop.orders', rows) == (rows, [])
   assert fe.lists == 1 and fe.schema_reads == 1 and fe.statements == []
+
+
+def test_a_table_first_needed_after_the_listing_went_stale_is_read_on_its_own():
+  fe = FakeFe({'shop.users': USERS, 'shop.orders': [('id', 'BIGINT')]})
+  clock = Clock()
+  evolution = _evolution(fe, clock=clock)
+  evolution.ensure('shop.users', [_row('shop.users', {'id': 1})])
+  del fe.tables['shop.orders']  # dropped since the listing
+  clock.now += LISTING_FRESH_SECS + 1
+  rows = [_row('shop.orders', {'id': 1})]
+  assert evolution.ensure('shop.orders', rows) == (rows, [])  # not known: the sink tells
+  assert fe.lists == 1 and fe.schema_reads == 1
 
 
 def test_an_fe_that_cannot_list_a_database_has_its_tables_read_one_by_one():
