@@ -7,6 +7,9 @@ Kinds and where they fire (``node`` picks one FE/BE by index, or ``'fe0'``/``'be
 - ``reset_mid_body``: the BE reads part of the body, then resets the connection; no response,
   nothing loaded, the transaction is aborted.
 - ``slow``: the BE (or FE) waits ``delay_secs`` (default 2 s) before handling the request.
+- ``slow_2pc``: the FE waits ``delay_secs`` (default 2 s) before handling a two-phase commit
+  or abort (``PUT /api/{db}/_stream_load_2pc``): a prepared load whose commit is in flight,
+  for as long as a test needs, whatever else the FE answers meanwhile.
 - ``publish_timeout``: the load commits (rows stored and visible) but answers ``Status``
   ``Publish Timeout`` (Doris: committed, publish slow; the label turns VISIBLE shortly after).
 - ``too_many_versions``: the BE fails the load with Doris's ``[E-235]`` too-many-versions error.
@@ -38,9 +41,9 @@ from typing import Any, Dict, List, Optional, Union
 
 KINDS = ('http_500', 'http_503', 'reset_mid_body', 'slow', 'publish_timeout',
          'too_many_versions', 'txn_limit', 'be_down', 'fe_down', 'response_lost',
-         'reset_after_body', 'schema_change_busy', 'ddl_denied')
+         'reset_after_body', 'schema_change_busy', 'ddl_denied', 'slow_2pc')
 # Faults of the FE (the others, without a node named 'feN', hit the BEs).
-FE_KINDS = ('fe_down', 'schema_change_busy', 'ddl_denied')
+FE_KINDS = ('fe_down', 'schema_change_busy', 'ddl_denied', 'slow_2pc')
 AFTER_COMMIT_KINDS = ('response_lost', 'reset_after_body')
 DEFAULT_SLOW_SECS = 2.0
 

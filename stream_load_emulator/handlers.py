@@ -389,6 +389,9 @@ class NodeHandler(http.server.BaseHTTPRequestHandler):
     self._redirect_to_be(['api', db, table, '_stream_load'], raw_query)
 
   def _fe_redirect_2pc(self, db, raw_query):
+    held = self.app.faults.take('slow_2pc', 'fe', self.index)
+    if held:
+      time.sleep(held.delay_secs or faults_lib.DEFAULT_SLOW_SECS)
     if self._fe_fault() or not self._fe_check_auth():
       return
     msg = None

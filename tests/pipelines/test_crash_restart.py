@@ -11,7 +11,6 @@ Streaming runs (no --stop_at_end) are killed at random points too (heavy).
 """
 
 import random
-import threading
 import time
 
 import orjson
@@ -258,24 +257,13 @@ def test_kill_between_two_phase_prepare_and_commit_then_restart_loads_every_row(
   argv = pipeline_argv(kafka_cluster, server, [topic], group, str(tmp_path / 'dead'),
                        table='demo.users', two_phase_commit='true', flush_workers=1,
                        batch_rows=1000, max_retries=0)
-  stop = threading.Event()
-
-  def hold_the_commit():
-    # Once the BE has the (prepared) load, hold every later FE request: the 2PC commit.
-    while not stop.is_set():
-      if be_load_requests(server, 'demo.users'):
-        server.inject_fault('slow', times=None, node='fe0', delay_secs=HOLD_SECS)
-        return
-      stop.wait(0.002)
-
-  watcher = threading.Thread(target=hold_the_commit, daemon=True)
-  watcher.start()
+  # The FE holds the 2PC commit: the job is killed while the load is prepared, not committed.
+  server.inject_fault('slow_2pc', times=None, delay_secs=HOLD_SECS)
   proc = start_cli(argv, log_path=str(tmp_path / 'first.log'))
   try:
     wait_for(lambda: any(r['path'].endswith('_stream_load_2pc') for r in server.request_log),
              'the 2PC commit request', proc=proc)
   finally:
-    stop.set()
     proc.kill()
     proc.wait()
   server.clear_faults()
