@@ -486,7 +486,12 @@ def streaming_soak(args) -> int:
   early = judged[:max(1, 2 * len(judged) // 3)]
   steady = (last[2] <= max(sample[2] for sample in early) + _FD_CHURN and
             last[3] <= max(sample[3] for sample in early))
-  return 0 if exact and drain == 0 and flat and steady else 1
+  failed = [what for what, ok in (('rows not exact', exact), (f'drain exit code {drain}', drain == 0),
+                                  (f'RSS slope over {args.max_slope_mb_per_hour} MB/h', flat),
+                                  ('fds or threads grew', steady)) if not ok]
+  if failed:
+    print(f'soak failed: {"; ".join(failed)}')
+  return 1 if failed else 0
 
 
 if __name__ == '__main__':

@@ -163,6 +163,10 @@ class KafkaCluster:
     """Brings broker ``broker_id`` back after ``broker_down``."""
     self._restartable().up(broker_id)
 
+  def fail_requests(self, api_key: int, errors: Sequence[int]) -> None:
+    """The next requests of ``api_key`` answer ``errors`` (``MockBrokers.fail_requests``)."""
+    self._restartable().fail_requests(api_key, errors)
+
   def _restartable(self) -> MockBrokers:
     if self._brokers is None:
       raise RuntimeError('this cluster was not made restartable (KafkaCluster(restartable=True))')

@@ -14,7 +14,7 @@ import ctypes
 import ctypes.util
 import glob
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 __all__ = ['MockBrokers', 'librdkafka_path']
 
@@ -48,6 +48,9 @@ def _library(path: str) -> ctypes.CDLL:
   for name in ('rd_kafka_mock_broker_set_down', 'rd_kafka_mock_broker_set_up'):
     getattr(lib, name).argtypes = (ctypes.c_void_p, ctypes.c_int32)
     getattr(lib, name).restype = ctypes.c_int
+  lib.rd_kafka_mock_push_request_errors_array.argtypes = (
+      ctypes.c_void_p, ctypes.c_int16, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int))
+  lib.rd_kafka_mock_push_request_errors_array.restype = None
   return lib
 
 
@@ -87,6 +90,12 @@ class MockBrokers:
   def up(self, broker_id: int) -> None:
     """Takes connections to the broker again."""
     self._check(self._lib.rd_kafka_mock_broker_set_up(self._cluster, broker_id), broker_id)
+
+  def fail_requests(self, api_key: int, errors: Sequence[int]) -> None:
+    """The next ``len(errors)`` requests of ``api_key`` (a Kafka API key: 8 is OffsetCommit) are
+    answered with these error codes, one each, whichever broker gets them."""
+    codes = (ctypes.c_int * len(errors))(*errors)
+    self._lib.rd_kafka_mock_push_request_errors_array(self._cluster, api_key, len(errors), codes)
 
   def close(self) -> None:
     """Stops the cluster (its clients lose it)."""

@@ -58,8 +58,20 @@ def start_cli(argv: Sequence[str], env: Optional[Dict[str, str]] = None,
   full_env = dict(os.environ)
   full_env.update(env or {})
   stdout = open(log_path, 'wb') if log_path else subprocess.DEVNULL
-  return subprocess.Popen([sys.executable, '-m', 'pipelines.kafka_to_doris', *argv], cwd=REPO_ROOT,
+  proc = subprocess.Popen([sys.executable, '-m', 'pipelines.kafka_to_doris', *argv], cwd=REPO_ROOT,
                           env=full_env, stdout=stdout, stderr=subprocess.STDOUT)
+  proc.log_path = log_path  # what a failed wait shows
+  return proc
+
+
+def log_tail(proc, lines: int = 40) -> str:
+  """The last ``lines`` lines of a started CLI's log ('' when it has none)."""
+  path = getattr(proc, 'log_path', None)
+  if not path or not os.path.exists(path):
+    return ''
+  with open(path, encoding='utf-8', errors='replace') as handle:
+    tail = handle.readlines()[-lines:]
+  return f'\n--- the last {len(tail)} lines of {path}:\n' + ''.join(tail)
 
 
 def read_dead_letters(path: str) -> List[dict]:

@@ -47,6 +47,12 @@ def _run(script, args, timeout_secs=300):
                         capture_output=True, text=True, timeout=timeout_secs)
 
 
+def _printed(result) -> str:
+  """What a failed run printed, as text (a tuple's repr is cut short in the report)."""
+  return (f'exit code {result.returncode}\n--- stdout:\n{result.stdout[-3000:]}\n'
+          f'--- stderr:\n{result.stderr[-3000:]}')
+
+
 @pytest.mark.unit
 def test_every_benchmark_has_a_smoke_run():
   scripts = {name for name in os.listdir(os.path.join(REPO_ROOT, 'bench'))
@@ -59,11 +65,11 @@ def test_every_benchmark_has_a_smoke_run():
 def test_a_benchmark_runs_at_a_tiny_size_and_prints_its_last_line(script):
   args, last_line = SMOKE_RUNS[script]
   result = _run(script, args)
-  assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+  assert result.returncode == 0, _printed(result)
   lines = [line for line in result.stdout.splitlines() if line.strip()]
-  assert lines and re.match(last_line, lines[-1]), result.stdout[-2000:]
+  assert lines and re.match(last_line, lines[-1]), _printed(result)
   for line in _ALSO_PRINTED.get(script, ()):
-    assert any(re.match(line, printed) for printed in lines), result.stdout[-2000:]
+    assert any(re.match(line, printed) for printed in lines), _printed(result)
 
 
 @pytest.mark.integration
@@ -72,7 +78,7 @@ def test_the_runner_benchmark_runs_on_the_local_runner_and_flink(flink_job_serve
   del flink_job_server_jar  # the jars are fetched (or the test skips, or fails in CI)
   result = _run('runner_bench.py', ['--records', '20000', '--batch_rows', '500',
                                     '--runs', 'direct,p1'], timeout_secs=600)
-  assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+  assert result.returncode == 0, _printed(result)
   lines = [line for line in result.stdout.splitlines() if line.strip()]
   assert re.match(rf'^runners: flink p1 {_NUMBER} rows/s \({_NUMBER}x direct\), cpu/row flink '
-                  rf'{_NUMBER}x direct$', lines[-1]), result.stdout[-2000:]
+                  rf'{_NUMBER}x direct$', lines[-1]), _printed(result)

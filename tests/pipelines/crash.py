@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 import orjson
 
-from tests.harness import pipeline_argv, read_dead_letters, run_cli, start_cli
+from tests.harness import log_tail, pipeline_argv, read_dead_letters, run_cli, start_cli
 from tests.pipelines.helpers import (event, event_bytes, event_counts, event_tuple,
                                        events_in_table, user)
 
@@ -37,9 +37,10 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_secs: float = WAI
   deadline = time.monotonic() + timeout_secs
   while not condition():
     if proc is not None and proc.poll() is not None:
-      raise AssertionError(f'the pipeline exited ({proc.returncode}) before: {what}')
+      raise AssertionError(f'the pipeline exited ({proc.returncode}) before: {what}'
+                           f'{log_tail(proc)}')
     if time.monotonic() > deadline:
-      raise AssertionError(f'timed out waiting for: {what}')
+      raise AssertionError(f'timed out waiting for: {what}{log_tail(proc) if proc else ""}')
     time.sleep(0.005)
 
 

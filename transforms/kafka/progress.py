@@ -5,11 +5,19 @@ partition here (at the group's committed offset, or the restriction's start
 if that is later) and registers every chunk it hands on; the committer
 acknowledges rows as they are loaded or dead-lettered.  A partition's
 *durable* offset is the end of the longest prefix of chunks whose rows are
-all finished (``OffsetTracker``): it is committed to Kafka (asynchronously
-as it moves, synchronously when the runtime closes), and it is where the
-reader's checkpointed restriction resumes, so a runner restoring a
+all finished (``OffsetTracker``): it is committed to Kafka (by a committer
+thread as it moves, synchronously when the runtime closes), and it is where
+the reader's checkpointed restriction resumes, so a runner restoring a
 checkpoint in a fresh process reads again everything that was only held in
 memory.
+
+The committer thread sends the newest durable offset of every partition that
+moved in one synchronous request; one that fails (the group coordinator
+moving after a broker failure) is sent again, with backoff, until it lands or
+a newer offset replaces it.  An asynchronous commit per advance would be lost
+when it failed and no later advance came (a partition whose input stopped
+stayed behind in Kafka), and its result waited in librdkafka's queue for a
+poll that never came (~300 bytes per commit, for as long as the job ran).
 """
 
 from __future__ import annotations
@@ -30,6 +38,15 @@ _LOGGER = logging.getLogger(__name__)
 
 SHARED_NAME = 'kafka.progress'
 _COMMITTED_TIMEOUT_SECS = 10.0
+# A failed commit is sent again after this long, doubling up to the last.
+_RETRY_SECS = (0.5, 1.0, 2.0, 5.0)
+# How long closing waits for a commit in flight before its own final commit.
+_CLOSE_WAIT_SECS = 10.0
+# Errors that say a topic no longer exists (deleted): its offsets are not sent again.
+# UNKNOWN_TOPIC_OR_PART, and librdkafka's _UNKNOWN_TOPIC and _UNKNOWN_PARTITION.
+_TOPIC_GONE = frozenset({3, -188, -190})
+# While commits fail, a warning at most this often (the recovery is logged too).
+_WARN_EVERY_SECS = 60.0
 # How long a committed offset asked with its topic's others is good for a partition's first read.
 _COMMITTED_FRESH_SECS = 5.0
 
@@ -48,7 +65,7 @@ class PartitionProgress:
     self._lock = threading.Lock()
     self._trackers: Dict[Tuple[str, int], OffsetTracker] = {}
     self._starts: Dict[Tuple[str, int], int] = {}
-    self._consumer = None
+    self._committer = _Committer(config, monitor)
     self._closed = False
     self._committed: Dict[Tuple[str, int], Tuple[Optional[int], float]] = {}
 
@@ -137,9 +154,11 @@ class PartitionProgress:
         return
       last = tracker.committed if tracker.committed is not None else self._starts.get(
           (topic, partition))
-      if last is None or tracker.position > last or tracker.committed is not None:
-        # Again, synchronously: the asynchronous commit of this position may still be on its way.
-        self._commit(topic, partition, tracker.position, asynchronous=False)
+      if not (last is None or tracker.position > last or tracker.committed is not None):
+        return
+      position = tracker.position
+    # Again, synchronously: the committer thread's commit of this position may be on its way.
+    self._committer.commit_now(topic, partition, position)
 
   def stale(self) -> int:
     """Acknowledgements and chunks that arrived behind the durable offset (replays)."""
@@ -158,34 +177,128 @@ class PartitionProgress:
       return None
     if tracker.committed is not None and position <= tracker.committed:
       return None
-    self._commit(topic, partition, position, asynchronous=True)
+    self._committer.submit(topic, partition, position)
     tracker.committed = position
     return position
-
-  def _commit(self, topic: str, partition: int, position: int, asynchronous: bool) -> bool:
-    from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
-    if self._consumer is None:
-      self._consumer = new_consumer(self._config, on_commit=_on_async_commit)
-    try:
-      self._consumer.commit(offsets=[TopicPartition(topic, partition, position)],
-                            asynchronous=asynchronous)
-    except KafkaException as error:
-      _LOGGER.warning('Committing %s[%d]@%d failed: %s; the next advance commits again', topic,
-                      partition, position, error)
-      return False
-    metrics.KAFKA_COMMITTED_OFFSET.labels(topic, str(partition)).set(position)
-    if self._monitor is not None:
-      self._monitor.partition_progress(topic, partition, committed=position)
-    return True
 
   def close(self) -> None:
     """Commits every durable offset synchronously (the last word), then closes the client."""
     with self._lock:
       self._closed = True
-      consumer, self._consumer = self._consumer, None
       trackers = dict(self._trackers)
-    if consumer is None:
+    self._committer.close(trackers)
+
+
+class _Committer:
+  """Commits offsets to Kafka from its own thread, retrying failures (thread-safe).
+
+  ``submit`` records a partition's newest offset and wakes the thread, which
+  commits every recorded offset in one synchronous request; offsets recorded
+  meanwhile go in the next.  A failed request's offsets are recorded again
+  (unless newer ones came) and sent after ``_RETRY_SECS``.
+  """
+
+  def __init__(self, config: Dict[str, Any], monitor: Optional[Monitor]):
+    self._config = config
+    self._monitor = monitor
+    self._lock = threading.Lock()
+    self._pending: Dict[Tuple[str, int], int] = {}
+    self._wake = threading.Event()
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+    self._consumer = None
+    self._failure: Optional[Exception] = None  # the last failed commit's error, for the log
+
+  def submit(self, topic: str, partition: int, position: int) -> None:
+    with self._lock:
+      if self._stop.is_set():
+        return
+      self._pending[(topic, partition)] = position
+      if self._thread is None:
+        self._thread = threading.Thread(target=self._run, name='kafka-offset-committer',
+                                        daemon=True)
+        self._thread.start()
+    self._wake.set()
+
+  def commit_now(self, topic: str, partition: int, position: int) -> None:
+    """Commits one offset synchronously in the caller's thread (the thread retries a failure)."""
+    retry = self._send({(topic, partition): position})
+    if retry:
+      self._requeue(retry)
+      self._wake.set()
+
+  def _client(self):
+    with self._lock:
+      if self._consumer is None:
+        self._consumer = new_consumer(self._config)
+      return self._consumer
+
+  def _send(self, offsets: Dict[Tuple[str, int], int]) -> Dict[Tuple[str, int], int]:
+    """Commits ``offsets``; returns those to send again (their topic's commit failed)."""
+    try:
+      failed = dict(_commit_offsets(self._client(), offsets))
+    except RuntimeError as error:  # the client was closed under a late commit
+      _LOGGER.debug('an offset commit after close: %s', error)
+      return {}
+    retry = {}
+    for (topic, partition), position in offsets.items():
+      error = failed.get(topic)
+      if error is None:
+        metrics.KAFKA_COMMITTED_OFFSET.labels(topic, str(partition)).set(position)
+        if self._monitor is not None:
+          self._monitor.partition_progress(topic, partition, committed=position)
+      elif _error_code(error) not in _TOPIC_GONE:
+        retry[(topic, partition)] = position
+    for topic, error in failed.items():
+      if _error_code(error) in _TOPIC_GONE:
+        _LOGGER.warning('Committing the offsets of topic %s failed (%s): the topic is gone, its '
+                        'offsets are not sent again', topic, error)
+    self._failure = next(iter(failed.values()), None) if retry else None
+    return retry
+
+  def _requeue(self, offsets: Dict[Tuple[str, int], int]) -> None:
+    with self._lock:
+      for key, position in offsets.items():
+        if self._pending.get(key, -1) < position:  # unless a newer one came meanwhile
+          self._pending[key] = position
+
+  def _run(self) -> None:
+    failures, warned_at = 0, float('-inf')
+    while not self._stop.is_set():
+      self._wake.wait()
+      self._wake.clear()
+      with self._lock:
+        offsets, self._pending = self._pending, {}
+      if not offsets or self._stop.is_set():
+        continue
+      retry = self._send(offsets)
+      if not retry:
+        if failures:
+          _LOGGER.info('Offsets are committed again after %d failed attempt(s)', failures)
+        failures = 0
+        continue
+      self._requeue(retry)
+      if time.monotonic() - warned_at >= _WARN_EVERY_SECS:
+        warned_at = time.monotonic()
+        _LOGGER.warning('Committing the offsets of %d partition(s) failed (%s); they are sent '
+                        'again until Kafka takes them', len(retry), self._failure)
+      self._stop.wait(_RETRY_SECS[min(failures, len(_RETRY_SECS) - 1)])
+      failures += 1
+      self._wake.set()
+
+  def close(self, trackers: Dict[Tuple[str, int], OffsetTracker]) -> None:
+    """Stops the thread, commits every tracker's offset synchronously, closes the client."""
+    with self._lock:
+      self._stop.set()
+      thread = self._thread
+    self._wake.set()
+    if thread is not None:
+      thread.join(_CLOSE_WAIT_SECS)
+    if self._consumer is None and all(t.committed is None for t in trackers.values()):
       return
+    consumer = self._client()
+    with self._lock:
+      self._consumer = None
     try:
       for topic, error in _commit_all(consumer, trackers):
         _LOGGER.warning('the final offset commit of topic %s failed (%s); the other topics\' '
@@ -198,50 +311,62 @@ class PartitionProgress:
       consumer.close()
 
 
-def _on_async_commit(error, partitions) -> None:
-  if error is not None:
-    _LOGGER.warning('an asynchronous offset commit failed (%s); the next one supersedes it',
-                    error)
-    return
-  for tp in partitions:
-    if tp.error is not None:
-      _LOGGER.warning('committing %s[%d]@%d failed: %s', tp.topic, tp.partition, tp.offset,
-                      tp.error)
-
-
 def _commit_all(consumer, trackers: Dict[Tuple[str, int], OffsetTracker]
                 ) -> List[Tuple[str, Exception]]:
   """Commits every tracker's committed position synchronously (the last word).
 
-  One request for all; if it fails, one per topic, so that a topic the broker
-  refuses (deleted: ``UNKNOWN_TOPIC_OR_PART``) does not cost the others their
-  commit.
-
   Returns:
-    ``(topic, error)`` for each topic whose commit failed.
+    ``(topic, error)`` for each topic whose commit failed (``_commit_offsets``).
 
   Raises:
     KafkaException: the one request failed and there is no other topic to try.
   """
+  offsets = {key: tracker.committed for key, tracker in sorted(trackers.items())
+             if tracker.committed is not None}
+  failed = _commit_offsets(consumer, offsets)
+  if failed and len({topic for topic, _ in offsets}) == 1:
+    raise failed[0][1]
+  return failed
+
+
+def _commit_offsets(consumer, offsets: Dict[Tuple[str, int], int]
+                    ) -> List[Tuple[str, Exception]]:
+  """Commits ``offsets`` synchronously: one request for all; if it fails, one per topic, so
+  that a topic the broker refuses (deleted: ``UNKNOWN_TOPIC_OR_PART``) does not cost the others
+  their commit.
+
+  Returns:
+    ``(topic, error)`` for each topic whose commit failed.
+  """
   from confluent_kafka import KafkaException, TopicPartition  # pylint: disable=import-outside-toplevel
-  offsets = [TopicPartition(topic, partition, tracker.committed)
-             for (topic, partition), tracker in sorted(trackers.items())
-             if tracker.committed is not None]
-  if not offsets:
+  by_topic: Dict[str, list] = {}
+  for (topic, partition), position in sorted(offsets.items()):
+    by_topic.setdefault(topic, []).append(TopicPartition(topic, partition, position))
+  if not by_topic:
     return []
   try:
-    consumer.commit(offsets=offsets, asynchronous=False)
+    _commit(consumer, [tp for tps in by_topic.values() for tp in tps])
     return []
-  except KafkaException:
-    by_topic: Dict[str, list] = {}
-    for tp in offsets:
-      by_topic.setdefault(tp.topic, []).append(tp)
+  except KafkaException as error:
     if len(by_topic) == 1:
-      raise
+      return [(next(iter(by_topic)), error)]
   failed = []
   for topic, topic_offsets in by_topic.items():
     try:
-      consumer.commit(offsets=topic_offsets, asynchronous=False)
+      _commit(consumer, topic_offsets)
     except KafkaException as error:
       failed.append((topic, error))
   return failed
+
+
+def _commit(consumer, offsets) -> None:
+  """One synchronous commit; a partition's error raises as the request's would."""
+  from confluent_kafka import KafkaException  # pylint: disable=import-outside-toplevel
+  for tp in consumer.commit(offsets=offsets, asynchronous=False) or ():
+    if tp.error is not None:
+      raise KafkaException(tp.error)
+
+
+def _error_code(error: Exception) -> Optional[int]:
+  kafka_error = error.args[0] if error.args else None
+  return kafka_error.code() if hasattr(kafka_error, 'code') else None

@@ -145,3 +145,74 @@ def test_the_final_commit_of_a_single_topic_raises_its_failure():
   consumer = _RefusingConsumer([])
   assert _commit_all(consumer, _trackers({('a', 0): 1, ('a', 1): None})) == []
   assert consumer.committed == {('a', 0): 1} and consumer.requests == 1
+
+
+def _wait_for(condition, what, timeout_secs=30.0):
+  import time  # pylint: disable=import-outside-toplevel
+  deadline = time.monotonic() + timeout_secs
+  while not condition():
+    assert time.monotonic() < deadline, f'timed out waiting for: {what}'
+    time.sleep(0.01)
+
+
+def test_a_refused_commit_is_sent_again_though_the_partition_moves_no_more():
+  """The group coordinator refuses the commits of a partition's last advance (it moved after a
+  broker failure): the offset still reaches Kafka, with nothing read or loaded after it, and
+  before the job closes (a streaming job's lag would otherwise stay above zero)."""
+  from devtools.local_kafka import KafkaCluster  # pylint: disable=import-outside-toplevel
+  from transforms.kafka.progress import PartitionProgress  # pylint: disable=import-outside-toplevel
+  cluster = KafkaCluster(restartable=True)
+  progress = None
+  try:
+    topic = cluster.unique_topic()
+    cluster.produce(topic, values_of(20))
+    group = f'g-{uuid.uuid4().hex[:8]}'
+    progress = PartitionProgress(cluster.consumer_config(group))
+    progress.start(topic, 0, 0)
+    assert progress.add_chunk(topic, 0, 0, 3, 3) is None
+    assert progress.ack(topic, 0, (0, 1, 2)) == 3
+    _wait_for(lambda: cluster.committed(group, topic) == {0: 3}, 'the first commit')
+    # OffsetCommit (API key 8) answers COORDINATOR_NOT_AVAILABLE (15), then NOT_COORDINATOR (16).
+    cluster.fail_requests(8, [15, 16] * 5)
+    assert progress.add_chunk(topic, 0, 3, 5, 2) is None
+    assert progress.ack(topic, 0, (3, 4)) == 5
+    _wait_for(lambda: cluster.committed(group, topic) == {0: 5}, 'the refused commit sent again')
+  finally:
+    if progress is not None:
+      progress.close()
+    cluster.close()
+
+
+class _FlakyConsumer(_RefusingConsumer):
+  """Refuses the deleted topics always, and the first ``failures`` requests holding ``flaky``."""
+
+  def __init__(self, missing, flaky, failures):
+    super().__init__(missing)
+    self.flaky, self.failures = flaky, failures
+
+  def commit(self, offsets, asynchronous):
+    from confluent_kafka import KafkaError, KafkaException
+    if self.failures and any(tp.topic == self.flaky for tp in offsets):
+      self.failures -= 1
+      self.requests += 1
+      raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))
+    return super().commit(offsets, asynchronous)
+
+
+def test_the_committer_sends_a_refused_topic_again_and_gives_up_on_a_deleted_one(monkeypatch):
+  from transforms.kafka import progress  # pylint: disable=import-outside-toplevel
+  consumer = _FlakyConsumer(missing=['gone'], flaky='moving', failures=3)
+  monkeypatch.setattr(progress, '_RETRY_SECS', (0.01,))
+  committer = progress._Committer({}, None)  # pylint: disable=protected-access
+  monkeypatch.setattr(committer, '_client', lambda: consumer)
+  for topic, position in (('a', 5), ('gone', 3), ('moving', 7)):
+    committer.submit(topic, 0, position)
+  _wait_for(lambda: consumer.committed == {('a', 0): 5, ('moving', 0): 7} and
+            not committer._pending and consumer.failures == 0,  # pylint: disable=protected-access
+            'the refused topic committed, the deleted one dropped')
+  requests = consumer.requests
+  committer.submit('a', 0, 6)  # the thread goes on; the deleted topic is not sent again
+  _wait_for(lambda: consumer.committed[('a', 0)] == 6, 'the next commit')
+  assert consumer.requests == requests + 1
+  monkeypatch.setattr(committer, '_client', lambda: _RefusingConsumer([]))
+  committer.close({})
