@@ -18,8 +18,11 @@ at 3x input``.  Run: ``.venv/bin/python bench/continuous_bench.py``.
 first ~3 s, so the 1x run must last well beyond that; 8 partitions get 240k: the local Kafka keeps
 ~100k records a partition), default flags: partitions 8 / 48 / 256 into
 a server that stores the rows (slow) and into a count-only one (fast), and 48 partitions read by a
-streaming job (no ``--stop_at_end``: stopped with SIGTERM once every record is loaded).  One line per
-shape, then ``matrix: <shapes> shapes, worst 3x/1x <r>, peak <p> MB (bound <b> MB)``.
+streaming job (no ``--stop_at_end``: stopped with SIGTERM once every record is loaded), and 48
+partitions of the same records in Avro (Confluent wire format, ``--format=avro``) through a real
+Schema Registry (``devtools.registry``: Java 17 and Maven).  One line per shape, then
+``matrix: <shapes> shapes, worst 3x/1x <r>, peak <p> MB (bound <b> MB)``.  ``--matrix_shapes``
+runs the shapes whose names contain one of its comma-separated words (``avro``, ``256p``).
 """
 
 from __future__ import annotations
@@ -140,22 +143,44 @@ def memory(kafka: KafkaCluster, server: StreamLoadServer, work: str, backlog_mb:
 
 # The README's bound at the default flags: 3 x flush_workers (4) x batch_bytes (10 MB) + 350 MB.
 BOUND_MB = 3 * 4 * 10 + 350
-# (name, partitions, rows stored, streaming)
-SHAPES = (('48p slow bounded', 48, True, False), ('8p slow bounded', 8, True, False),
-          ('256p slow bounded', 256, True, False), ('48p fast bounded', 48, False, False),
-          ('256p fast bounded', 256, False, False), ('48p slow streaming', 48, True, True))
+# (name, partitions, rows stored, streaming, format)
+SHAPES = (('48p slow bounded', 48, True, False, 'json'), ('8p slow bounded', 8, True, False, 'json'),
+          ('256p slow bounded', 256, True, False, 'json'),
+          ('48p fast bounded', 48, False, False, 'json'),
+          ('256p fast bounded', 256, False, False, 'json'),
+          ('48p slow streaming', 48, True, True, 'json'),
+          ('48p slow bounded avro', 48, True, False, 'avro'))
+AVRO_SCHEMA = {'type': 'record', 'name': 'MatrixRecord', 'namespace': 'bench', 'fields': [
+    {'name': 'id', 'type': 'long'}, {'name': 'user_id', 'type': 'long'},
+    {'name': 'status', 'type': 'string'}, {'name': 'ts', 'type': 'string'},
+    {'name': 'note', 'type': 'string'}]}
+
+
+def avro_encoder(registry_url: str):
+  """``i -> bytes``: ``record(i)``'s fields in Avro, its schema registered at ``registry_url``."""
+  import json  # pylint: disable=import-outside-toplevel
+  from confluent_kafka.schema_registry.avro import AvroSerializer  # pylint: disable=import-outside-toplevel
+  from confluent_kafka.serialization import MessageField, SerializationContext  # pylint: disable=import-outside-toplevel
+  from transforms.records.formats import registry_client  # pylint: disable=import-outside-toplevel
+  serializer = AvroSerializer(registry_client({'url': registry_url}), json.dumps(AVRO_SCHEMA))
+  context = SerializationContext('bench-matrix', MessageField.VALUE)
+  return lambda i: serializer(orjson.loads(record(i)), context)
 
 
 def shape_peak(kafka: KafkaCluster, server: StreamLoadServer, work: str, partitions: int,
-               records: int, streaming: bool, name: str) -> float:
-  """Peak RSS (MB) of one run over ``records`` records spread over ``partitions`` partitions."""
+               records: int, streaming: bool, name: str, registry_url: str = '') -> float:
+  """Peak RSS (MB) of one run over ``records`` records spread over ``partitions`` partitions
+  (Avro through ``registry_url`` when it is given, else JSON)."""
+  encode = avro_encoder(registry_url) if registry_url else record
   topics = [kafka.unique_topic(name) for _ in range(max(1, partitions // kafka.num_partitions))]
   for index, topic in enumerate(topics):
-    kafka.produce(topic, [record(i) for i in range(index, records, len(topics))])
+    kafka.produce(topic, [encode(i) for i in range(index, records, len(topics))])
   before = sum(entry['loaded_rows'] for entry in server.loads)
   log_path = os.path.join(work, f'{name}.log')
   log = open(log_path, 'wb')
   extra = () if streaming else ('--stop_at_end',)
+  if registry_url:
+    extra += ('--format=avro', f'--schema_registry_url={registry_url}')
   proc = subprocess.Popen(_argv(kafka, server, topics, f'bench-{name}', work, *extra),
                           cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
   if streaming:
@@ -172,27 +197,41 @@ def shape_peak(kafka: KafkaCluster, server: StreamLoadServer, work: str, partiti
   return rss_mb
 
 
-def matrix(records: int) -> None:
+def matrix(records: int, only: str = '') -> None:
+  words = [word for word in only.split(',') if word]
+  shapes = [shape for shape in SHAPES if not words or any(word in shape[0] for word in words)]
+  if not shapes:
+    raise SystemExit(f'--matrix_shapes={only}: no shape\'s name contains any of its words '
+                     f'({", ".join(shape[0] for shape in SHAPES)})')
   work = tempfile.mkdtemp(prefix='continuous-matrix-')
+  registry = None
+  if any(shape[4] == 'avro' for shape in shapes):
+    from devtools.registry import SchemaRegistry  # pylint: disable=import-outside-toplevel
+    registry = SchemaRegistry(work_dir=work).start()
   worst, peak = 0.0, 0.0
-  for name, partitions, stored, streaming in SHAPES:
-    kafka = KafkaCluster(compression='lz4')
-    server = StreamLoadServer(schema_sql=SCHEMA, user='root', password=PASSWORD,
-                              count_only=not stored)
-    server.start()
-    # A mock partition keeps ~100k records: fewer partitions get a smaller backlog.
-    n = min(records, partitions * MOCK_RECORDS_PER_PARTITION // 3)
-    try:
-      tag = name.replace(' ', '-')
-      one = shape_peak(kafka, server, work, partitions, n, streaming, f'{tag}-1x')
-      three = shape_peak(kafka, server, work, partitions, 3 * n, streaming, f'{tag}-3x')
-    finally:
-      server.stop()
-      kafka.close()
-    worst, peak = max(worst, three / one), max(peak, one, three)
-    print(f'{name}: peak RSS {one:.0f} MB at {n} records, {three:.0f} MB at '
-          f'{3 * n} ({three / one:.2f}x)', flush=True)
-  print(f'matrix: {len(SHAPES)} shapes, worst 3x/1x {worst:.2f}, peak {peak:.0f} MB '
+  try:
+    for name, partitions, stored, streaming, fmt in shapes:
+      kafka = KafkaCluster(compression='lz4')
+      server = StreamLoadServer(schema_sql=SCHEMA, user='root', password=PASSWORD,
+                                count_only=not stored)
+      server.start()
+      # A mock partition keeps ~100k records: fewer partitions get a smaller backlog.
+      n = min(records, partitions * MOCK_RECORDS_PER_PARTITION // 3)
+      url = registry.url if fmt == 'avro' else ''
+      try:
+        tag = name.replace(' ', '-')
+        one = shape_peak(kafka, server, work, partitions, n, streaming, f'{tag}-1x', url)
+        three = shape_peak(kafka, server, work, partitions, 3 * n, streaming, f'{tag}-3x', url)
+      finally:
+        server.stop()
+        kafka.close()
+      worst, peak = max(worst, three / one), max(peak, one, three)
+      print(f'{name}: peak RSS {one:.0f} MB at {n} records, {three:.0f} MB at '
+            f'{3 * n} ({three / one:.2f}x)', flush=True)
+  finally:
+    if registry is not None:
+      registry.close()
+  print(f'matrix: {len(shapes)} shapes, worst 3x/1x {worst:.2f}, peak {peak:.0f} MB '
         f'(bound {BOUND_MB} MB)')
 
 
@@ -205,9 +244,12 @@ def main() -> None:
                       help='memory against the backlog in several shapes (see above)')
   parser.add_argument('--matrix_records', type=int, default=600_000,
                       help='the 1x backlog of the matrix, in ~1 KB records')
+  parser.add_argument('--matrix_shapes', default='',
+                      help='only the shapes whose names contain one of these comma-separated '
+                           'words (default: every shape)')
   args = parser.parse_args()
   if args.matrix:
-    matrix(args.matrix_records)
+    matrix(args.matrix_records, args.matrix_shapes)
     return
   work = tempfile.mkdtemp(prefix='continuous-bench-')
   kafka = KafkaCluster(compression='lz4')

@@ -119,6 +119,16 @@ def column_names(row: Row) -> Tuple[str, ...]:
   return row.columns if row.fields is None else tuple(sorted(row.fields))
 
 
+def encode_fields(fields: dict, **options) -> bytes:
+  """A row's JSON (``orjson.dumps(fields, **options)``) in bytes of its own size.
+
+  orjson's result keeps the buffer it was written into: 8 KB for a 1 KB row (orjson 3.13),
+  three times the size of a 20 KB one.  Rows wait in batches by the thousand holding their
+  encoding, so it is copied once (~0.15 us a row): a batch's memory is what its rows measure.
+  """
+  return bytes(memoryview(orjson.dumps(fields, **options)))
+
+
 def fields_of(row: Row) -> dict:
   """The row's column -> value map (decoded again from ``raw`` for a slim row)."""
   return row.fields if row.fields is not None else orjson.loads(row.raw)

@@ -38,7 +38,7 @@ from transforms.records.reasons import (BAD_TABLE_NAME, EMPTY_VALUE, MISSING_TAB
 from transforms.records.routing import NAME_RE, SOURCE_COLUMNS, Routing, TableCollisionError
 from transforms.types import (DORIS_DELETE_SIGN, MAX_DEAD_LETTER_PAYLOAD_BYTES, OP_DELETE,
                               OP_UPSERT, STARROCKS_OP, TARGETS, ChunkRead, DeadLetter, KafkaChunk,
-                              KafkaRecord, Row, RowBatch)
+                              KafkaRecord, Row, RowBatch, encode_fields)
 
 __all__ = ['RecordParser', 'ParsedChunk', 'CDC_FORMATS', 'DEFAULT_MAX_RECORD_BYTES']
 
@@ -506,7 +506,7 @@ class RecordParser:
 def _encode(fields: dict) -> bytes:
   """The row's JSON encoding (one line: orjson writes no newline)."""
   try:
-    return orjson.dumps(fields)
+    return encode_fields(fields)
   except orjson.JSONEncodeError as e:  # orjson writes at most 254 levels of nesting.
     raise Reject(UNENCODABLE, f'row cannot be encoded as JSON again: {e}') from None
 

@@ -40,8 +40,6 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-import orjson
-
 from transforms.records.routing import SOURCE_COLUMNS
 from transforms.schema.config import EVOLVE, LENIENT, SchemaEvolutionConfig
 from transforms.schema.ddl_runner import RunnerElection, acquire_election, release_election
@@ -57,7 +55,7 @@ from transforms.schema.evolution import (MissingDatabaseError, SchemaEvolution,
 from transforms.schema.fe_sql import SqlRejectedError
 from transforms.schema import types
 from transforms.stream_load.config import STARROCKS
-from transforms.types import Row, fields_of
+from transforms.types import Row, encode_fields, fields_of
 
 __all__ = ['SchemaChangeApplier', 'Step']
 
@@ -486,7 +484,7 @@ class SchemaChangeApplier:
       elif fitted is fields:
         kept.append(row)
       else:
-        raw = orjson.dumps(fitted, default=str)
+        raw = encode_fields(fitted, default=str)
         kept.append(row._replace(fields=fitted, raw=raw, columns=None, size=len(raw)))
     if dropped:
       self._count('rows_before_truncate', table, len(dropped))
