@@ -271,7 +271,13 @@ class _Committer:
         offsets, self._pending = self._pending, {}
       if not offsets or self._stop.is_set():
         continue
-      retry = self._send(offsets)
+      try:
+        retry = self._send(offsets)
+      except Exception as error:  # pylint: disable=broad-except
+        # The thread goes on whatever happened: a committer that died would commit no more.
+        _LOGGER.warning('Committing offsets failed unexpectedly; they are sent again',
+                        exc_info=True)
+        retry, self._failure = offsets, error
       if not retry:
         if failures:
           _LOGGER.info('Offsets are committed again after %d failed attempt(s)', failures)
@@ -292,8 +298,10 @@ class _Committer:
       self._stop.set()
       thread = self._thread
     self._wake.set()
+    stuck = False
     if thread is not None:
       thread.join(_CLOSE_WAIT_SECS)
+      stuck = thread.is_alive()  # a commit still waiting for Kafka
     if self._consumer is None and all(t.committed is None for t in trackers.values()):
       return
     consumer = self._client()
@@ -308,7 +316,12 @@ class _Committer:
       _LOGGER.warning('the final offset commit failed; a restart re-reads from the last '
                       'committed offsets', exc_info=True)
     finally:
-      consumer.close()
+      if stuck:
+        # Closing a client another thread is inside would free it under that thread.
+        _LOGGER.warning('an offset commit still waits for Kafka after %.0f s; its client is '
+                        'left to the process\'s exit', _CLOSE_WAIT_SECS)
+      else:
+        consumer.close()
 
 
 def _commit_all(consumer, trackers: Dict[Tuple[str, int], OffsetTracker]
