@@ -208,6 +208,7 @@ class _Committer:
     self._thread: Optional[threading.Thread] = None
     self._consumer = None
     self._failure: Optional[Exception] = None  # the last failed commit's error, for the log
+    self._landed: Dict[Tuple[str, int], int] = {}  # the newest offset Kafka took, per partition
 
   def submit(self, topic: str, partition: int, position: int) -> None:
     with self._lock:
@@ -244,6 +245,9 @@ class _Committer:
     for (topic, partition), position in offsets.items():
       error = failed.get(topic)
       if error is None:
+        with self._lock:
+          key = (topic, partition)
+          self._landed[key] = max(position, self._landed.get(key, -1))
         metrics.KAFKA_COMMITTED_OFFSET.labels(topic, str(partition)).set(position)
         if self._monitor is not None:
           self._monitor.partition_progress(topic, partition, committed=position)
@@ -259,7 +263,9 @@ class _Committer:
   def _requeue(self, offsets: Dict[Tuple[str, int], int]) -> None:
     with self._lock:
       for key, position in offsets.items():
-        if self._pending.get(key, -1) < position:  # unless a newer one came meanwhile
+        # Unless a newer one came meanwhile, or landed (a drain's commit from its own thread):
+        # sent again, this one would take the group's offset back.
+        if max(self._pending.get(key, -1), self._landed.get(key, -1)) < position:
           self._pending[key] = position
 
   def _run(self) -> None:

@@ -216,3 +216,17 @@ def test_the_committer_sends_a_refused_topic_again_and_gives_up_on_a_deleted_one
   assert consumer.requests == requests + 1
   monkeypatch.setattr(committer, '_client', lambda: _RefusingConsumer([]))
   committer.close({})
+
+
+def test_a_refused_commit_is_not_sent_again_once_a_newer_one_landed(monkeypatch):
+  """A drain commits a partition from its own thread while the committer's older offset is
+  refused: sent again, the older one would take the group's offset back."""
+  from transforms.kafka import progress  # pylint: disable=import-outside-toplevel
+  consumer = _FlakyConsumer(missing=[], flaky='t', failures=1)
+  committer = progress._Committer({}, None)  # pylint: disable=protected-access
+  monkeypatch.setattr(committer, '_client', lambda: consumer)
+  assert committer._send({('t', 0): 5}) == {('t', 0): 5}  # pylint: disable=protected-access
+  committer.commit_now('t', 0, 9)
+  committer._requeue({('t', 0): 5})  # pylint: disable=protected-access
+  assert committer._pending == {}  # pylint: disable=protected-access
+  assert consumer.committed == {('t', 0): 9}
