@@ -155,12 +155,14 @@ def _wait_for(condition, what, timeout_secs=30.0):
     time.sleep(0.01)
 
 
-def test_a_refused_commit_is_sent_again_though_the_partition_moves_no_more():
+def test_a_refused_commit_is_sent_again_though_the_partition_moves_no_more(monkeypatch):
   """The group coordinator refuses the commits of a partition's last advance (it moved after a
   broker failure): the offset still reaches Kafka, with nothing read or loaded after it, and
   before the job closes (a streaming job's lag would otherwise stay above zero)."""
   from devtools.local_kafka import KafkaCluster  # pylint: disable=import-outside-toplevel
   from transforms.kafka.progress import PartitionProgress  # pylint: disable=import-outside-toplevel
+  from transforms.kafka import progress as progress_module  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(progress_module, '_RETRY_SECS', (0.05,), raising=False)  # what, not when
   cluster = KafkaCluster(restartable=True)
   progress = None
   try:
