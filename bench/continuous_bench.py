@@ -144,7 +144,8 @@ def memory(kafka: KafkaCluster, server: StreamLoadServer, work: str, backlog_mb:
 # The README's bound at the default flags: 3 x flush_workers (4) x batch_bytes (10 MB) + 350 MB.
 BOUND_MB = 3 * 4 * 10 + 350
 # (name, partitions, rows stored, streaming, format)
-SHAPES = (('48p slow bounded', 48, True, False, 'json'), ('8p slow bounded', 8, True, False, 'json'),
+SHAPES = (('48p slow bounded', 48, True, False, 'json'),
+          ('8p slow bounded', 8, True, False, 'json'),
           ('256p slow bounded', 256, True, False, 'json'),
           ('48p fast bounded', 48, False, False, 'json'),
           ('256p fast bounded', 256, False, False, 'json'),
@@ -159,9 +160,10 @@ AVRO_SCHEMA = {'type': 'record', 'name': 'MatrixRecord', 'namespace': 'bench', '
 def avro_encoder(registry_url: str):
   """``i -> bytes``: ``record(i)``'s fields in Avro, its schema registered at ``registry_url``."""
   import json  # pylint: disable=import-outside-toplevel
-  from confluent_kafka.schema_registry.avro import AvroSerializer  # pylint: disable=import-outside-toplevel
-  from confluent_kafka.serialization import MessageField, SerializationContext  # pylint: disable=import-outside-toplevel
-  from transforms.records.formats import registry_client  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from confluent_kafka.schema_registry.avro import AvroSerializer
+  from confluent_kafka.serialization import MessageField, SerializationContext
+  from transforms.records.formats import registry_client
   serializer = AvroSerializer(registry_client({'url': registry_url}), json.dumps(AVRO_SCHEMA))
   context = SerializationContext('bench-matrix', MessageField.VALUE)
   return lambda i: serializer(orjson.loads(record(i)), context)

@@ -486,9 +486,10 @@ def streaming_soak(args) -> int:
   early = judged[:max(1, 2 * len(judged) // 3)]
   steady = (last[2] <= max(sample[2] for sample in early) + _FD_CHURN and
             last[3] <= max(sample[3] for sample in early))
-  failed = [what for what, ok in (('rows not exact', exact), (f'drain exit code {drain}', drain == 0),
-                                  (f'RSS slope over {args.max_slope_mb_per_hour} MB/h', flat),
-                                  ('fds or threads grew', steady)) if not ok]
+  checks = (('rows not exact', exact), (f'drain exit code {drain}', drain == 0),
+            (f'RSS slope over {args.max_slope_mb_per_hour} MB/h', flat),
+            ('fds or threads grew', steady))
+  failed = [what for what, ok in checks if not ok]
   if failed:
     print(f'soak failed: {"; ".join(failed)}')
   return 1 if failed else 0

@@ -207,7 +207,6 @@ class _Committer:
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._consumer = None
-    self._failure: Optional[Exception] = None  # the last failed commit's error, for the log
     self._landed: Dict[Tuple[str, int], int] = {}  # the newest offset Kafka took, per partition
 
   def submit(self, topic: str, partition: int, position: int) -> None:
@@ -223,7 +222,7 @@ class _Committer:
 
   def commit_now(self, topic: str, partition: int, position: int) -> None:
     """Commits one offset synchronously in the caller's thread (the thread retries a failure)."""
-    retry = self._send({(topic, partition): position})
+    retry, _ = self._send({(topic, partition): position})
     if retry:
       self._requeue(retry)
       self._wake.set()
@@ -234,13 +233,15 @@ class _Committer:
         self._consumer = new_consumer(self._config)
       return self._consumer
 
-  def _send(self, offsets: Dict[Tuple[str, int], int]) -> Dict[Tuple[str, int], int]:
-    """Commits ``offsets``; returns those to send again (their topic's commit failed)."""
+  def _send(self, offsets: Dict[Tuple[str, int], int]
+            ) -> Tuple[Dict[Tuple[str, int], int], Optional[Exception]]:
+    """Commits ``offsets``; returns those to send again (their topic's commit failed) and
+    one of their errors, for the log."""
     try:
       failed = dict(_commit_offsets(self._client(), offsets))
     except RuntimeError as error:  # the client was closed under a late commit
       _LOGGER.debug('an offset commit after close: %s', error)
-      return {}
+      return {}, None
     retry = {}
     for (topic, partition), position in offsets.items():
       error = failed.get(topic)
@@ -257,8 +258,7 @@ class _Committer:
       if _error_code(error) in _TOPIC_GONE:
         _LOGGER.warning('Committing the offsets of topic %s failed (%s): the topic is gone, its '
                         'offsets are not sent again', topic, error)
-    self._failure = next(iter(failed.values()), None) if retry else None
-    return retry
+    return retry, next(iter(failed.values()), None) if retry else None
 
   def _requeue(self, offsets: Dict[Tuple[str, int], int]) -> None:
     with self._lock:
@@ -278,12 +278,12 @@ class _Committer:
       if not offsets or self._stop.is_set():
         continue
       try:
-        retry = self._send(offsets)
+        retry, failure = self._send(offsets)
       except Exception as error:  # pylint: disable=broad-except
         # The thread goes on whatever happened: a committer that died would commit no more.
         _LOGGER.warning('Committing offsets failed unexpectedly; they are sent again',
                         exc_info=True)
-        retry, self._failure = offsets, error
+        retry, failure = offsets, error
       if not retry:
         if failures:
           _LOGGER.info('Offsets are committed again after %d failed attempt(s)', failures)
@@ -293,7 +293,7 @@ class _Committer:
       if time.monotonic() - warned_at >= _WARN_EVERY_SECS:
         warned_at = time.monotonic()
         _LOGGER.warning('Committing the offsets of %d partition(s) failed (%s); they are sent '
-                        'again until Kafka takes them', len(retry), self._failure)
+                        'again until Kafka takes them', len(retry), failure)
       self._stop.wait(_RETRY_SECS[min(failures, len(_RETRY_SECS) - 1)])
       failures += 1
       self._wake.set()

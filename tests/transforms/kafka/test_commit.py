@@ -161,8 +161,8 @@ def test_a_refused_commit_is_sent_again_though_the_partition_moves_no_more(monke
   before the job closes (a streaming job's lag would otherwise stay above zero)."""
   from devtools.local_kafka import KafkaCluster  # pylint: disable=import-outside-toplevel
   from transforms.kafka.progress import PartitionProgress  # pylint: disable=import-outside-toplevel
-  from transforms.kafka import progress as progress_module  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(progress_module, '_RETRY_SECS', (0.05,), raising=False)  # what, not when
+  from transforms.kafka import progress as module  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(module, '_RETRY_SECS', (0.05,), raising=False)  # what, not when
   cluster = KafkaCluster(restartable=True)
   progress = None
   try:
@@ -227,7 +227,8 @@ def test_a_refused_commit_is_not_sent_again_once_a_newer_one_landed(monkeypatch)
   consumer = _FlakyConsumer(missing=[], flaky='t', failures=1)
   committer = progress._Committer({}, None)  # pylint: disable=protected-access
   monkeypatch.setattr(committer, '_client', lambda: consumer)
-  assert committer._send({('t', 0): 5}) == {('t', 0): 5}  # pylint: disable=protected-access
+  retry, _ = committer._send({('t', 0): 5})  # pylint: disable=protected-access
+  assert retry == {('t', 0): 5}
   committer.commit_now('t', 0, 9)
   committer._requeue({('t', 0): 5})  # pylint: disable=protected-access
   assert committer._pending == {}  # pylint: disable=protected-access

@@ -260,7 +260,8 @@ def _commit(context, *items):
 def _no_commits(monkeypatch):
   """Offsets are not committed to Kafka (there is none): what is durable is asserted."""
   for name in ('submit', 'commit_now', 'close'):
-    monkeypatch.setattr(progress._Committer, name, lambda *a, **k: None)  # pylint: disable=protected-access
+    monkeypatch.setattr(progress._Committer, name,  # pylint: disable=protected-access
+                        lambda *a, **k: None)
 
 
 def test_a_durable_read_checkpoints_at_the_loaded_offset_not_the_read_position(monkeypatch):
