@@ -82,3 +82,20 @@ def test_the_runner_benchmark_runs_on_the_local_runner_and_flink(flink_job_serve
   lines = [line for line in result.stdout.splitlines() if line.strip()]
   assert re.match(rf'^runners: flink p1 {_NUMBER} rows/s \({_NUMBER}x direct\), cpu/row flink '
                   rf'{_NUMBER}x direct$', lines[-1]), _printed(result)
+
+
+@pytest.mark.unit
+def test_the_soak_judges_librdkafka_threads_by_kind():
+  """A broker restart moves a client's broker threads; more clients, a second thread of one
+  broker per client, or more of the job's own threads is growth."""
+  from collections import Counter  # pylint: disable=import-outside-toplevel
+  from bench.soak import threads_grew  # pylint: disable=import-outside-toplevel
+  early = [Counter({'python': 12, 'rdk:main': 2, 'rdk:broker1': 1, 'rdk:broker2': 2,
+                    'rdk:broker-1': 8})]
+  assert threads_grew(early, Counter({'python': 12, 'rdk:main': 2, 'rdk:broker1': 2,
+                                      'rdk:broker-1': 8,
+                                      'rdk:broker2': 2})) == ''
+  assert 'Kafka clients 3' in threads_grew(early, Counter({'python': 12, 'rdk:main': 3}))
+  assert 'other than' in threads_grew(early, Counter({'python': 13, 'rdk:main': 2}))
+  assert '3 rdk:broker1' in threads_grew(early, Counter({'python': 12, 'rdk:main': 2,
+                                                         'rdk:broker1': 3}))
